@@ -1,0 +1,196 @@
+"""The records passed between pipeline stages and their JSONL files.
+
+Contract: every stage reads and writes these records only, one JSON object per line.
+Readers validate each line and raise `SchemaError` naming the file, the line and the field;
+writers are atomic (temp file + rename), so a crash never leaves a half-written file.
+
+    Prompt      a pool demonstration: a training example rendered with a template,
+                input followed by its gold answer (`text`).
+    Query       a task input to be answered: rendered `input`, answer `options` (choice
+                tasks) with the `gold` index, or free-form `references` (generation tasks).
+    Candidates  the prompt ids sampled for one training query.
+    Score       the proxy LM's judgement of one (prompt, query) pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+SEP = "\n\n"
+"""Joins demonstrations with each other and with the query input."""
+
+
+class SchemaError(ValueError):
+    """A record file does not have the expected shape."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    task: str
+    cluster: str
+    template: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    task: str
+    cluster: str
+    template: int
+    input: str
+    options: list[str] | None = None
+    gold: int | None = None
+    references: list[str] = field(default_factory=list)
+
+    @property
+    def is_choice(self) -> bool:
+        return self.options is not None
+
+    @property
+    def target(self) -> str:
+        """The gold continuation: the gold option, or the first reference."""
+        if self.options is not None:
+            assert self.gold is not None, self.id
+            return self.options[self.gold]
+        return self.references[0]
+
+    def continuations(self) -> list[str]:
+        """What the LM scores after the input: every option, or the gold reference."""
+        return list(self.options) if self.options is not None else [self.target]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    query_id: str
+    prompt_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Score:
+    """Proxy-LM judgement of `prompt_id` as a demonstration for `query_id`.
+
+    option_losses: mean per-token NLL of each continuation (choice: one per option;
+    generation: one, the gold reference). score: higher is better (choice: the gold option's
+    probability among the options from the length-normalised losses; generation: minus the gold
+    loss). correct: argmin(option_losses) == gold for choice tasks, None for generation.
+    """
+
+    query_id: str
+    prompt_id: str
+    lm: str
+    template: int
+    option_losses: list[float]
+    score: float
+    correct: bool | None
+
+
+Record = TypeVar("Record", Prompt, Query, Candidates, Score)
+
+
+def join_context(prompts: Iterable[str], query_input: str) -> str:
+    """The LM context: demonstrations (best one last, nearest the input), then the input."""
+    return SEP.join([*prompts, query_input])
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def from_dict(cls: type[Record], row: Any, where: str) -> Record:
+    """Builds `cls` from a decoded JSON object, naming `where` and the field on error."""
+    if not isinstance(row, dict):
+        raise SchemaError(f"{where}: expected a JSON object for a {cls.__name__}, got {row!r:.80}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in row]
+    if missing:
+        raise SchemaError(
+            f"{where}: {cls.__name__} record lacks field(s) {missing}; "
+            f"expected fields {sorted(fields)}. Regenerate the file with the stage that writes it."
+        )
+    unknown = sorted(set(row) - set(fields))
+    if unknown:
+        raise SchemaError(
+            f"{where}: unknown field(s) {unknown} for a {cls.__name__}; expected {sorted(fields)}."
+        )
+    return cls(**row)
+
+
+def read_jsonl(path: str | os.PathLike[str], cls: type[Record]) -> list[Record]:
+    return list(iter_jsonl(path, cls))
+
+
+def iter_jsonl(path: str | os.PathLike[str], cls: type[Record]) -> Iterator[Record]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such {cls.__name__} file. Run the stage that writes it first "
+            "(see `uprise --help`)."
+        )
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SchemaError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
+            yield from_dict(cls, row, where)
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
+    """Atomically writes records (dataclasses or dicts) as JSON Lines."""
+    lines = (
+        json.dumps(r if isinstance(r, dict) else to_dict(r), ensure_ascii=False) + "\n"
+        for r in records
+    )
+    return atomic_write(path, lines)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write(path, [json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"])
+
+
+def atomic_write(path: str | os.PathLike[str], chunks: Iterable[str]) -> Path:
+    """Writes text chunks to a temp file beside `path`, fsyncs it, then renames it in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Creates `path`; refuses a non-empty directory unless `overwrite` is set."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory; choose another output path.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{path} is not empty; pass --overwrite to write into it, or choose another directory."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
