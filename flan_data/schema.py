@@ -148,7 +148,8 @@ def iter_jsonl(path: str | os.PathLike[str], cls: type[Record]) -> Iterator[Reco
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SchemaError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
+                msg = f"{where}: not valid JSON ({err.msg} at column {err.colno})"
+                raise SchemaError(msg) from err
             yield from_dict(cls, row, where)
 
 

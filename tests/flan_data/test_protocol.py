@@ -1,0 +1,104 @@
+"""The held-out-cluster protocol on the offline mirror: leakage, candidates, carving, seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+from flan_data import (
+    LeakageError,
+    Prompt,
+    Query,
+    UnknownNameError,
+    build_stage_data,
+    check_no_leakage,
+    clusters,
+    read_stage_data,
+    sample_candidates,
+    tasks_in,
+    write_stage_data,
+)
+
+SMALL = dict(pool_per_task=40, queries_per_task=10, n_candidates=5, eval_per_task=20)
+
+
+@pytest.fixture(scope="module")
+def stage(shared_data_dir):
+    return build_stage_data("sentiment", shared_data_dir, seed=3, **SMALL)
+
+
+def test_held_out_cluster_never_reaches_pool_queries_or_candidates(stage):
+    held = {t.name for t in tasks_in("sentiment")}
+    assert stage.pool and stage.train_queries and stage.candidates
+    assert not {p.task for p in stage.pool} & held
+    assert not {q.task for q in stage.train_queries} & held
+    used = {pid for c in stage.candidates for pid in [c.query_id, *c.prompt_ids]}
+    assert not {i.split(":")[0] for i in used} & held
+    assert {q.task for q in stage.eval_queries} == held
+    assert set(stage.manifest["train_clusters"]) == set(clusters()) - {"sentiment"}
+
+
+def test_leakage_guard_raises_on_a_planted_prompt(stage):
+    planted = Prompt("sst2:train:0", "sst2", "sentiment", 0, "a great film positive")
+    with pytest.raises(LeakageError, match="sentiment"):
+        check_no_leakage("sentiment", [*stage.pool, planted], stage.train_queries, stage.candidates)
+
+
+def test_candidates_are_same_task_and_exclude_the_query(stage):
+    task_of = {p.id: p.task for p in stage.pool}
+    by_id = {q.id: q for q in stage.train_queries}
+    for c in stage.candidates:
+        assert c.query_id not in c.prompt_ids
+        assert len(c.prompt_ids) == len(set(c.prompt_ids)) <= SMALL["n_candidates"]
+        assert {task_of[p] for p in c.prompt_ids} == {by_id[c.query_id].task}
+
+
+def test_sample_candidates_excludes_itself_when_pool_is_tiny():
+    pool = [Prompt(f"t:train:{i}", "t", "c", 0, f"p{i}") for i in range(3)]
+    q = Query("t:train:1", "t", "c", 0, "x", ["a", "b"], 0)
+    (cands,) = sample_candidates([q], pool, n_candidates=10, seed=0)
+    assert sorted(cands.prompt_ids) == ["t:train:0", "t:train:2"]
+
+
+def test_build_is_deterministic_per_seed(shared_data_dir, stage):
+    again = build_stage_data("sentiment", shared_data_dir, seed=3, **SMALL)
+    other = build_stage_data("sentiment", shared_data_dir, seed=4, **SMALL)
+    assert again.pool == stage.pool and again.candidates == stage.candidates
+    assert [p.id for p in other.pool] != [p.id for p in stage.pool]
+
+
+def test_carved_tasks_are_recorded_and_pool_is_class_balanced(stage):
+    carved = {c["task"] for c in stage.manifest["carves"]}
+    assert {"qnli", "piqa", "boolq", "arc_easy", "nq_open"} <= carved
+    rte = [p for p in stage.pool if p.task == "rte"]
+    yes = sum(p.text.endswith(" yes") for p in rte)
+    assert len(rte) == SMALL["pool_per_task"] and yes == len(rte) // 2
+
+
+def test_templates_are_deterministic_and_varied(stage):
+    templates = {p.template for p in stage.pool if p.task == "rte"}
+    assert len(templates) == 3
+
+
+def test_stage_files_round_trip(stage, tmp_path):
+    write_stage_data(stage, tmp_path)
+    back = read_stage_data(tmp_path)
+    assert back.pool == stage.pool and back.eval_queries == stage.eval_queries
+    assert back.candidates == stage.candidates and back.manifest == stage.manifest
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(held_out_cluster="sentimnet"), "unknown cluster 'sentimnet'"),
+        (dict(held_out_cluster="nli", train_clusters=["nli", "paraphrase"]), "also listed"),
+        (dict(held_out_cluster="nli", train_clusters=["paraphrase", "bogus"]), "unknown cluster"),
+    ],
+)
+def test_bad_cluster_names_are_named_in_the_error(shared_data_dir, kwargs, match):
+    with pytest.raises((UnknownNameError, ValueError), match=match):
+        build_stage_data(data_dir=shared_data_dir, **kwargs, **SMALL)
+
+
+def test_empty_pool_is_an_error(shared_data_dir):
+    with pytest.raises(ValueError, match="empty prompt pool"):
+        build_stage_data("nli", shared_data_dir, ["paraphrase"], max_prompt_chars=5, **SMALL)
