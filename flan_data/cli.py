@@ -1,0 +1,69 @@
+"""`uprise data`: build the pool, training queries, candidates and evaluation queries."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from flan_data.catalogue import all_tasks
+from flan_data.loading import resolve_data_dir
+from flan_data.protocol import build_stage_data
+from flan_data.provenance import run_info
+from flan_data.schema import prepare_output_dir
+from flan_data.stage_io import write_stage_data
+
+log = logging.getLogger(__name__)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The protocol options, shared by `uprise data` and `uprise quickstart`."""
+    parser.add_argument("--held-out-cluster", default="sentiment")
+    parser.add_argument("--train-clusters", nargs="+", default=None,
+                        help="default: every cluster but the held-out one")
+    parser.add_argument("--data-dir", default=None,
+                        help="offline mirror folder; default ../shared/data if present, else "
+                             "the Hub; 'hub' forces the Hub")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--pool-per-task", type=int, default=1000)
+    parser.add_argument("--queries-per-task", type=int, default=200)
+    parser.add_argument("--n-candidates", type=int, default=50)
+    parser.add_argument("--eval-per-task", type=int, default=None)
+    parser.add_argument("--carve-fraction", type=float, default=0.5)
+    parser.add_argument("--max-prompt-chars", type=int, default=1500)
+
+
+def stage_from_args(args: argparse.Namespace):
+    return build_stage_data(
+        held_out_cluster=args.held_out_cluster,
+        data_dir=resolve_data_dir(args.data_dir),
+        train_clusters=args.train_clusters,
+        seed=args.seed,
+        pool_per_task=args.pool_per_task,
+        queries_per_task=args.queries_per_task,
+        n_candidates=args.n_candidates,
+        eval_per_task=args.eval_per_task,
+        carve_fraction=args.carve_fraction,
+        max_prompt_chars=args.max_prompt_chars,
+    )
+
+
+def data_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="uprise data", description=__doc__)
+    parser.add_argument("--output-dir", help="where to write the stage files")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--list", action="store_true", help="list tasks and clusters, then exit")
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.list:
+        for t in sorted(all_tasks(), key=lambda t: (t.cluster, t.name)):
+            print(f"{t.cluster:22s} {t.name:14s} {t.kind:10s} {t.metric:12s} "
+                  f"{t.hf_path}/{t.hf_config or ''} eval={t.eval_split}")
+        return
+    if not args.output_dir:
+        parser.error("--output-dir is required (unless --list)")
+    out = prepare_output_dir(args.output_dir, args.overwrite)
+    stage = stage_from_args(args)
+    stage.manifest["run_info"] = run_info()
+    write_stage_data(stage, out)
+    log.info("wrote %s: %s", out, stage.manifest["counts"])
+    print(f"wrote {out}: {stage.manifest['counts']}")

@@ -1,0 +1,47 @@
+"""The report's arithmetic: bootstrap intervals, task/cluster averages, the printed table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flan_data import Query
+from uprise.evaluation import format_table, summarise
+from uprise.stats import paired_bootstrap
+
+
+def test_paired_bootstrap_matches_a_hand_computed_resampling():
+    a, b = [1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]
+    got = paired_bootstrap(a, b, n_resamples=500, seed=7)
+    diff = np.array(a) - np.array(b)
+    idx = np.random.default_rng(7).integers(0, 4, size=(500, 4))
+    means = diff[idx].mean(axis=1)
+    assert got["diff"] == pytest.approx(0.5)
+    assert got["low"] == pytest.approx(np.percentile(means, 2.5))
+    assert got["high"] == pytest.approx(np.percentile(means, 97.5))
+    assert got["low"] <= 0.5 <= got["high"]
+
+
+def test_identical_methods_have_a_zero_width_interval():
+    got = paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
+    assert got == {"diff": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_paired_bootstrap_rejects_unpaired_input():
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_summary_averages_tasks_then_clusters():
+    queries = [Query(f"sst2:validation:{i}", "sst2", "sentiment", 0, "x", ["a", "b"], 0)
+               for i in range(4)]
+    queries += [Query("sentiment140:test:0", "sentiment140", "sentiment", 0, "x", ["a", "b"], 0)]
+    values = {"zero_shot": [1, 0, 0, 0, 1.0], "trained": [1, 1, 0, 0, 0.0]}
+    report = summarise(queries, values)
+    assert report["tasks"]["sst2"]["n"] == 4
+    assert report["methods"]["zero_shot"]["tasks"] == {"sentiment140": 1.0, "sst2": 0.25}
+    assert report["methods"]["trained"]["average"] == pytest.approx((0.5 + 0.0) / 2)
+    assert report["methods"]["trained"]["clusters"]["sentiment"] == pytest.approx(0.25)
+    assert report["methods"]["trained"]["vs_zero_shot"]["diff"] == pytest.approx(0.0)
+    table = format_table(report)
+    assert "sst2" in table and "trained" in table and "25.0" in table

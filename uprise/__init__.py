@@ -1,0 +1,1 @@
+"""The `uprise` command: one dispatcher over the stage CLIs, the evaluation and the quickstart."""

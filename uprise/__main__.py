@@ -1,0 +1,3 @@
+from uprise.main import main
+
+main()

@@ -1,0 +1,57 @@
+"""`uprise <subcommand>`: dispatches to the thin CLI of the package that owns each stage.
+
+    data       flan_data   pool, training queries, candidates, evaluation queries
+    score      proxy_lm    score (prompt, query) candidates with the proxy LM
+    train      retriever   LightningCLI: fit the bi-encoder on the scores, export it
+    index      retriever   encode a pool with an exported retriever into a FAISS index
+    retrieve   serve       top-k prompts / augmented input for a query
+    eval       uprise      compare zero-shot, random, untrained and trained retrieval
+    demo       serve       Gradio app to inspect retrieved prompts
+    quickstart uprise      every stage end to end on the embedded models
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = {
+    "data": ("flan_data.cli", "data_main"),
+    "score": ("proxy_lm.cli", "score_main"),
+    "train": ("retriever.cli", "train_main"),
+    "index": ("retriever.cli", "index_main"),
+    "retrieve": ("serve.cli", "retrieve_main"),
+    "eval": ("uprise.evaluation_cli", "eval_main"),
+    "demo": ("serve.cli", "demo_main"),
+    "quickstart": ("uprise.quickstart", "quickstart_main"),
+}
+
+
+def _usage() -> str:
+    lines = [line for line in __doc__.splitlines()[2:] if line.strip()]
+    return "usage: uprise <command> [options]\n\ncommands:\n" + "\n".join(lines) + (
+        "\n\n`uprise <command> --help` describes each command's options."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        sys.exit(f"uprise: unknown command {command!r}; expected one of {', '.join(COMMANDS)}.\n"
+                 "Run `uprise --help` for the list.")
+    logging.basicConfig(
+        level=os.environ.get("UPRISE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    module, function = COMMANDS[command]
+    getattr(importlib.import_module(module), function)(rest)
+
+
+if __name__ == "__main__":
+    main()
