@@ -1,0 +1,52 @@
+"""UPRISE prompt retriever: bi-encoder, losses, Lightning training, export, FAISS index, baselines.
+
+Public names are listed in `__all__` and loaded lazily on first use, so `import retriever`
+stays light (torch, transformers, lightning, faiss and bm25s load only with the module that
+needs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EMBEDDED_ENCODER": "retriever.model",
+    "BiEncoder": "retriever.model",
+    "BiEncoderConfig": "retriever.model",
+    "resolve_encoder_path": "retriever.model",
+    "info_nce": "retriever.losses",
+    "distill_kl": "retriever.losses",
+    "TrainingExample": "retriever.data",
+    "build_training_examples": "retriever.data",
+    "read_scores": "retriever.data",
+    "RetrieverDataModule": "retriever.data",
+    "RetrieverModule": "retriever.module",
+    "export_retriever": "retriever.export",
+    "load_retriever_encoder": "retriever.export",
+    "build_index": "retriever.index",
+    "save_index": "retriever.index",
+    "load_index": "retriever.index",
+    "search": "retriever.index",
+    "index_pool": "retriever.index",
+    "Retriever": "retriever.baselines",
+    "RandomRetriever": "retriever.baselines",
+    "BM25Retriever": "retriever.baselines",
+    "train_retriever": "retriever.cli",
+    "train_main": "retriever.cli",
+    "index_main": "retriever.cli",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'retriever' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

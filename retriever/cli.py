@@ -1,0 +1,175 @@
+"""`uprise train` (a LightningCLI) and `uprise index`, plus `train_retriever` for in-process use.
+
+Contract: `train_main(argv)` is a LightningCLI over `RetrieverModule` and `RetrieverDataModule`.
+The network stays injected: the top-level `--encoder.*` group is a `BiEncoderConfig`, and the
+CLI builds `BiEncoder(config)` and passes it as `model.model` (a link applied at instantiation),
+so a config reads
+
+    encoder: {base_model: embedded:all-MiniLM-L6-v2, pooling: mean}
+    model: {lr: 3.0e-5, temperature: 0.05}
+    data: {scores_path: ..., queries_path: ..., pool_path: ..., batch_size: 8}
+    trainer: {max_epochs: 3, default_root_dir: runs/train}
+    export_dir: runs/retriever
+
+`seed_everything` also seeds the data split and shuffling (linked to `data.seed`). The resolved
+config is saved as `config.yaml` in the run's log dir by LightningCLI's SaveConfigCallback with
+`overwrite=True`: a rerun into the same directory replaces it, so the file always describes the
+latest run (loggers version their directories, so normally nothing clashes). Library versions go
+to `run_info.json` beside it. After `fit`, the trained model is exported to `--export_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from flan_data.provenance import run_info
+from flan_data.schema import write_json
+from retriever.data import RetrieverDataModule
+from retriever.export import export_retriever
+from retriever.model import EMBEDDED_ENCODER, BiEncoder, BiEncoderConfig
+from retriever.module import RetrieverModule
+
+log = logging.getLogger(__name__)
+
+
+class SaveConfigAndRunInfo(SaveConfigCallback):
+    """Saves the resolved `config.yaml` and, beside it, `run_info.json` (library versions)."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        write_json(Path(trainer.log_dir or trainer.default_root_dir) / "run_info.json", run_info())
+
+
+class RetrieverCLI(LightningCLI):
+    """LightningCLI with an `--encoder` group that builds the injected `BiEncoder`."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(BiEncoderConfig, "encoder")
+        parser.link_arguments("encoder", "model.model", compute_fn=BiEncoder,
+                              apply_on="instantiate")
+        parser.link_arguments("seed_everything", "data.seed")
+        parser.add_argument("--export_dir", type=str | None, default=None,
+                            help="export the trained retriever here after fit")
+        parser.add_argument("--overwrite_export", type=bool, default=False,
+                            help="replace a non-empty --export_dir")
+        parser.add_argument("--metadata", type=dict[str, Any], default={},
+                            help="extra facts recorded in the export (scoring LM, clusters, ...)")
+
+    def after_fit(self) -> None:
+        cfg = self.config[self.subcommand]
+        if not cfg.export_dir or not self.trainer.is_global_zero:
+            return
+        data = cfg.data
+        metadata = {
+            "trained": True,
+            "scores_path": str(data.scores_path),
+            "queries_path": str(data.queries_path),
+            "pool_path": str(data.pool_path),
+            "seed": cfg.seed_everything,
+            "n_hard_negatives": data.n_hard_negatives,
+            "loss": self.model.hparams.loss,
+            "global_steps": self.trainer.global_step,
+            **dict(cfg.metadata or {}),
+        }
+        export_retriever(self.model.model, cfg.export_dir, metadata,
+                         overwrite=cfg.overwrite_export)
+
+
+def _cli(args: list[str] | None) -> RetrieverCLI:
+    with warnings.catch_warnings():
+        # `uprise train` passes the rest of sys.argv as `args`; Lightning would warn about both.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return RetrieverCLI(
+            RetrieverModule,
+            RetrieverDataModule,
+            args=args,
+            seed_everything_default=42,
+            save_config_callback=SaveConfigAndRunInfo,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "uprise train"},
+        )
+
+
+def train_main(args: list[str] | None = None) -> None:
+    """`uprise train fit --config C.yaml [--trainer.max_epochs 1 ...]`."""
+    _cli(args)
+
+
+def train_retriever(
+    scores_path: str | Path,
+    queries_path: str | Path,
+    pool_path: str | Path,
+    out_dir: str | Path,
+    export_dir: str | Path | None = None,
+    encoder: str = EMBEDDED_ENCODER,
+    epochs: int = 3,
+    batch_size: int = 8,
+    lr: float = 3e-5,
+    seed: int = 42,
+    n_hard_negatives: int = 3,
+    max_steps: int = -1,
+    val_fraction: float = 0.1,
+    temperature: float = 0.05,
+    accelerator: str = "auto",
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Trains and exports a retriever through the same LightningCLI as `uprise train`.
+
+    `out_dir` is the run directory (config.yaml, run_info.json, metrics CSV); the export goes
+    to `export_dir` (default: `out_dir/retriever`). Returns the export directory.
+    """
+    out = Path(out_dir)
+    export = Path(export_dir) if export_dir is not None else out / "retriever"
+    args = [
+        "fit",
+        f"--seed_everything={seed}",
+        f"--encoder.base_model={encoder}",
+        f"--model.lr={lr}",
+        f"--model.temperature={temperature}",
+        f"--data.scores_path={scores_path}",
+        f"--data.queries_path={queries_path}",
+        f"--data.pool_path={pool_path}",
+        f"--data.batch_size={batch_size}",
+        f"--data.n_hard_negatives={n_hard_negatives}",
+        f"--data.val_fraction={val_fraction}",
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.max_epochs={epochs}",
+        f"--trainer.max_steps={max_steps}",
+        f"--trainer.accelerator={accelerator}",
+        f"--trainer.enable_progress_bar={str(progress).lower()}",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={out}",
+        "--trainer.logger.name=logs",
+        f"--export_dir={export}",
+        f"--overwrite_export={str(overwrite).lower()}",
+    ]
+    _cli(args + ([f"--metadata={json.dumps(metadata, default=str)}"] if metadata else []))
+    return export
+
+
+def index_main(args: list[str] | None = None) -> None:
+    """`uprise index --retriever DIR --pool pool.jsonl`: FAISS index of the pool beside it."""
+    from retriever.index import index_pool
+
+    parser = argparse.ArgumentParser(prog="uprise index", description=index_main.__doc__)
+    parser.add_argument("--retriever", required=True, help="exported retriever directory")
+    parser.add_argument("--pool", required=True, help="JSONL of Prompt records to index")
+    parser.add_argument("--output-dir", default=None, help="default: the retriever directory")
+    parser.add_argument("--factory", default="Flat", help="faiss index_factory string")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--no-progress", action="store_true")
+    ns = parser.parse_args(args)
+    out = index_pool(ns.retriever, ns.pool, ns.output_dir, batch_size=ns.batch_size,
+                     factory=ns.factory, device=ns.device, progress=not ns.no_progress)
+    print(f"indexed {ns.pool} -> {out}")

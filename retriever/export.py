@@ -1,0 +1,197 @@
+"""Export of a `BiEncoder` to a self-describing sentence-transformers directory, and loading it.
+
+Contract: `export_retriever` writes a directory that plain
+`sentence_transformers.SentenceTransformer(dir)` loads as one model with two routes (its
+`Router` module): `encode_query` runs the query tower, `encode_document` the prompt tower
+(Transformer -> Pooling -> Normalize each), weights in safetensors. Beside them:
+`uprise_config.json` (the `BiEncoderConfig`, prefixes, similarity, training metadata, library
+versions) and a Hugging Face style model card `README.md`. The write is atomic: everything goes
+to a temporary sibling directory which is renamed into place last. The untrained baseline is the
+same function applied to a freshly initialised `BiEncoder`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flan_data.provenance import library_versions
+from flan_data.schema import atomic_write, write_json
+from retriever.model import HUB_IDS, BiEncoder, BiEncoderConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "uprise_config.json"
+FORMAT = "uprise-retriever"
+FORMAT_VERSION = 1
+
+
+def export_retriever(
+    model: BiEncoder,
+    out_dir: str | os.PathLike[str],
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes `model` as a two-tower SentenceTransformer directory; returns `out_dir`.
+
+    `metadata` (scoring LM, held-out cluster, training clusters, data dir, seed, ...) is stored
+    in `uprise_config.json` and summarised in the model card. A non-empty `out_dir` is refused
+    unless `overwrite=True`, in which case it is replaced as a whole.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; choose another export path.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{out} is not empty; pass overwrite=True (--overwrite_export) to replace it, "
+            "or choose another directory."
+        )
+    metadata = dict(metadata or {})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        st = _to_sentence_transformer(model, tmp / "_towers")
+        st.save(str(tmp / "export"), create_model_card=False, safe_serialization=True)
+        export = tmp / "export"
+        config = _uprise_config(model, metadata)
+        write_json(export / CONFIG_NAME, config)
+        atomic_write(export / "README.md", [_model_card(config)])
+        _replace_dir(export, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported retriever to %s", out)
+    return out
+
+
+def _to_sentence_transformer(model: BiEncoder, scratch: Path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import (
+        Normalize,
+        Pooling,
+        Router,
+        Transformer,
+    )
+
+    cfg = model.config
+    routes = {}
+    for route, tower, max_length in (
+        ("query", model.query_encoder, cfg.query_max_length),
+        ("document", model.prompt_encoder, cfg.prompt_max_length),
+    ):
+        folder = scratch / route
+        tower.save_pretrained(folder, safe_serialization=True)
+        model.tokenizer.save_pretrained(folder)
+        modules = [
+            Transformer(str(folder), max_seq_length=max_length),
+            Pooling(model.dim, pooling_mode=cfg.pooling),
+        ]
+        if cfg.normalize:
+            modules.append(Normalize())
+        routes[route] = modules
+    router = Router.for_query_document(
+        query_modules=routes["query"], document_modules=routes["document"]
+    )
+    return SentenceTransformer(
+        modules=[router], device="cpu", similarity_fn_name="dot",
+        prompts={"query": "", "document": ""},
+    )
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Renames `src` to `dst`; an existing `dst` is moved aside first and removed after."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _uprise_config(model: BiEncoder, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "encoder": model.config.to_dict(),
+        "embedding_dim": model.dim,
+        "similarity": "dot",
+        "query_prefix": "",
+        "prompt_prefix": "",
+        "routes": {"query": "query tower", "document": "prompt tower"},
+        "metadata": metadata,
+        "library_versions": library_versions(),
+    }
+
+
+def _model_card(config: dict[str, Any]) -> str:
+    enc, meta = config["encoder"], config["metadata"]
+    base = HUB_IDS.get(enc["base_model"], enc["base_model"])
+    is_hub_id = "/" in base and not Path(base).exists()
+    front = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity"]
+    if is_hub_id:
+        front.append(f"base_model: {base}")
+    front += ["tags:", "- sentence-transformers", "- feature-extraction", "- prompt-retrieval",
+              "- uprise", "---", ""]
+    trained = meta.get("trained", True)
+    facts = "\n".join(f"- **{k}**: `{json.dumps(v)}`" for k, v in sorted(meta.items()))
+    body = f"""# UPRISE prompt retriever ({'trained' if trained else 'untrained baseline'})
+
+A two-tower prompt retriever in the style of UPRISE (Cheng et al., EMNLP 2023,
+[arXiv:2303.08518](https://arxiv.org/abs/2303.08518)): the query tower embeds a task input,
+the prompt tower embeds pool demonstrations, and the best demonstrations for an input are the
+ones with the highest inner product. Both towers started from `{base}`.
+
+## Usage
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("path/to/this/folder")
+q_emb = model.encode_query(["Is this review positive? A moving film."])
+p_emb = model.encode_document(["Premise: ... Hypothesis: ... Answer: yes"])
+scores = q_emb @ p_emb.T
+```
+
+## Embedding
+
+- pooling: `{enc['pooling']}`, L2-normalised: `{enc['normalize']}`, similarity: inner product
+- max tokens: query `{enc['query_max_length']}`, prompt `{enc['prompt_max_length']}`
+- prefixes: none
+
+## Training
+
+Trained with `uprise train` on proxy-LM judgements of which demonstrations help the LM answer:
+positive = best-scored candidate that made the LM correct, hard negatives = lowest-scored
+candidates, plus in-batch negatives (InfoNCE).
+
+{facts or '- (no metadata recorded)'}
+"""
+    return "\n".join(front) + body
+
+
+def load_retriever_encoder(path: str | os.PathLike[str], device: str | None = None):
+    """Loads an export; returns `(SentenceTransformer, uprise_config dict)`."""
+    folder = Path(path)
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a uprise retriever export (no {CONFIG_NAME}); create one with "
+            "`uprise train ... --export_dir DIR` or `retriever.export_retriever`."
+        )
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}.")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device=device), config
+
+
+def encoder_config(config: dict[str, Any]) -> BiEncoderConfig:
+    """The `BiEncoderConfig` recorded in an export's `uprise_config.json`."""
+    return BiEncoderConfig.from_dict(config["encoder"])

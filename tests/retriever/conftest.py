@@ -1,0 +1,65 @@
+"""Small JSONL fixtures for the retriever tests: a pool, scored training queries, a tiny encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flan_data.schema import Prompt, Query, Score, write_jsonl
+
+WORDS = ["film", "cat", "mat", "phone", "radio", "field", "dog", "fox", "answer", "premise"]
+
+
+def make_pool(n: int = 12) -> list[Prompt]:
+    return [
+        Prompt(id=f"p{i}", task="sst2" if i % 2 else "rte", cluster="sentiment" if i % 2 else "nli",
+               template=0, text=f"{WORDS[i % 10]} {WORDS[(i * 3) % 10]} answer: yes {i}")
+        for i in range(n)
+    ]
+
+
+def make_queries(n: int = 8) -> list[Query]:
+    return [
+        Query(id=f"q{i}", task="rte", cluster="nli", template=0,
+              input=f"premise: the {WORDS[i % 10]} sat. hypothesis?", options=["yes", "no"],
+              gold=i % 2)
+        for i in range(n)
+    ]
+
+
+def make_scores(queries: list[Query], pool: list[Prompt], n_candidates: int = 4) -> list[Score]:
+    scores = []
+    for qi, q in enumerate(queries):
+        for j in range(n_candidates):
+            p = pool[(qi + j * 3) % len(pool)]
+            score = ((qi * 7 + j * 5) % 11) / 11
+            scores.append(Score(query_id=q.id, prompt_id=p.id, lm="tiny", template=0,
+                                option_losses=[1.0 - score, 1.0], score=score,
+                                correct=j != 1))
+    return scores
+
+
+@pytest.fixture
+def train_files(tmp_path: Path) -> dict[str, Path]:
+    pool, queries = make_pool(), make_queries()
+    paths = {"pool": tmp_path / "pool.jsonl", "queries": tmp_path / "queries.jsonl",
+             "scores": tmp_path / "scores.jsonl"}
+    write_jsonl(paths["pool"], pool)
+    write_jsonl(paths["queries"], queries)
+    write_jsonl(paths["scores"], make_scores(queries, pool))
+    return paths
+
+
+@pytest.fixture
+def tiny_config(tiny_bert_path):
+    from retriever.model import BiEncoderConfig
+
+    return BiEncoderConfig(base_model=str(tiny_bert_path), query_max_length=32,
+                           prompt_max_length=48)
+
+
+@pytest.fixture(name="make_pool")
+def make_pool_fixture():
+    """The pool builder, for tests that need a pool of a given size."""
+    return make_pool

@@ -1,0 +1,103 @@
+"""CLI smoke tests: LightningCLI fit with fast_dev_run, --print_config, train_retriever, index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from retriever.cli import index_main, train_main, train_retriever
+from retriever.export import load_retriever_encoder
+
+
+def _fit_args(train_files, tiny_bert_path, tmp_path):
+    return [
+        "fit",
+        "--encoder.base_model", str(tiny_bert_path),
+        "--encoder.query_max_length", "32",
+        "--data.scores_path", str(train_files["scores"]),
+        "--data.queries_path", str(train_files["queries"]),
+        "--data.pool_path", str(train_files["pool"]),
+        "--data.batch_size", "4",
+        "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+    ]
+
+
+def test_fit_fast_dev_run_exports(train_files, tiny_bert_path, tmp_path):
+    args = _fit_args(train_files, tiny_bert_path, tmp_path)
+    train_main(args + ["--trainer.fast_dev_run", "true", "--model.lr", "1e-3",
+                       "--model.loss", "info_nce+kl", "--export_dir", str(tmp_path / "exp")])
+    _, config = load_retriever_encoder(tmp_path / "exp")
+    assert config["encoder"]["query_max_length"] == 32
+    assert config["metadata"]["loss"] == "info_nce+kl" and config["metadata"]["trained"]
+
+
+def test_print_config(train_files, tiny_bert_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(_fit_args(train_files, tiny_bert_path, tmp_path)
+                   + ["--model.lr", "1e-5", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "lr: 1.0e-05" in printed and f"base_model: {tiny_bert_path}" in printed
+
+
+def test_train_retriever_saves_config_and_versions_and_is_seeded(train_files, tiny_bert_path,
+                                                                  tmp_path):
+    def run(name):
+        return train_retriever(
+            train_files["scores"], train_files["queries"], train_files["pool"],
+            out_dir=tmp_path / name, encoder=str(tiny_bert_path), epochs=1, batch_size=4,
+            lr=1e-3, seed=5, n_hard_negatives=2, max_steps=2, accelerator="cpu",
+            metadata={"held_out_cluster": "sentiment"}, progress=False,
+        )
+
+    export = run("a")
+    assert export == tmp_path / "a" / "retriever"
+    config_files = list((tmp_path / "a").rglob("config.yaml"))
+    assert len(config_files) == 1
+    assert "seed_everything: 5" in config_files[0].read_text()
+    info = json.loads((config_files[0].parent / "run_info.json").read_text())
+    assert "torch" in info["libraries"]
+    st, config = load_retriever_encoder(export)
+    assert config["metadata"]["held_out_cluster"] == "sentiment"
+    assert config["metadata"]["global_steps"] == 2
+    again, _ = load_retriever_encoder(run("b"))
+    texts = ["a wonderful film", "the cat sat"]
+    assert torch.allclose(st.encode_query(texts, convert_to_tensor=True),
+                          again.encode_query(texts, convert_to_tensor=True), atol=1e-6)
+    with pytest.raises(FileExistsError, match="not empty"):
+        run("a")
+
+
+def test_index_main(train_files, tiny_config, tmp_path, capsys):
+    from retriever.export import export_retriever
+    from retriever.model import BiEncoder
+
+    out = export_retriever(BiEncoder(tiny_config), tmp_path / "exp", {})
+    index_main(["--retriever", str(out), "--pool", str(train_files["pool"]), "--no-progress"])
+    assert json.loads((out / "manifest.json").read_text())["n_prompts"] == 12
+
+
+def test_fit_from_a_yaml_config_with_dotted_overrides(train_files, tiny_bert_path, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"seed_everything: 3\n"
+        f"encoder:\n  base_model: {tiny_bert_path}\n  prompt_max_length: 40\n"
+        f"model:\n  lr: 1.0e-3\n"
+        f"data:\n  scores_path: {train_files['scores']}\n"
+        f"  queries_path: {train_files['queries']}\n  pool_path: {train_files['pool']}\n"
+        f"trainer:\n  accelerator: cpu\n  max_epochs: 1\n  enable_progress_bar: false\n"
+        f"  default_root_dir: {tmp_path / 'run'}\n"
+    )
+    train_main(["fit", "--config", str(config), "--data.batch_size", "8",
+                "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false",
+                "--export_dir", str(tmp_path / "exp")])
+    saved = next((tmp_path / "run").rglob("config.yaml")).read_text()
+    assert "batch_size: 8" in saved and "prompt_max_length: 40" in saved
+    _, exported = load_retriever_encoder(tmp_path / "exp")
+    assert exported["encoder"]["prompt_max_length"] == 40
+    assert exported["metadata"]["seed"] == 3

