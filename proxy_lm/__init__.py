@@ -1,0 +1,39 @@
+"""The frozen proxy LM: loading, continuation likelihoods, candidate scoring, predictions.
+
+Public names are listed in `__all__` and loaded lazily on first use, so `import proxy_lm`
+stays light (torch and transformers load with the module that needs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EMBEDDED_LM": "proxy_lm.loading",
+    "LanguageModel": "proxy_lm.loading",
+    "load_lm": "proxy_lm.loading",
+    "resolve_dtype": "proxy_lm.loading",
+    "embedded_lm_path": "proxy_lm.loading",
+    "continuation_losses": "proxy_lm.likelihood",
+    "score_record": "proxy_lm.scoring",
+    "score_candidates": "proxy_lm.scoring",
+    "read_scores": "proxy_lm.scoring",
+    "Prediction": "proxy_lm.evaluate",
+    "predict": "proxy_lm.evaluate",
+    "generate": "proxy_lm.evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'proxy_lm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,120 @@
+"""Score semantics, shards + manifest, resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import proxy_lm.scoring as scoring
+from flan_data.schema import Query, join_context
+from proxy_lm import continuation_losses, read_scores, score_candidates, score_record
+
+CHOICE = Query("q", "sst2", "sentiment", 3, "great film", options=["pos", "neg", "meh"], gold=1)
+GENERATION = Query("g", "common_gen", "struct_to_text", 0, "words: a b", references=["a b."])
+
+
+def test_score_record_choice():
+    s = score_record(CHOICE, "p1", "lm-x", [2.0, 1.0, 3.0])
+    probs = [math.exp(-x) for x in (2.0, 1.0, 3.0)]
+    assert s.score == pytest.approx(probs[1] / sum(probs))
+    assert s.correct is True
+    assert (s.query_id, s.prompt_id, s.lm, s.template, s.option_losses) == (
+        "q", "p1", "lm-x", 3, [2.0, 1.0, 3.0])
+    assert score_record(CHOICE, "p1", "lm-x", [0.5, 1.0, 3.0]).correct is False
+    assert score_record(CHOICE, "p", "m", [900.0, 1000.0, 950.0]).score == pytest.approx(0.0)
+
+
+def test_score_record_generation():
+    s = score_record(GENERATION, "p2", "lm-x", [1.25])
+    assert s.score == -1.25
+    assert s.correct is None
+    with pytest.raises(ValueError, match="1 continuation"):
+        score_record(GENERATION, "p2", "lm-x", [1.0, 2.0])
+
+
+def test_scores_use_prompt_then_query_context(tiny_gpt_neo_path, scoring_data, tmp_path):
+    from proxy_lm import load_lm
+
+    lm = load_lm(str(tiny_gpt_neo_path), dtype="float32")
+    queries, prompts, candidates = scoring_data
+    scores = score_candidates(lm, queries, prompts, candidates, tmp_path / "s", shard_size=4,
+                              progress=False)
+    assert [(s.query_id, s.prompt_id) for s in scores] == [
+        (c.query_id, p) for c in candidates for p in c.prompt_ids]
+    first = scores[0]
+    q, p = queries[first.query_id], prompts[first.prompt_id]
+    [want] = continuation_losses(lm, [join_context([p.text], q.input)], [q.continuations()])
+    assert first.option_losses == pytest.approx(want, abs=1e-5)
+    assert first.lm == str(tiny_gpt_neo_path)
+    assert {s.correct is None for s in scores if not queries[s.query_id].is_choice} == {True}
+
+
+def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_path, monkeypatch):
+    queries, prompts, candidates = scoring_data  # 18 pairs -> shards of 5, 5, 5, 3
+    full = score_candidates(tiny_lm, queries, prompts, candidates, tmp_path / "full",
+                            shard_size=5, progress=False)
+    calls, crash_at = [], [2]
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) in crash_at:
+            raise RuntimeError("simulated crash")
+        return continuation_losses(*args, **kwargs)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(scoring, "continuation_losses", flaky)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False
+    assert [e["complete"] for e in manifest["shards"]] == [True, False, False, False]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.jsonl"]
+    with pytest.raises(ValueError, match="incomplete"):
+        read_scores(out)
+
+    calls.clear()
+    crash_at.clear()
+    resumed = score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5,
+                               progress=False)
+    assert len(calls) == 3  # the complete first shard was skipped
+    assert resumed == full
+    assert read_scores(out) == full
+
+    (out / "shard-00002.jsonl").unlink()  # a lost shard is rescored
+    calls.clear()
+    assert score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5,
+                            progress=False) == full
+    assert len(calls) == 1
+
+
+def test_refuses_to_resume_a_different_run(tiny_gpt_neo_path, scoring_data, tmp_path):
+    from proxy_lm import load_lm
+
+    lm = load_lm(str(tiny_gpt_neo_path), dtype="float32")
+    queries, prompts, candidates = scoring_data
+    out = tmp_path / "s"
+    score_candidates(lm, queries, prompts, candidates, out, shard_size=5, progress=False)
+    lm.name = "another-lm"
+    with pytest.raises(ValueError, match="cannot resume.*lm was"):
+        score_candidates(lm, queries, prompts, candidates, out, shard_size=5, progress=False)
+    lm.name = str(tiny_gpt_neo_path)
+    with pytest.raises(ValueError, match="pairs_sha256"):
+        score_candidates(lm, queries, prompts, candidates[::-1], out, shard_size=5,
+                         progress=False)
+
+
+def test_clear_errors(tiny_gpt_neo_path, scoring_data, tmp_path):
+    from proxy_lm import load_lm
+
+    lm = load_lm(str(tiny_gpt_neo_path), dtype="float32")
+    queries, prompts, candidates = scoring_data
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        score_candidates(lm, queries, prompts, candidates, tmp_path / "busy", progress=False)
+    with pytest.raises(KeyError, match="'p0'"):
+        score_candidates(lm, queries, {}, candidates, tmp_path / "a", progress=False)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        read_scores(tmp_path / "nothing")

@@ -1,0 +1,56 @@
+"""`uprise retrieve` / `uprise demo` command lines, called with argv lists like the dispatcher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serve import PromptRetriever, demo_main, retrieve_main
+
+QUERY = "Premise: the cat sat on the mat. Hypothesis: an animal sat."
+
+
+def test_retrieve_json_matches_the_python_api(retriever_dir, capsys):
+    retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "-k", "2", "--augment",
+                   "--json"])
+    out = json.loads(capsys.readouterr().out)
+    expected = PromptRetriever.from_pretrained(retriever_dir)
+    assert [p["id"] for p in out["prompts"]] == [h.id for h in expected.retrieve(QUERY, k=2)]
+    assert out["augmented"] == expected.augment(QUERY, k=2)
+    assert set(out["prompts"][0]) == {"id", "text", "task", "cluster", "score", "rank"}
+
+
+def test_retrieve_plain_text(retriever_dir, capsys):
+    retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY])
+    out = capsys.readouterr().out
+    assert out.startswith("1. score=") and "\n3. score=" in out and "augmented" not in out
+
+
+def test_retrieve_with_a_token_budget(retriever_dir, capsys):
+    retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "--augment", "--json",
+                   "--max-tokens", "5"])
+    assert json.loads(capsys.readouterr().out)["augmented"] == QUERY
+
+
+def test_retrieve_bad_directory_exits_with_a_message(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        retrieve_main(["--retriever", str(tmp_path / "missing"), "--query", QUERY])
+
+
+def test_retrieve_rejects_bad_k(retriever_dir, capsys):
+    with pytest.raises(SystemExit):
+        retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "-k", "0"])
+    assert "-k 0" in capsys.readouterr().err
+
+
+def test_demo_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        demo_main(["--help"])
+    assert exit_info.value.code == 0 and "--retriever" in capsys.readouterr().out
+
+
+def test_demo_bad_directory_exits_with_a_message(tmp_path):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
+    with pytest.raises(SystemExit, match="does not exist"):
+        demo_main(["--retriever", str(tmp_path / "missing")])
