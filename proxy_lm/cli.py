@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flan_data import read_stage_data
 from proxy_lm.loading import EMBEDDED_LM, load_lm
 from proxy_lm.scoring import score_candidates
-
-from flan_data import read_stage_data
 
 
 def score_main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,19 @@ def test_fit_from_a_yaml_config_with_dotted_overrides(train_files, tiny_bert_pat
     _, exported = load_retriever_encoder(tmp_path / "exp")
     assert exported["encoder"]["prompt_max_length"] == 40
     assert exported["metadata"]["seed"] == 3
+
+
+def test_shipped_train_config_fits_with_dotted_overrides(train_files, tiny_bert_path, tmp_path):
+    config = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
+    train_main(["fit", "--config", str(config), "--encoder.base_model", str(tiny_bert_path),
+                "--data.scores_path", str(train_files["scores"]),
+                "--data.queries_path", str(train_files["queries"]),
+                "--data.pool_path", str(train_files["pool"]),
+                "--trainer.accelerator", "cpu", "--trainer.max_steps", "1",
+                "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_checkpointing", "false",
+                "--trainer.default_root_dir", str(tmp_path / "run"),
+                "--export_dir", str(tmp_path / "exp")])
+    _, exported = load_retriever_encoder(tmp_path / "exp")
+    assert exported["metadata"]["seed"] == 42
+    assert exported["metadata"]["global_steps"] == 1
