@@ -35,8 +35,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.y
 
 @dataclass(frozen=True)
 class QuickstartConfig:
-    held_out_cluster: str = "sentiment"
-    train_clusters: tuple[str, ...] | None = ("nli", "paraphrase", "commonsense", "coreference")
+    held_out_cluster: str = "closed_book_qa"
+    train_clusters: tuple[str, ...] | None = (
+        "sentiment", "nli", "paraphrase", "commonsense", "coreference")
     data_dir: str | None = None
     seed: int = 42
     pool_per_task: int | None = 300
