@@ -105,19 +105,22 @@ def summarise(queries: list[Query], values: dict[str, list[float]]) -> dict[str,
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table: one row per task plus the average, one column per method."""
+    """A plain-text table: one row per task plus the average, one column per method, and the
+    paired-bootstrap difference to zero-shot with its 95% CI (all in points)."""
     methods = list(report["methods"])
-    head = f"{'task':16s} {'metric':12s} {'n':>5s} " + " ".join(f"{m:>12s}" for m in methods)
-    lines = [head, "-" * len(head)]
-    for task, info in report["tasks"].items():
-        cells = " ".join(f"{100 * report['methods'][m]['tasks'][task]:12.1f}" for m in methods)
-        lines.append(f"{task:16s} {info['metric']:12s} {info['n']:5d} {cells}")
-    avg = " ".join(f"{100 * report['methods'][m]['average']:12.1f}" for m in methods)
-    lines.append(f"{'average':16s} {'':12s} {'':5s} {avg}")
     ci = []
     for m in methods:
         d = report["methods"][m].get("vs_zero_shot")
         ci.append(f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f},{100 * d['high']:+.1f}]"
                   if d else "")
-    lines.append(f"{'vs zero-shot':35s}" + " ".join(f"{c:>12s}" for c in ci))
+    width = max([12, *map(len, ci), *map(len, methods)])
+    rows = [(task, info["metric"], str(info["n"]),
+             [f"{100 * report['methods'][m]['tasks'][task]:.1f}" for m in methods])
+            for task, info in report["tasks"].items()]
+    rows.append(("average", "", "", [f"{100 * report['methods'][m]['average']:.1f}"
+                                     for m in methods]))
+    rows.append(("vs zero-shot", "", "", ci))
+    lines = [f"{task:16s} {metric:12s} {n:>5s} " + " ".join(f"{c:>{width}s}" for c in cells)
+             for task, metric, n, cells in [("task", "metric", "n", methods), *rows]]
+    lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
