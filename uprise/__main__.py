@@ -1,3 +1,3 @@
-from uprise.main import main
+from uprise.main import run
 
-main()
+run()

@@ -53,5 +53,24 @@ def main(argv: list[str] | None = None) -> None:
     getattr(importlib.import_module(module), function)(rest)
 
 
+USER_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
+"""What a bad option, file or directory raises below the CLI (their messages say how to fix it)."""
+
+
+def run() -> None:
+    """The console entry point: `main`, with a user error shown as one line (exit status 2)
+    instead of a traceback; `UPRISE_DEBUG=1` shows the traceback."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        if os.environ.get("UPRISE_DEBUG"):
+            raise
+        command = sys.argv[1] if len(sys.argv) > 1 else ""
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"uprise {command}: error: {type(err).__name__}: {message}\n"
+              "(set UPRISE_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -40,3 +40,15 @@ def test_console_script_runs_in_a_subprocess():
     done = subprocess.run([sys.executable, "-m", "uprise", "data", "--list"],
                           capture_output=True, text=True, check=True)
     assert "sst2" in done.stdout and "closed_book_qa" in done.stdout
+
+
+def test_a_user_error_is_one_line_with_exit_status_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "uprise", "score", "--data", str(tmp_path / "missing"),
+         "--output-dir", str(tmp_path / "scores")],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "uprise score: error: FileNotFoundError:" in done.stderr
+    assert str(tmp_path / "missing") in done.stderr and "uprise data" in done.stderr
