@@ -19,6 +19,8 @@ _EXPORTS = {
     "score_record": "proxy_lm.scoring",
     "score_candidates": "proxy_lm.scoring",
     "read_scores": "proxy_lm.scoring",
+    "score_candidates_distributed": "proxy_lm.distributed",
+    "ScoreCache": "proxy_lm.score_cache",
     "Prediction": "proxy_lm.evaluate",
     "predict": "proxy_lm.evaluate",
     "generate": "proxy_lm.evaluate",

@@ -1,4 +1,9 @@
-"""`uprise score`: score every (prompt, query) candidate pair of a data stage with the proxy LM."""
+"""`uprise score`: score every (prompt, query) candidate pair of a data stage with the proxy LM.
+
+The same command runs on one CPU, N GPUs (`--devices N`) or several nodes (`--num-nodes M`,
+started by your cluster launcher, e.g. SLURM's srun or torchrun) through Lightning; rerun it
+to resume. Scores already in the persistent score cache are not recomputed.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,43 @@ import argparse
 from pathlib import Path
 
 from flan_data import read_stage_data
+from proxy_lm.distributed import score_candidates_distributed
 from proxy_lm.loading import EMBEDDED_LM, load_lm
-from proxy_lm.scoring import score_candidates
+from proxy_lm.shards import read_scores
 
 
-def score_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="uprise score", description=__doc__)
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uprise score", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder written by `uprise data`")
     parser.add_argument("--output-dir", required=True,
                         help="score shards + manifest; rerun the same command to resume")
     parser.add_argument("--lm", default=EMBEDDED_LM, help="HF causal LM id or path")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16",
                                                              "float16"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu…")
+    parser.add_argument("--devices", type=_devices, default=1, help="devices per node, or 'auto'")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="default: ddp when more than 1 device")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--shard-size", type=int, default=256, help="pairs per resumable shard")
+    parser.add_argument("--score-cache", default=None,
+                        help="score cache root (default $UPRISE_SCORE_CACHE or "
+                             "$UPRISE_CACHE/scores)")
+    parser.add_argument("--no-score-cache", action="store_true", help="compute every pair")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def score_main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     stage = read_stage_data(args.data)
-    lm = load_lm(args.lm, dtype=args.dtype, device=args.device)
-    scores = score_candidates(
+    lm = load_lm(args.lm, dtype=args.dtype, device=_dtype_device(args.accelerator))
+    zero = score_candidates_distributed(
         lm,
         queries={q.id: q for q in stage.train_queries},
         prompts={p.id: p for p in stage.pool},
@@ -33,6 +55,22 @@ def score_main(argv: list[str] | None = None) -> None:
         out_dir=Path(args.output_dir),
         shard_size=args.shard_size,
         batch_size=args.batch_size,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
         progress=not args.no_progress,
+        score_cache=False if args.no_score_cache else (args.score_cache or True),
     )
-    print(f"scored {len(scores)} pairs with {lm.name} -> {args.output_dir}")
+    if zero:
+        n = len(read_scores(args.output_dir))
+        print(f"scored {n} pairs with {lm.name} -> {args.output_dir}")
+
+
+def _dtype_device(accelerator: str) -> str:
+    """The device kind `--dtype auto` is resolved for (the LM is moved by Lightning)."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"

@@ -10,22 +10,25 @@ loses tokens from the left (a leading special token such as BOS is kept), but ne
 the window; continuations that still do not fit lose tokens from the right. All continuations of
 one context therefore see the same context tokens, so their losses are comparable.
 
-Prefix sharing: each batch of contexts runs once (left padded, explicit position ids), and the
-continuations are scored off a batch-selected copy of its KV cache. Models whose cache cannot be
-batch-selected fall back to scoring context + continuation as whole sequences.
+Prefix sharing (`proxy_lm.shared_prefix`): contexts given the same `groups` key share their
+longest common token prefix, which runs once; each context's remaining tokens run once; the
+continuations are scored off a row-gathered copy of that KV cache. Models whose cache cannot
+be gathered (sliding-window or other special cache layers) fall back to scoring context +
+continuation as whole left-padded sequences (`_score_batch_whole`).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from proxy_lm import shared_prefix
 from proxy_lm.loading import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -43,23 +46,34 @@ def continuation_losses(
     continuations: list[list[str]],
     batch_size: int = 16,
     progress: bool = False,
+    groups: Sequence[Hashable] | None = None,
 ) -> list[list[float]]:
-    """Mean per-token NLL of each continuation given its context (see the module docstring)."""
+    """Mean per-token NLL of each continuation given its context (see the module docstring).
+
+    `groups[i]` (optional, e.g. the prompt id) names contexts that start alike: each group's
+    longest common token prefix runs once. Results do not depend on `groups`."""
     if len(contexts) != len(continuations):
         raise ValueError(
             f"got {len(contexts)} contexts but {len(continuations)} continuation lists; "
             "pass one list of continuations per context."
         )
+    if groups is not None and len(groups) != len(contexts):
+        raise ValueError(
+            f"got {len(groups)} group keys for {len(contexts)} contexts; pass one key per "
+            "context (e.g. its prompt id) or groups=None."
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     items = tokenize(lm, contexts, continuations)
-    order = sorted(range(len(items)), key=lambda i: len(items[i].context), reverse=True)
     results: list[list[float]] = [[] for _ in items]
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    for batch in _progress(batches, progress, "scoring"):
+    for batch in _progress(shared_prefix.plan(items, groups, batch_size), progress, "scoring"):
         with torch.inference_mode():
-            losses = _score_batch(lm, [items[i] for i in batch], batch_size)
-        for i, row in zip(batch, losses, strict=True):
+            losses = shared_prefix.score_batch(lm, items, batch, batch_size)
+            if losses is None:  # the model's KV cache cannot be shared: whole sequences
+                members = [i for seg in batch for i in seg.items]
+                rows = _score_batch_whole(lm, [items[i] for i in members], batch_size)
+                losses = dict(zip(members, rows, strict=True))
+        for i, row in losses.items():
             results[i] = row
     return results
 
@@ -93,54 +107,6 @@ def _fit(ctx: list[int], opts: list[list[int]], max_length: int, special: set[in
     if longest > room:
         log.warning("a continuation of %d tokens was cut to %d to fit the LM window", longest, room)
     return _Item(ctx, [o[:room] for o in opts])
-
-
-def _score_batch(lm: LanguageModel, items: list[_Item], batch_size: int) -> list[list[float]]:
-    ids, mask = left_pad([it.context for it in items], lm.tokenizer.pad_token_id, lm.device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (batch, ctx_len)
-    out = lm.model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-        **keep_logits(lm.model, _last(ids.shape[1], 1, ids.device)),
-    )
-    cache = out.past_key_values
-    if not _can_select(cache):
-        return _score_batch_whole(lm, items, batch_size)
-    first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (batch, vocab)
-    rows = [(r, j) for r, it in enumerate(items) for j in range(len(it.options))]
-    rows.sort(key=lambda rj: len(items[rj[0]].options[rj[1]]))
-    results = [[0.0] * len(it.options) for it in items]
-    ctx_len = mask.sum(-1)  # (batch,)
-    for s in range(0, len(rows), batch_size):
-        chunk = rows[s : s + batch_size]
-        opts = [items[r].options[j] for r, j in chunk]
-        sel = torch.tensor([r for r, _ in chunk], device=ids.device)
-        if max(map(len, opts)) == 1:  # single-token options: the context pass scored them
-            nll = first_logp.new_zeros((len(opts), 0))  # (rows, 0)
-        else:
-            nll = _option_nll(lm, _select_cache(cache, sel), mask[sel], ctx_len[sel], opts)
-        first = first_logp[sel].gather(-1, torch.tensor([[o[0]] for o in opts], device=ids.device))
-        for k, (r, j) in enumerate(chunk):
-            n = len(opts[k])
-            results[r][j] = float((nll[k, : n - 1].sum() - first[k, 0]) / n)
-    return results
-
-
-def _option_nll(lm: LanguageModel, cache: Any, ctx_mask: torch.Tensor, ctx_len: torch.Tensor,
-                opts: list[list[int]]) -> torch.Tensor:
-    """NLL of option tokens 1.. given the cached context; (rows, longest - 1), 0 at padding."""
-    width = max(len(o) for o in opts)
-    ids = torch.full((len(opts), width), lm.tokenizer.pad_token_id, device=ctx_mask.device)
-    opt_mask = torch.zeros_like(ids)
-    for k, o in enumerate(opts):
-        ids[k, : len(o)] = torch.tensor(o)
-        opt_mask[k, : len(o)] = 1
-    positions = ctx_len[:, None] + torch.arange(width, device=ids.device)  # (rows, width)
-    mask = torch.cat([ctx_mask, opt_mask], dim=-1)  # (rows, ctx_len + width)
-    logits = lm.model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-        use_cache=True,
-    ).logits  # (rows, width, vocab)
-    return _token_nll(logits[:, :-1], ids[:, 1:], opt_mask[:, 1:])
 
 
 def _token_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -193,20 +159,6 @@ def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Ten
         ids[k, width - len(s) :] = torch.tensor(s, dtype=torch.long)
         mask[k, width - len(s) :] = 1
     return ids.to(device), mask.to(device)
-
-
-def _can_select(cache: Any) -> bool:
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(hasattr(layer, "batch_select_indices") for layer in layers)
-
-
-def _select_cache(cache: Any, rows: torch.Tensor) -> Any:
-    """A copy of `cache` holding batch rows `rows`; the original is left untouched."""
-    selected = copy.copy(cache)
-    selected.layers = [copy.copy(layer) for layer in cache.layers]
-    for layer in selected.layers:
-        layer.batch_select_indices(rows)  # rebinds keys/values to new tensors
-    return selected
 
 
 def _progress(items: list, enabled: bool, desc: str):

@@ -1,43 +1,34 @@
-"""Scoring (prompt, query) candidate pairs with the proxy LM, in resumable shards.
+"""Scoring (prompt, query) candidate pairs with the proxy LM, in resumable shards, with a cache.
 
 Contract: `score_candidates` turns every (query, candidate prompt) pair into a `Score` whose
 context is `join_context([prompt.text], query.input)` and whose continuations are
-`query.continuations()`. Scores go to `out_dir/shard-00000.jsonl`, ... (`shard_size` pairs
-each, in candidate order) and `out_dir/manifest.json`:
+`query.continuations()`, and returns them in candidate order. On disk the scores go to shards
+in work order (pairs grouped by prompt) plus `manifest.json`, described in `proxy_lm.shards`;
+a rerun skips complete shards and refuses to resume with another LM, shard size or pair list.
 
-    {"lm": ..., "n_pairs": ..., "shard_size": ..., "pairs_sha256": ..., "complete": bool,
-     "shards": [{"file": "shard-00000.jsonl", "n": 256, "complete": bool}, ...]}
-
-The manifest is written before the first shard and rewritten (atomically) after each one, so a
-rerun skips complete shards; it refuses to resume with another LM, shard size or pair list.
-`read_scores` reads a finished folder back in order.
+Speed: each shard is scored by the grouped prefix-shared engine (`proxy_lm.shared_prefix`):
+the prompt's tokens run once per shard for all its queries. Losses already in the persistent
+score cache (`proxy_lm.score_cache`, on by default) are not recomputed, so scoring the same
+pairs again, in any folder, costs no forward pass. `ShardScorer` is the unit both this loop
+and the multi-device Lightning path (`proxy_lm.distributed`) run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from pathlib import Path
 
-from flan_data.schema import (
-    Candidates,
-    Prompt,
-    Query,
-    Score,
-    join_context,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-)
+from flan_data.schema import Candidates, Prompt, Query, Score, join_context, write_jsonl
 from proxy_lm.likelihood import continuation_losses
 from proxy_lm.loading import LanguageModel
+from proxy_lm.score_cache import ScoreCache, pair_key
+from proxy_lm.shards import open_manifest, read_scores, reconcile, shard_pairs, work_order
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-__all__ = ["continuation_losses", "read_scores", "score_candidates", "score_record"]
+__all__ = ["ShardScorer", "continuation_losses", "read_scores", "score_candidates",
+           "score_record"]
 
 
 def score_record(query: Query, prompt_id: str, lm_name: str, losses: list[float]) -> Score:
@@ -60,6 +51,50 @@ def score_record(query: Query, prompt_id: str, lm_name: str, losses: list[float]
     )
 
 
+class ShardScorer:
+    """Scores lists of pairs (one shard at a time) through the score cache, if any."""
+
+    def __init__(self, lm: LanguageModel, queries: dict[str, Query], prompts: dict[str, Prompt],
+                 cache: ScoreCache | None, batch_size: int = 16) -> None:
+        self.lm, self.queries, self.prompts = lm, queries, prompts
+        self.cache, self.batch_size = cache, batch_size
+        self.computed = self.cached = 0  # pairs, for logs and tests
+
+    def key(self, pair: tuple[str, str]) -> str:
+        query, prompt = self.queries[pair[0]], self.prompts[pair[1]]
+        return pair_key(query.template, join_context([prompt.text], query.input),
+                        query.continuations())
+
+    def preload(self, pairs: list[tuple[str, str]]) -> None:
+        """Reads the cache once for every pair this process will score."""
+        if self.cache is not None:
+            self.cache.get(self.key(pair) for pair in pairs)
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[Score]:
+        keys = [self.key(pair) for pair in pairs]
+        known = self.cache.get(keys) if self.cache is not None else {}
+        todo = [k for k, key in enumerate(keys) if key not in known]
+        contexts = [join_context([self.prompts[pairs[k][1]].text], self.queries[pairs[k][0]].input)
+                    for k in todo]
+        conts = [self.queries[pairs[k][0]].continuations() for k in todo]
+        losses = continuation_losses(self.lm, contexts, conts, batch_size=self.batch_size,
+                                     groups=[pairs[k][1] for k in todo])
+        new = {keys[k]: row for k, row in zip(todo, losses, strict=True)}
+        if self.cache is not None:
+            self.cache.put(new)
+        self.computed += len(todo)
+        self.cached += len(pairs) - len(todo)
+        return [score_record(self.queries[q], p, self.lm.name, new.get(key) or known[key])
+                for (q, p), key in zip(pairs, keys, strict=True)]
+
+
+def open_score_cache(lm: LanguageModel, score_cache: str | Path | bool | None) -> ScoreCache | None:
+    """`True`: the default cache root; a path: that root; `False`/`None`: no cache."""
+    if score_cache is None or score_cache is False:
+        return None
+    return ScoreCache.for_lm(lm, None if score_cache is True else score_cache)
+
+
 def score_candidates(
     lm: LanguageModel,
     queries: dict[str, Query],
@@ -69,55 +104,35 @@ def score_candidates(
     shard_size: int = 256,
     batch_size: int = 16,
     progress: bool = True,
+    score_cache: str | Path | bool | None = True,
 ) -> list[Score]:
-    """Scores every candidate pair into resumable shards under `out_dir`; returns all scores."""
+    """Scores every candidate pair into resumable shards under `out_dir`; returns all scores
+    in candidate order. `score_cache`: True (default root), a root folder, or False."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
     out_dir = Path(out_dir)
-    pairs = _pairs(queries, prompts, candidates)
-    manifest = _open_manifest(out_dir, lm.name, pairs, shard_size)
+    pairs = candidate_pairs(queries, prompts, candidates)
+    manifest = open_manifest(out_dir, lm.name, pairs, shard_size)
+    work = work_order(pairs)
+    scorer = ShardScorer(lm, queries, prompts, open_score_cache(lm, score_cache), batch_size)
+    pending = [i for i, e in enumerate(manifest["shards"]) if not e["complete"]]
+    scorer.preload([p for i in pending for p in shard_pairs(work, manifest, i)])
     bar = _bar(len(pairs), progress)
-    for index, entry in enumerate(manifest["shards"]):
-        chunk = pairs[index * shard_size : (index + 1) * shard_size]
-        if entry["complete"] and (out_dir / entry["file"]).is_file():
-            bar.update(len(chunk))
-            continue
-        contexts = [join_context([prompts[p].text], queries[q].input) for q, p in chunk]
-        conts = [queries[q].continuations() for q, _ in chunk]
-        losses = continuation_losses(lm, contexts, conts, batch_size=batch_size)
-        scores = [
-            score_record(queries[q], p, lm.name, row)
-            for (q, p), row in zip(chunk, losses, strict=True)
-        ]
-        write_jsonl(out_dir / entry["file"], scores)
-        entry["complete"] = True
-        manifest["complete"] = all(e["complete"] for e in manifest["shards"])
-        write_json(out_dir / MANIFEST, manifest)
+    bar.update(len(pairs) - sum(manifest["shards"][i]["n"] for i in pending))
+    for index in pending:
+        chunk = shard_pairs(work, manifest, index)
+        write_jsonl(out_dir / manifest["shards"][index]["file"], scorer.score(chunk))
+        reconcile(out_dir, manifest)
         bar.update(len(chunk))
     bar.close()
-    log.info("scored %d pairs with %s -> %s", len(pairs), lm.name, out_dir)
-    return read_scores(out_dir)
+    log.info("scored %d pairs with %s -> %s (%d computed, %d from the score cache, %d shards "
+             "were complete)", len(pairs), lm.name, out_dir, scorer.computed, scorer.cached,
+             len(manifest["shards"]) - len(pending))
+    by_pair = {(s.query_id, s.prompt_id): s for s in read_scores(out_dir)}
+    return [by_pair[pair] for pair in pairs]
 
 
-def read_scores(out_dir: str | Path) -> list[Score]:
-    """All scores of a finished score folder, in pair order."""
-    out_dir = Path(out_dir)
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {out_dir} is not a score folder. Run `uprise score` first."
-        )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    missing = [e["file"] for e in manifest["shards"] if not e["complete"]]
-    if missing or not manifest.get("complete", False):
-        raise ValueError(
-            f"{path}: scoring is incomplete ({len(missing)} of {len(manifest['shards'])} shards "
-            f"missing, first {missing[:1]}); rerun the same `uprise score` command to resume."
-        )
-    return [s for e in manifest["shards"] for s in read_jsonl(out_dir / e["file"], Score)]
-
-
-def _pairs(
+def candidate_pairs(
     queries: dict[str, Query], prompts: dict[str, Prompt], candidates: list[Candidates]
 ) -> list[tuple[str, str]]:
     pairs = []
@@ -135,46 +150,6 @@ def _pairs(
                 )
             pairs.append((cand.query_id, pid))
     return pairs
-
-
-def _open_manifest(
-    out_dir: Path, lm_name: str, pairs: list[tuple[str, str]], shard_size: int
-) -> dict:
-    """The existing manifest when resuming (after checking it matches), else a fresh one."""
-    digest = hashlib.sha256("".join(f"{q}\t{p}\n" for q, p in pairs).encode()).hexdigest()
-    n_shards = math.ceil(len(pairs) / shard_size)
-    fresh = {
-        "lm": lm_name,
-        "n_pairs": len(pairs),
-        "shard_size": shard_size,
-        "pairs_sha256": digest,
-        "complete": n_shards == 0,
-        "shards": [
-            {"file": f"shard-{i:05d}.jsonl", "n": min(shard_size, len(pairs) - i * shard_size),
-             "complete": False}
-            for i in range(n_shards)
-        ],
-    }
-    path = out_dir / MANIFEST
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        keys = ("lm", "n_pairs", "shard_size", "pairs_sha256")
-        changed = "; ".join(f"{k} was {old.get(k)!r}, now {fresh[k]!r}" for k in keys
-                            if old.get(k) != fresh[k])
-        if changed:
-            raise ValueError(
-                f"{path}: cannot resume a different scoring run ({changed}). Resume with the same "
-                "LM, shard size and candidates, or choose another output directory."
-            )
-        log.info("resuming %s: %d of %d shards complete", out_dir,
-                 sum(e["complete"] for e in old["shards"]), n_shards)
-        return old
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise FileExistsError(
-            f"{out_dir} is not empty and has no {MANIFEST}; choose an empty output directory."
-        )
-    write_json(path, fresh)
-    return fresh
 
 
 def _bar(total: int, enabled: bool):

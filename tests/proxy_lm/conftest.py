@@ -9,6 +9,13 @@ from flan_data.schema import Candidates, Prompt, Query
 from proxy_lm import load_lm
 
 
+@pytest.fixture(autouse=True)
+def private_score_cache(tmp_path, monkeypatch):
+    """Each test gets its own persistent score cache (never the user's)."""
+    monkeypatch.setenv("UPRISE_SCORE_CACHE", str(tmp_path / "score-cache"))
+    return tmp_path / "score-cache"
+
+
 @pytest.fixture
 def tiny_lm(tiny_lm_path):
     return load_lm(str(tiny_lm_path), dtype="float32")

@@ -54,7 +54,7 @@ def test_scores_use_prompt_then_query_context(tiny_gpt_neo_path, scoring_data, t
 def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_path, monkeypatch):
     queries, prompts, candidates = scoring_data  # 18 pairs -> shards of 5, 5, 5, 3
     full = score_candidates(tiny_lm, queries, prompts, candidates, tmp_path / "full",
-                            shard_size=5, progress=False)
+                            shard_size=5, progress=False, score_cache=False)
     calls, crash_at = [], [2]
 
     def flaky(*args, **kwargs):
@@ -66,7 +66,8 @@ def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_p
     out = tmp_path / "resumed"
     monkeypatch.setattr(scoring, "continuation_losses", flaky)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5, progress=False)
+        score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5, progress=False,
+                         score_cache=False)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False
     assert [e["complete"] for e in manifest["shards"]] == [True, False, False, False]
@@ -77,15 +78,16 @@ def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_p
     calls.clear()
     crash_at.clear()
     resumed = score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5,
-                               progress=False)
+                               progress=False, score_cache=False)
     assert len(calls) == 3  # the complete first shard was skipped
     assert resumed == full
-    assert read_scores(out) == full
+    assert read_scores(out) == read_scores(tmp_path / "full")  # shard (work) order
+    assert sorted(read_scores(out), key=repr) == sorted(full, key=repr)
 
     (out / "shard-00002.jsonl").unlink()  # a lost shard is rescored
     calls.clear()
     assert score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5,
-                            progress=False) == full
+                            progress=False, score_cache=False) == full
     assert len(calls) == 1
 
 
@@ -118,3 +120,13 @@ def test_clear_errors(tiny_gpt_neo_path, scoring_data, tmp_path):
         score_candidates(lm, queries, {}, candidates, tmp_path / "a", progress=False)
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         read_scores(tmp_path / "nothing")
+
+
+def test_read_scores_checks_shard_lengths(tiny_lm, scoring_data, tmp_path):
+    queries, prompts, candidates = scoring_data
+    out = tmp_path / "s"
+    score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5, progress=False)
+    shard = out / "shard-00001.jsonl"
+    shard.write_text("".join(shard.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(ValueError, match="holds 4 scores but the manifest expects 5"):
+        read_scores(out)
