@@ -158,18 +158,33 @@ def train_retriever(
 
 
 def index_main(args: list[str] | None = None) -> None:
-    """`uprise index --retriever DIR --pool pool.jsonl`: FAISS index of the pool beside it."""
-    from retriever.index import index_pool
+    """`uprise index --retriever DIR --pool pool.jsonl [--factory HNSW32] [--add]`: FAISS index of
+    the pool beside the export, or (`--add`) new prompts appended to an existing index."""
+    from retriever.index_dir import add_prompts, index_pool
 
     parser = argparse.ArgumentParser(prog="uprise index", description=index_main.__doc__)
     parser.add_argument("--retriever", required=True, help="exported retriever directory")
-    parser.add_argument("--pool", required=True, help="JSONL of Prompt records to index")
+    parser.add_argument("--pool", required=True, help="JSONL of Prompt records to index (or add)")
     parser.add_argument("--output-dir", default=None, help="default: the retriever directory")
-    parser.add_argument("--factory", default="Flat", help="faiss index_factory string")
+    parser.add_argument("--factory", default="Flat",
+                        help="faiss index_factory string: Flat (exact, default), HNSW32, "
+                             "IVF1024,Flat, IVF1024,PQ48, ...")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query")
+    parser.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth")
+    parser.add_argument("--seed", type=int, default=0, help="seed of IVF/PQ training")
+    parser.add_argument("--add", action="store_true",
+                        help="append --pool to the existing index in --retriever (ids continue)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-progress", action="store_true")
     ns = parser.parse_args(args)
+    if ns.add:
+        out = add_prompts(ns.retriever, ns.pool, batch_size=ns.batch_size, device=ns.device,
+                          progress=not ns.no_progress)
+        print(f"added {ns.pool} -> {out}")
+        return
+    params = {k: v for k, v in (("nprobe", ns.nprobe), ("efSearch", ns.ef_search)) if v}
     out = index_pool(ns.retriever, ns.pool, ns.output_dir, batch_size=ns.batch_size,
-                     factory=ns.factory, device=ns.device, progress=not ns.no_progress)
+                     factory=ns.factory, device=ns.device, progress=not ns.no_progress,
+                     search_params=params or None, seed=ns.seed)
     print(f"indexed {ns.pool} -> {out}")

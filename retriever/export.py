@@ -7,7 +7,9 @@ Contract: `export_retriever` writes a directory that plain
 `uprise_config.json` (the `BiEncoderConfig`, prefixes, similarity, training metadata, library
 versions) and a Hugging Face style model card `README.md`. The write is atomic: everything goes
 to a temporary sibling directory which is renamed into place last. The untrained baseline is the
-same function applied to a freshly initialised `BiEncoder`.
+same function applied to a freshly initialised `BiEncoder`. `update_model_card` adds evaluation
+numbers from a report.json to the card (YAML front matter and a table). No pickle is written:
+sentence-transformers saves JSON configs, tokenizer files and `model.safetensors` per tower.
 """
 
 from __future__ import annotations
@@ -129,18 +131,35 @@ def _uprise_config(model: BiEncoder, metadata: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _model_card(config: dict[str, Any]) -> str:
+def _front_matter(config: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
+    import yaml
+
     enc, meta = config["encoder"], config["metadata"]
     base = HUB_IDS.get(enc["base_model"], enc["base_model"])
-    is_hub_id = "/" in base and not Path(base).exists()
-    front = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity"]
-    if is_hub_id:
-        front.append(f"base_model: {base}")
-    front += ["tags:", "- sentence-transformers", "- feature-extraction", "- prompt-retrieval",
-              "- uprise", "---", ""]
+    front: dict[str, Any] = {"library_name": "sentence-transformers",
+                             "pipeline_tag": "sentence-similarity"}
+    if "/" in base and not Path(base).exists():
+        front["base_model"] = base
+    front["tags"] = ["sentence-transformers", "feature-extraction", "prompt-retrieval", "uprise"]
+    uprise = {"base_model": enc["base_model"], "trained": bool(meta.get("trained", True)),
+              "embedding_dim": config["embedding_dim"]}
+    uprise.update({key: meta[key] for key in _CARD_FACTS if meta.get(key) is not None})
+    if evaluation:
+        uprise["evaluation"] = evaluation
+    front["uprise"] = uprise
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+_CARD_FACTS = ("scoring_lm", "held_out_cluster", "train_clusters", "loss", "seed", "global_steps")
+
+
+def _model_card(config: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
+    enc, meta = config["encoder"], config["metadata"]
+    base = HUB_IDS.get(enc["base_model"], enc["base_model"])
     trained = meta.get("trained", True)
     facts = "\n".join(f"- **{k}**: `{json.dumps(v)}`" for k, v in sorted(meta.items()))
-    body = f"""# UPRISE prompt retriever ({'trained' if trained else 'untrained baseline'})
+    body = f"""
+# UPRISE prompt retriever ({'trained' if trained else 'untrained baseline'})
 
 A two-tower prompt retriever in the style of UPRISE (Cheng et al., EMNLP 2023,
 [arXiv:2303.08518](https://arxiv.org/abs/2303.08518)): the query tower embeds a task input,
@@ -158,6 +177,9 @@ p_emb = model.encode_document(["Premise: ... Hypothesis: ... Answer: yes"])
 scores = q_emb @ p_emb.T
 ```
 
+With its index (`uprise index`), `serve.PromptRetriever.from_pretrained(folder)` retrieves and
+prepends prompts for any LLM.
+
 ## Embedding
 
 - pooling: `{enc['pooling']}`, L2-normalised: `{enc['normalize']}`, similarity: inner product
@@ -172,7 +194,61 @@ candidates, plus in-batch negatives (InfoNCE).
 
 {facts or '- (no metadata recorded)'}
 """
-    return "\n".join(front) + body
+    return _front_matter(config, evaluation) + body + _evaluation_markdown(evaluation)
+
+
+def _evaluation_markdown(evaluation: dict[str, Any] | None) -> str:
+    if not evaluation:
+        return ""
+    methods = evaluation["methods"]
+    clusters = sorted({c for m in methods.values() for c in m["clusters"]})
+    lines = ["", "## Evaluation", "",
+             "Downstream accuracy/metric of the scoring LM with each method's prompts, on held-out "
+             "clusters (points; from `uprise eval`'s report.json).", "",
+             "| method | average | " + " | ".join(clusters) + " |",
+             "|---|---|" + "---|" * len(clusters)]
+    for name, m in methods.items():
+        cells = [f"{100 * m['clusters'][c]:.1f}" if c in m["clusters"] else "" for c in clusters]
+        lines.append(f"| {name} | {100 * m['average']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Per-method average and per-cluster values of an evaluation report (one or many clusters)."""
+    if "methods" not in report and "clusters" not in report:
+        raise ValueError(f"the report has keys {sorted(report)}; expected an evaluation report "
+                         "with 'methods' (one held-out cluster) or 'clusters' (several), as "
+                         "written to report.json by `uprise eval`.")
+    parts = list(report["clusters"].values()) if "clusters" in report else [report]
+    methods: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for name, result in part["methods"].items():
+            entry = methods.setdefault(name, {"average": 0.0, "clusters": {}})
+            entry["clusters"].update({c: round(float(v), 4)
+                                      for c, v in result["clusters"].items()})
+    for name, entry in methods.items():
+        values = list(entry["clusters"].values())
+        single = parts[0]["methods"][name].get("average") if len(parts) == 1 else None
+        entry["average"] = round(float(single if single is not None else
+                                       sum(values) / max(len(values), 1)), 4)
+    return {"methods": methods}
+
+
+def update_model_card(export_dir: str | os.PathLike[str],
+                      report: dict[str, Any] | str | os.PathLike[str]) -> Path:
+    """Rewrites the export's README.md with the evaluation numbers of `report` (dict or a path
+    to report.json) in its YAML front matter (`uprise.evaluation`) and an Evaluation table."""
+    folder = Path(export_dir)
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a uprise retriever export (no {CONFIG_NAME}); "
+                                "pass the directory written by `uprise train`.")
+    if not isinstance(report, dict):
+        report = json.loads(Path(report).read_text(encoding="utf-8"))
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    atomic_write(folder / "README.md", [_model_card(config, evaluation_summary(report))])
+    log.info("model card %s updated with evaluation numbers", folder / "README.md")
+    return folder / "README.md"
 
 
 def load_retriever_encoder(path: str | os.PathLike[str], device: str | None = None):

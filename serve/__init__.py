@@ -1,7 +1,8 @@
 """Serving a trained UPRISE retriever: `PromptRetriever` (retrieve, augment) and a Gradio demo.
 
 Public names load lazily, so `import serve` stays light: torch, faiss and sentence-transformers
-load with `PromptRetriever.from_pretrained`, gradio only with `build_demo` / `launch_demo`.
+load with `PromptRetriever.from_pretrained`, gradio only with `build_demo` / `launch_demo`,
+langchain-core only with `serve.langchain` (`UpriseExampleSelector` for `FewShotPromptTemplate`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 _EXPORTS = {
     "PromptRetriever": "serve.prompt_retriever",
     "RetrievedPrompt": "serve.prompt_retriever",
-    "RetrieverDirError": "serve.prompt_retriever",
-    "build_context": "serve.prompt_retriever",
-    "count_tokens": "serve.prompt_retriever",
+    "RetrieverDirError": "serve.checks",
+    "PromptFilter": "serve.filters",
+    "mmr_order": "serve.mmr",
+    "build_context": "serve.context",
+    "count_tokens": "serve.context",
     "build_demo": "serve.demo",
     "launch_demo": "serve.demo",
     "retrieve_main": "serve.cli",

@@ -95,7 +95,11 @@ def demo_main(argv: list[str] | None = None) -> None:
                         help="address to bind (0.0.0.0 exposes it on the network)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="requests served at once; the rest queue (default 4)")
     args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error(f"--concurrency {args.concurrency}: expected a positive integer")
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -103,6 +107,7 @@ def demo_main(argv: list[str] | None = None) -> None:
     from serve.demo import launch_demo
 
     try:
-        launch_demo(args.retriever, host=args.host, port=args.port, share=args.share)
+        launch_demo(args.retriever, host=args.host, port=args.port, share=args.share,
+                    concurrency_limit=args.concurrency)
     except (FileNotFoundError, RetrieverDirError) as err:
         sys.exit(f"uprise: {err}")

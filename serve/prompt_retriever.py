@@ -2,24 +2,24 @@
 
 Contract: `PromptRetriever.from_pretrained(dir)` reads a directory written by
 `retriever.export_retriever` and then `retriever.index_pool` (the two-tower
-SentenceTransformer, `uprise_config.json`, `index.faiss`, `prompts.jsonl`, `manifest.json`).
-It refuses a directory whose manifest disagrees with the files (prompt count, embedding
-dimension, sha256 checksums) with an error naming the path and both values.
+SentenceTransformer, `uprise_config.json`, `index.faiss`, `prompts.jsonl`, optional
+`prompt_embeddings.safetensors`, `manifest.json`) and refuses one whose manifest disagrees with
+the files (`serve.checks`), with an error naming the path and both values.
 
-`retrieve(query, k)` embeds the query with the query tower and returns the k pool prompts with
-the highest inner product, best first (`rank` 1 = best). `augment(query, k)` builds the LM
-input the way UPRISE does at inference: the retrieved prompts joined with
-`flan_data.schema.join_context`, the best prompt placed last (nearest the input), then the
-query. With `max_tokens`, the lowest-ranked prompts are dropped first until the whole context
-fits; the query itself is never truncated. Tokens are counted with the given Hugging Face
-tokenizer (pass the *target* LM's tokenizer) on the whole joined text without special tokens,
-or, without a tokenizer, as whitespace-separated words (a rough, tokenizer-free proxy).
-Everything here is deterministic: the same directory and query give the same output.
+`retrieve(query, k, filters=None, diversity=0.0)` embeds the query with the query tower and
+returns k pool prompts, best first (`rank` 1 = best, `score` = inner product with the query):
+the k highest-scoring ones, restricted to prompts passing `filters` (a `PromptFilter` or a dict
+such as `{"cluster": ["nli"], "exclude_task": ["rte"]}`; k are returned whenever k prompts
+pass), and with `diversity` > 0 reranked by maximal marginal relevance over a deeper candidate
+set, using the exact prompt embeddings (saved, or reconstructed from the index). `augment`
+builds the UPRISE LM input from them (`serve.context.build_context`: best prompt nearest the
+input, lowest-ranked dropped first to fit `max_tokens` counted with the target LM's
+`tokenizer`). `retrieve_batch` / `augment_batch` do the same for a list of queries with one
+encoder call. Everything is deterministic: the same directory and inputs give the same output.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,15 +27,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flan_data.schema import Prompt, join_context
+import numpy as np
+
+from flan_data.schema import Prompt
+from serve.checks import (
+    MANIFEST_FILE,
+    RetrieverDirError,
+    check_checksums,
+    check_directory,
+    read_manifest,
+)
+from serve.context import build_context, count_tokens
+from serve.filters import PoolFilterer, PromptFilter
+from serve.mmr import mmr_order
+
+__all__ = ["MANIFEST_FILE", "PromptRetriever", "RetrievedPrompt", "RetrieverDirError",
+           "build_context", "count_tokens"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-
-
-class RetrieverDirError(ValueError):
-    """A retriever directory is incomplete or its files disagree with each other."""
+MMR_DEPTH = 5
+"""With diversity > 0, MMR reranks the top max(MMR_DEPTH * k, 20) prompts."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +65,10 @@ class RetrievedPrompt:
 class PromptRetriever:
     """Top-k pool prompts for a task input, by inner product of the two towers' embeddings."""
 
-    def __init__(
-        self,
-        encoder: Any,
-        index: Any,
-        prompts: Sequence[Prompt],
-        config: dict[str, Any] | None = None,
-        path: str | os.PathLike[str] | None = None,
-    ) -> None:
+    def __init__(self, encoder: Any, index: Any, prompts: Sequence[Prompt],
+                 config: dict[str, Any] | None = None,
+                 path: str | os.PathLike[str] | None = None,
+                 embeddings: np.ndarray | None = None, gpu: bool | None = None) -> None:
         if index.ntotal != len(prompts):
             raise RetrieverDirError(
                 f"{path or 'PromptRetriever'}: index holds {index.ntotal} vectors but "
@@ -71,16 +79,26 @@ class PromptRetriever:
         self.prompts = list(prompts)
         self.config = dict(config or {})
         self.path = Path(path) if path is not None else None
+        self.embeddings = embeddings  # (n_prompts, dim) exact prompt embeddings, or None
+        self._gpu = gpu
+        self._refresh()
+
+    def _refresh(self) -> None:
+        from retriever.index import to_gpu
+
+        self._filterer = PoolFilterer(self.prompts)
+        self._gpu_index = to_gpu(self.index) if self._gpu is not False else None
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike[str], device: str | None = None, verify: bool = True
-    ) -> PromptRetriever:
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str | None = None,
+                        verify: bool = True, gpu: bool | None = None) -> PromptRetriever:
         """Loads an exported, indexed retriever directory.
 
         `verify` also compares the sha256 checksums recorded in `manifest.json` with the files.
+        `gpu` None searches unfiltered queries on a GPU copy of the index when faiss has one.
         """
         from retriever import load_index, load_retriever_encoder
+        from retriever.index_dir import load_embeddings
 
         folder = Path(path)
         if not folder.is_dir():
@@ -88,131 +106,129 @@ class PromptRetriever:
                 f"retriever directory {folder} does not exist; pass the folder written by "
                 "`uprise train` (or `retriever.export_retriever`) and indexed by `uprise index`."
             )
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
+        if verify:
+            check_checksums(folder, manifest)
         index, prompts = load_index(folder)
         encoder, config = load_retriever_encoder(folder, device=device)
-        _check_consistency(folder, manifest, index, prompts, config)
-        if verify:
-            _check_checksums(folder, manifest)
-        log.info("loaded retriever %s: %d prompts, dim %d", folder, len(prompts), index.d)
-        return cls(encoder, index, prompts, config=config, path=folder)
+        check_directory(folder, manifest, index, prompts, config)
+        embeddings = load_embeddings(folder) if manifest.get("embeddings_file") else None
+        log.info("loaded retriever %s: %d prompts, dim %d, %s", folder, len(prompts), index.d,
+                 manifest.get("index_factory"))
+        return cls(encoder, index, prompts, config=config, path=folder, embeddings=embeddings,
+                   gpu=gpu if device != "cpu" else False)
 
-    def retrieve(self, query: str, k: int = 3) -> list[RetrievedPrompt]:
-        """The k best pool prompts for `query`, best first (fewer if the pool is smaller)."""
-        return self.retrieve_batch([query], k)[0]
+    @property
+    def tasks(self) -> list[str]:
+        """The pool's task names, sorted (valid `task` / `exclude_task` filter values)."""
+        return list(self._filterer.tasks)
 
-    def retrieve_batch(self, queries: Sequence[str], k: int = 3) -> list[list[RetrievedPrompt]]:
+    @property
+    def clusters(self) -> list[str]:
+        """The pool's cluster names, sorted (valid `cluster` / `exclude_cluster` values)."""
+        return list(self._filterer.clusters)
+
+    def retrieve(self, query: str, k: int = 3, filters: PromptFilter | dict | None = None,
+                 diversity: float = 0.0) -> list[RetrievedPrompt]:
+        """The k best pool prompts for `query`, best first (fewer if fewer pass the filters)."""
+        return self.retrieve_batch([query], k, filters=filters, diversity=diversity)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int = 3,
+                       filters: PromptFilter | dict | None = None,
+                       diversity: float = 0.0) -> list[list[RetrievedPrompt]]:
         """`retrieve` for many queries at once; one list per query, in input order."""
-        from retriever import search
-
         if isinstance(queries, str):
             raise TypeError("retrieve_batch takes a list of queries; use retrieve() for one.")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k={k!r}; expected a positive integer number of prompts.")
+        _check_k_and_diversity(k, diversity)
+        flt = PromptFilter.coerce(filters)
+        if flt is not None:
+            self._filterer.validate(flt)
         if not queries:
             return []
-        q_emb = self.encoder.encode_query(
-            list(queries), convert_to_numpy=True, show_progress_bar=False
-        )  # (n_queries, dim)
-        scores, ids = search(self.index, q_emb, k)  # (n_queries, min(k, n_prompts)) each
-        return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
+        return self.search_embeddings(self.encode_queries(queries), k, flt, diversity)
 
-    def _hits(self, scores: Any, ids: Any) -> list[RetrievedPrompt]:
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """The query tower's embeddings -> (n_queries, dim) float32."""
+        q_emb = self.encoder.encode_query(list(queries), convert_to_numpy=True,
+                                          show_progress_bar=False)  # (n_queries, dim)
+        return np.ascontiguousarray(q_emb, dtype=np.float32)
+
+    def search_embeddings(self, q_emb: np.ndarray, k: int, filters: PromptFilter | None = None,
+                          diversity: float = 0.0) -> list[list[RetrievedPrompt]]:
+        """Retrieval from already-encoded queries (n_queries, dim)."""
+        from retriever.index import search
+
+        allowed = None if filters is None or filters.is_empty else self._filterer.mask(filters)
+        depth = k if diversity == 0.0 else max(MMR_DEPTH * k, 20)
+        if allowed is None and self._gpu_index is not None:
+            scores, ids = search(self._gpu_index, q_emb, depth)
+        else:
+            scores, ids = search(self.index, q_emb, depth, allowed=allowed,
+                                 vectors=self.prompt_vectors)  # (n_queries, depth) each
+        rows = []
+        for s, i in zip(scores, ids, strict=True):
+            s, i = s[i >= 0], i[i >= 0]  # faiss pads with -1 when it finds fewer than asked
+            order = list(range(min(k, len(i))))
+            if diversity > 0.0 and len(i) > 1:
+                order = mmr_order(s, self.prompt_vectors(i), k, diversity)
+            rows.append(self._hits(s[order], i[order]))
+        return rows
+
+    def prompt_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Exact prompt embeddings of FAISS `ids` -> (len(ids), dim)."""
+        from retriever.index import reconstruct
+
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.embeddings is not None:
+            return np.asarray(self.embeddings[ids], dtype=np.float32)
+        return reconstruct(self.index, ids)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[RetrievedPrompt]:
         hits = []
         for score, idx in zip(scores, ids, strict=True):
-            if idx < 0:  # faiss pads with -1 when an approximate index finds fewer than k
-                continue
             p = self.prompts[int(idx)]
             hits.append(RetrievedPrompt(id=p.id, text=p.text, task=p.task, cluster=p.cluster,
                                         score=float(score), rank=len(hits) + 1))
         return hits
 
-    def augment(
-        self,
-        query: str,
-        k: int = 3,
-        max_tokens: int | None = None,
-        tokenizer: Any | None = None,
-    ) -> str:
+    def augment(self, query: str, k: int = 3, max_tokens: int | None = None,
+                tokenizer: Any | None = None, filters: PromptFilter | dict | None = None,
+                diversity: float = 0.0) -> str:
         """`query` preceded by its top-k prompts (best last), within `max_tokens` if given."""
-        return build_context(query, self.retrieve(query, k), max_tokens, tokenizer)
+        return self.augment_batch([query], k, max_tokens, tokenizer, filters, diversity)[0]
+
+    def augment_batch(self, queries: Sequence[str], k: int = 3, max_tokens: int | None = None,
+                      tokenizer: Any | None = None, filters: PromptFilter | dict | None = None,
+                      diversity: float = 0.0) -> list[str]:
+        """`augment` for many queries at once, in input order."""
+        rows = self.retrieve_batch(queries, k, filters=filters, diversity=diversity)
+        return [build_context(q, hits, max_tokens, tokenizer)
+                for q, hits in zip(queries, rows, strict=True)]
+
+    def add_prompts(self, prompts: Sequence[Prompt], batch_size: int = 64) -> None:
+        """Adds prompts to this in-memory retriever (ids n..n+m-1); the directory is not changed.
+
+        To grow the directory on disk, use `retriever.index_dir.add_prompts`.
+        """
+        from retriever.index_dir import encode_prompts
+
+        known = {p.id for p in self.prompts}
+        dupes = [p.id for p in prompts if p.id in known]
+        if dupes or len({p.id for p in prompts}) != len(prompts):
+            raise ValueError(f"prompt id(s) {dupes[:5] or 'repeated'} already in the pool; each "
+                             "prompt needs a unique id.")
+        p_emb = encode_prompts(self.encoder, prompts, batch_size)  # (n_new, dim)
+        self.index.add(p_emb)
+        if self.embeddings is not None:
+            self.embeddings = np.concatenate([self.embeddings, p_emb])  # (n_prompts, dim)
+        self.prompts.extend(prompts)
+        self._refresh()
 
 
-def build_context(
-    query: str,
-    hits: Sequence[RetrievedPrompt],
-    max_tokens: int | None = None,
-    tokenizer: Any | None = None,
-) -> str:
-    """Joins `hits` (best first, as `retrieve` returns them) and `query` into the LM input.
-
-    The best prompt goes last, next to the query. Over `max_tokens`, the lowest-ranked prompts
-    are dropped one at a time; if the query alone is over budget it is returned alone (never
-    truncated) and a warning is logged.
-    """
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ValueError(f"max_tokens={max_tokens!r}; expected a positive integer or None.")
-    kept = sorted(hits, key=lambda h: h.rank)
-    while True:
-        text = join_context([h.text for h in reversed(kept)], query)
-        if max_tokens is None or count_tokens(text, tokenizer) <= max_tokens:
-            return text
-        if not kept:
-            log.warning("the query alone has %d tokens, over the budget of %d; returning it "
-                        "without prompts", count_tokens(query, tokenizer), max_tokens)
-            return query
-        kept = kept[:-1]
-
-
-def count_tokens(text: str, tokenizer: Any | None = None) -> int:
-    """Tokens in `text`: the HF tokenizer's ids without special tokens, else whitespace words."""
-    if tokenizer is None:
-        return len(text.split())
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise RetrieverDirError(
-            f"{folder} has no {MANIFEST_FILE}, so its index is missing or incomplete; build it "
-            f"with `uprise index --retriever {folder} --pool POOL.jsonl`."
-        )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RetrieverDirError(f"{path} is not valid JSON ({err.msg}); rebuild the index with "
-                                "`uprise index`.") from err
-
-
-def _check_consistency(
-    folder: Path, manifest: dict[str, Any], index: Any, prompts: list[Prompt],
-    config: dict[str, Any],
-) -> None:
-    checks = [
-        ("manifest n_prompts", manifest.get("n_prompts"), "prompts.jsonl rows", len(prompts)),
-        ("manifest n_prompts", manifest.get("n_prompts"), "index.faiss vectors", index.ntotal),
-        ("manifest embedding_dim", manifest.get("embedding_dim"), "index.faiss dim", index.d),
-    ]
-    if "embedding_dim" in config:
-        checks.append(("uprise_config.json embedding_dim", config["embedding_dim"],
-                       "index.faiss dim", index.d))
-    for left, left_value, right, right_value in checks:
-        if left_value != right_value:
-            raise RetrieverDirError(
-                f"{folder}: {left} is {left_value} but {right} is {right_value}; the files come "
-                "from different runs. Rebuild the index with `uprise index`."
-            )
-
-
-def _check_checksums(folder: Path, manifest: dict[str, Any]) -> None:
-    from retriever.index import sha256_file
-
-    for name, expected in sorted(manifest.get("sha256", {}).items()):
-        actual = sha256_file(folder / name)
-        if actual != expected:
-            raise RetrieverDirError(
-                f"{folder / name}: sha256 is {actual} but {MANIFEST_FILE} records {expected}; "
-                "the file changed after indexing. Rebuild the index with `uprise index`, or "
-                "load with verify=False to accept it."
-            )
+def _check_k_and_diversity(k: Any, diversity: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k={k!r}; expected a positive integer number of prompts.")
+    if isinstance(diversity, bool) or not isinstance(diversity, int | float) \
+            or not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity={diversity!r}; expected a number in [0, 1] "
+                         "(0 = plain top-k, e.g. 0.3 for more varied prompts).")

@@ -83,3 +83,62 @@ def test_untrained_baseline_uses_the_same_export(tmp_path, tiny_config):
 def test_load_rejects_a_directory_that_is_not_an_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a uprise retriever export"):
         load_retriever_encoder(tmp_path)
+
+
+PICKLE_SUFFIXES = {".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".npy", ".npz"}
+
+
+def test_export_holds_no_pickle_anywhere(tmp_path, trained_like):
+    out = export_retriever(trained_like, tmp_path / "exp", {})
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    for path in files:
+        head = path.read_bytes()[:2]
+        assert head[:1] != b"\x80" and head != b"PK", f"{path} looks like a pickle / torch zip"
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".txt"}
+
+
+def _front_matter(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_model_card_front_matter_records_model_and_training(tmp_path, trained_like):
+    meta = {"scoring_lm": "embedded:smollm2-135m-instruct", "held_out_cluster": "nli",
+            "train_clusters": ["sentiment", "commonsense"], "trained": True}
+    out = export_retriever(trained_like, tmp_path / "exp", meta)
+    front = _front_matter((out / "README.md").read_text())
+    assert front["library_name"] == "sentence-transformers"
+    assert front["uprise"]["base_model"] == trained_like.config.base_model
+    assert front["uprise"]["scoring_lm"] == "embedded:smollm2-135m-instruct"
+    assert front["uprise"]["train_clusters"] == ["sentiment", "commonsense"]
+    assert "evaluation" not in front["uprise"]
+
+
+def _method(value: float, cluster: str) -> dict:
+    return {"tasks": {"t": value}, "clusters": {cluster: value}, "average": value}
+
+
+def test_update_model_card_adds_evaluation_numbers(tmp_path, trained_like):
+    from retriever.export import update_model_card
+
+    out = export_retriever(trained_like, tmp_path / "exp", {"held_out_cluster": "nli"})
+    report = {"tasks": {"rte": {"cluster": "nli", "metric": "accuracy", "n": 10}},
+              "methods": {"zero_shot": _method(0.5, "nli"), "trained": _method(0.625, "nli")}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    update_model_card(out, tmp_path / "report.json")
+    card = (out / "README.md").read_text()
+    front = _front_matter(card)
+    assert front["uprise"]["evaluation"]["methods"]["trained"] == {"average": 0.625,
+                                                                   "clusters": {"nli": 0.625}}
+    assert "## Evaluation" in card and "| trained | 62.5 | 62.5 |" in card
+    multi = {"clusters": {"nli": report, "sentiment": {
+        "methods": {"trained": _method(0.75, "sentiment")}}}, "summary": {}}
+    update_model_card(out, multi)
+    trained = _front_matter((out / "README.md").read_text())["uprise"]["evaluation"]["methods"]
+    assert trained["trained"] == {"average": 0.6875,
+                                  "clusters": {"nli": 0.625, "sentiment": 0.75}}
+    with pytest.raises(ValueError, match=r"keys \['oops'\]; expected an evaluation report"):
+        update_model_card(out, {"oops": 1})

@@ -59,3 +59,23 @@ def prompt_retriever(retriever_dir):
     from serve import PromptRetriever
 
     return PromptRetriever.from_pretrained(retriever_dir)
+
+
+NEAR_DUPLICATES = [Prompt(f"rte-dup-{i}", "rte", "nli", 0, POOL[2].text + " ." * i)
+                   for i in range(1, 4)]
+"""Near-copies of POOL[2] ("rte-0"), to see MMR pick complementary prompts instead."""
+
+
+@pytest.fixture(scope="session")
+def dup_retriever(tmp_path_factory, tiny_bert_path):
+    """A retriever whose pool holds `POOL` plus three near-duplicates of rte-0."""
+    from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
+    from serve import PromptRetriever
+
+    root = tmp_path_factory.mktemp("serve-dup-retriever")
+    model = BiEncoder(BiEncoderConfig(base_model=str(tiny_bert_path), query_max_length=64,
+                                      prompt_max_length=64))
+    export_retriever(model, root / "retriever", metadata={"trained": False})
+    write_jsonl(root / "pool.jsonl", POOL + NEAR_DUPLICATES)
+    index_pool(root / "retriever", root / "pool.jsonl")
+    return PromptRetriever.from_pretrained(root / "retriever")

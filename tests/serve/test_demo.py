@@ -41,3 +41,29 @@ def test_build_demo_has_the_components(prompt_retriever):
     slider = by_id[ELEM_IDS["k"]]
     assert (slider.minimum, slider.maximum, slider.value) == (1, 10, 3)
     assert list(by_id[ELEM_IDS["table"]].headers) == TABLE_COLUMNS
+
+
+def test_callback_applies_filters_and_diversity(prompt_retriever):
+    from serve.demo import ui_filters
+
+    flt = ui_filters(None, ["nli", "commonsense"], ["piqa"])
+    rows, augmented = retrieve_for_display(prompt_retriever, QUERY, 3, filters=flt, diversity=0.3)
+    hits = prompt_retriever.retrieve(QUERY, k=3, filters=flt, diversity=0.3)
+    assert [r[4] for r in rows] == [h.text for h in hits] and {r[2] for r in rows} == {"rte"}
+    assert augmented == prompt_retriever.augment(QUERY, k=3, filters=flt, diversity=0.3)
+    with pytest.raises(DemoInputError, match="No prompt in the pool passes these filters"):
+        retrieve_for_display(prompt_retriever, QUERY, 3, filters=ui_filters(["rte"], None,
+                                                                            ["rte"]))
+
+
+def test_build_demo_offers_the_pools_tasks_and_clusters(prompt_retriever):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
+    from serve import build_demo
+
+    demo = build_demo(prompt_retriever)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    choices = [c[0] if isinstance(c, tuple | list) else c
+               for c in by_id[ELEM_IDS["cluster"]].choices]
+    assert choices == prompt_retriever.clusters
+    assert by_id[ELEM_IDS["task"]].multiselect
+    assert (by_id[ELEM_IDS["diversity"]].minimum, by_id[ELEM_IDS["diversity"]].maximum) == (0, 1)

@@ -1,8 +1,10 @@
 """The real Gradio app in headless Chromium: type a query, Retrieve, read the table and prompt.
 
 Runs Debian's /usr/bin/chromium through Playwright's Python package (no `playwright install`);
-`.ci/install-browser.sh` installs it. Skips with the reason when either is missing. Leaves a
-screenshot at tests/artifacts/demo.png for a human to look at.
+`.ci/install-browser.sh` installs it. Skips with the reason when either is missing. Checks the
+plain retrieval, a cluster filter chosen in the dropdown (every row obeys it), a clicked
+example, and the over-long input error. Leaves a screenshot of the filtered result at
+tests/artifacts/demo.png for a human to look at.
 """
 
 from __future__ import annotations
@@ -74,8 +76,38 @@ def test_retrieve_shows_the_prompts_and_the_augmented_input(page, prompt_retriev
     augmented = page.locator("#uprise-augmented textarea")
     expect(augmented).to_have_value(prompt_retriever.augment(QUERY, k=3))
     assert augmented.input_value().endswith(best.text + "\n\n" + QUERY)
+
+
+def test_cluster_filter_and_diversity_are_respected(page, prompt_retriever):
+    from playwright.sync_api import expect
+
+    flt = {"cluster": ["commonsense"]}
+    expected = prompt_retriever.retrieve(QUERY, k=2, filters=flt)
+    page.locator("#uprise-query textarea").fill(QUERY)
+    dropdown = page.locator("#uprise-cluster input")
+    dropdown.click()
+    page.get_by_role("option", name="commonsense", exact=True).click()
+    page.keyboard.press("Escape")
+    page.locator("#uprise-k input[type=number]").fill("2")
+    page.locator("#uprise-k input[type=number]").press("Enter")
+    page.locator("#uprise-retrieve").click()
+    augmented = page.locator("#uprise-augmented textarea")
+    expect(augmented).to_have_value(prompt_retriever.augment(QUERY, k=2, filters=flt),
+                                    timeout=TIMEOUT_MS)
+    table = page.locator("#uprise-prompts")
+    for hit in expected:
+        expect(table).to_contain_text(hit.text)
+    for other in (p for p in prompt_retriever.prompts if p.cluster != "commonsense"):
+        expect(table).not_to_contain_text(other.text)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+
+
+def test_clicking_an_example_fills_the_input(page):
+    from playwright.sync_api import expect
+
+    page.get_by_text(QUERY.split(".")[0]).first.click()
+    expect(page.locator("#uprise-query textarea")).to_have_value(QUERY, timeout=TIMEOUT_MS)
 
 
 def test_too_long_input_shows_an_error_not_a_crash(page):

@@ -87,7 +87,7 @@ def test_budget_drops_lowest_ranked_prompts_first(max_tokens, kept):
 
 def test_query_over_budget_is_returned_whole_with_a_warning(caplog):
     query = "a long query that is never truncated"
-    with caplog.at_level(logging.WARNING, logger="serve.prompt_retriever"):
+    with caplog.at_level(logging.WARNING, logger="serve.context"):
         assert build_context(query, HITS, max_tokens=2) == query
     assert "over the budget of 2" in caplog.text
 
@@ -112,8 +112,10 @@ def test_budget_rejects_non_positive_values():
 
 def test_refuses_index_and_prompts_of_different_sizes(retriever_copy, pool):
     write_jsonl(retriever_copy / "prompts.jsonl", pool[:-1])
+    with pytest.raises(RetrieverDirError, match=r"prompts.jsonl: sha256"):
+        PromptRetriever.from_pretrained(retriever_copy)  # checksums are checked first
     with pytest.raises(ValueError, match=r"holds 8 vectors but prompts.jsonl has 7") as err:
-        PromptRetriever.from_pretrained(retriever_copy)
+        PromptRetriever.from_pretrained(retriever_copy, verify=False)
     assert str(retriever_copy) in str(err.value)
 
 
@@ -148,3 +150,33 @@ def test_refuses_a_directory_without_manifest(retriever_copy, tmp_path):
         PromptRetriever.from_pretrained(retriever_copy)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         PromptRetriever.from_pretrained(tmp_path / "nowhere")
+
+
+def test_refuses_an_index_of_another_type_than_the_manifest_says(retriever_copy):
+    manifest = json.loads((retriever_copy / "manifest.json").read_text())
+    manifest["index_factory"] = "HNSW32"
+    (retriever_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RetrieverDirError, match=r"'HNSW32' \(IndexHNSWFlat\).*IndexFlatIP"):
+        PromptRetriever.from_pretrained(retriever_copy)
+
+
+def test_refuses_tampered_tower_weights(retriever_copy):
+    weights = retriever_copy / "query_0_Transformer" / "model.safetensors"
+    manifest = json.loads((retriever_copy / "manifest.json").read_text())
+    assert "query_0_Transformer/model.safetensors" in manifest["sha256"]
+    assert manifest["index_class"] == "IndexFlatIP" and manifest["search_params"] == {}
+    with open(weights, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(RetrieverDirError, match=r"model.safetensors: sha256"):
+        PromptRetriever.from_pretrained(retriever_copy)
+
+
+def test_plain_sentence_transformers_gives_the_same_vectors(prompt_retriever, retriever_dir):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(retriever_dir), device="cpu")
+    np.testing.assert_allclose(st.encode_query(QUERIES), prompt_retriever.encode_queries(QUERIES),
+                               atol=1e-6)
+    texts = [p.text for p in prompt_retriever.prompts]
+    stored = prompt_retriever.prompt_vectors(np.arange(len(texts)))  # what the index holds
+    np.testing.assert_allclose(st.encode_document(texts), stored, atol=1e-5)

@@ -1,0 +1,89 @@
+"""Checks that an indexed retriever directory is whole and untampered, before it is served.
+
+Contract: `check_checksums(folder, manifest)` (run first, before any file is deserialised) and
+`check_directory(folder, manifest, index, prompts, config)` raise
+`RetrieverDirError` naming the path and both values when the manifest disagrees with the files:
+prompt count, embedding dimension (manifest, index, export config), index class for the recorded
+factory string, metric, and the sha256 of every file the manifest vouches for
+(index, prompts, saved embeddings, the export's weights and config).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flan_data.schema import Prompt
+
+MANIFEST_FILE = "manifest.json"
+
+
+class RetrieverDirError(ValueError):
+    """A retriever directory is incomplete or its files disagree with each other."""
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise RetrieverDirError(
+            f"{folder} has no {MANIFEST_FILE}, so its index is missing or incomplete; build it "
+            f"with `uprise index --retriever {folder} --pool POOL.jsonl`."
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RetrieverDirError(f"{path} is not valid JSON ({err.msg}); rebuild the index with "
+                                "`uprise index`.") from err
+
+
+def check_directory(folder: Path, manifest: dict[str, Any], index: Any, prompts: list[Prompt],
+                    config: dict[str, Any]) -> None:
+    """The count, dimension, index class and metric checks (`check_checksums` runs before
+    anything is deserialised)."""
+    _check_consistency(folder, manifest, index, prompts, config)
+    _check_index_type(folder, manifest, index)
+
+
+def _check_consistency(folder: Path, manifest: dict[str, Any], index: Any,
+                       prompts: list[Prompt], config: dict[str, Any]) -> None:
+    checks = [
+        ("manifest n_prompts", manifest.get("n_prompts"), "prompts.jsonl rows", len(prompts)),
+        ("manifest n_prompts", manifest.get("n_prompts"), "index.faiss vectors", index.ntotal),
+        ("manifest embedding_dim", manifest.get("embedding_dim"), "index.faiss dim", index.d),
+    ]
+    if "embedding_dim" in config:
+        checks.append(("uprise_config.json embedding_dim", config["embedding_dim"],
+                       "index.faiss dim", index.d))
+    for left, left_value, right, right_value in checks:
+        if left_value != right_value:
+            raise RetrieverDirError(
+                f"{folder}: {left} is {left_value} but {right} is {right_value}; the files come "
+                "from different runs. Rebuild the index with `uprise index`."
+            )
+
+
+def _check_index_type(folder: Path, manifest: dict[str, Any], index: Any) -> None:
+    from retriever.index_dir import check_index_class
+
+    try:
+        check_index_class(folder, manifest, index)
+    except ValueError as err:
+        raise RetrieverDirError(str(err)) from err
+
+
+def check_checksums(folder: Path, manifest: dict[str, Any]) -> None:
+    from retriever.index import sha256_file
+
+    for name, expected in sorted(manifest.get("sha256", {}).items()):
+        path = folder / name
+        if not path.is_file():
+            raise RetrieverDirError(f"{path} is missing but {MANIFEST_FILE} vouches for it; "
+                                    "restore it or rebuild the index with `uprise index`.")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise RetrieverDirError(
+                f"{path}: sha256 is {actual} but {MANIFEST_FILE} records {expected}; "
+                "the file changed after indexing. Rebuild the index with `uprise index`, or "
+                "load with verify=False to accept it."
+            )
