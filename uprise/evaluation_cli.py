@@ -1,54 +1,241 @@
-"""`uprise eval`: zero-shot, random, untrained and trained retrieval on held-out queries."""
+"""`uprise eval`: does the retriever help? Zero-shot, random, BM25, untrained and trained
+retrieval (and optionally trained+abstain) on held-out clusters, with bootstrap CIs.
+
+Three ways to pick what is evaluated:
+  --data DIR --retriever DIR   one held-out cluster prepared by `uprise data` / `uprise train`
+  --clusters all | C [C ...]   leave-one-cluster-out: per cluster, data, scores and retrievers
+                               are built (or reused) under --work-dir/<cluster>/
+  --task-file my_task.yaml     your own task(s), with their cluster held out (see README)
+The evaluated LM is --lm/--eval-lm (any HF causal LM) or an OpenAI-compatible endpoint
+(--api-base, --api-model); the scoring LM (--scoring-lm) only judges training candidates.
+Writes report.json, report.md, report.png and predictions/ under --output-dir.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from flan_data import prepare_output_dir, read_stage_data, write_json, write_jsonl
+from flan_data import prepare_output_dir, read_stage_data, resolve_data_dir, write_json
 from flan_data.provenance import run_info
 
-METHODS = ("zero_shot", "random", "untrained", "trained")
+log = logging.getLogger(__name__)
+METHODS = ("zero_shot", "random", "bm25", "untrained", "trained")
+EMBEDDED_LM = "embedded:smollm2-135m-instruct"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uprise eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--data", help="folder written by `uprise data` (single run)")
+    mode.add_argument("--clusters", nargs="+", help="held-out clusters, or 'all'")
+    mode.add_argument("--task-file", help="YAML/JSONL task description (see README)")
+    p.add_argument("--retriever", help="single run: trained retriever export")
+    p.add_argument("--baseline-retriever", help="single run: untrained export (default: built)")
+    p.add_argument("--encoder", help="retriever base encoder (default: the config's)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--lm", "--eval-lm", dest="lm",
+                   help="evaluated LM: HF causal LM id or path (default: the scoring LM)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    _add_api_options(p)
+    _add_loco_options(p)
+    return p
+
+
+def _add_api_options(p: argparse.ArgumentParser) -> None:
+    api = p.add_argument_group("OpenAI-compatible endpoint as the evaluated LM")
+    api.add_argument("--api-base", help="e.g. http://localhost:8000/v1")
+    api.add_argument("--api-model")
+    api.add_argument("--api-key-env", help="environment variable holding the API key")
+    api.add_argument("--api-endpoint", default="chat", choices=("chat", "completions"))
+    api.add_argument("--api-concurrency", type=int, default=4)
+    api.add_argument("--api-timeout", type=float, default=60.0)
+    api.add_argument("--api-retries", type=int, default=3)
+
+
+def _add_loco_options(p: argparse.ArgumentParser) -> None:
+    ab = p.add_argument_group("abstention (method trained+abstain)")
+    ab.add_argument("--abstain", action="store_true",
+                    help="calibrate a retrieval-score threshold on training-cluster validation")
+    ab.add_argument("--calibration-per-task", type=int, default=10)
+    loco = p.add_argument_group("leave-one-cluster-out (--clusters / --task-file)")
+    loco.add_argument("--config", help="stage sizes (default: configs/quickstart.yaml)")
+    loco.add_argument("--work-dir", default="runs/loco",
+                      help="cache of per-cluster data, scores and retrievers (reused)")
+    loco.add_argument("--data-dir")
+    loco.add_argument("--scoring-lm", help="LM that scores training candidates")
+    loco.add_argument("--train-clusters", nargs="+")
+    for name in ("eval-per-task", "pool-per-task", "queries-per-task", "n-candidates",
+                 "epochs"):
+        loco.add_argument(f"--{name}", type=int)
+
+
+def make_eval_lm(lm: str | None, dtype: str, api: dict[str, Any], fallback: Any = None) -> Any:
+    """The evaluated LM: an `ApiLM` when `api["base"]` is set, else `fallback` when `lm` is
+    None, else `proxy_lm.load_lm(lm)`."""
+    if api.get("base"):
+        from uprise.api_lm import ApiLM
+
+        key = None
+        if api.get("key_env"):
+            key = os.environ.get(api["key_env"])
+            if not key:
+                raise ValueError(f"--api-key-env {api['key_env']!r}: that environment variable "
+                                 "is not set; export it or drop the option")
+        return ApiLM(api["base"], api["model"], key, api["endpoint"], api["timeout"],
+                     api["retries"], api["concurrency"])
+    if lm is None and fallback is not None:
+        return fallback
+    from proxy_lm import load_lm
+
+    return load_lm(lm or EMBEDDED_LM, dtype=dtype)
+
+
+def _api(args: argparse.Namespace) -> dict[str, Any]:
+    return {"base": args.api_base, "model": args.api_model, "key_env": args.api_key_env,
+            "endpoint": args.api_endpoint, "concurrency": args.api_concurrency,
+            "timeout": args.api_timeout, "retries": args.api_retries}
 
 
 def eval_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="uprise eval", description=__doc__)
-    parser.add_argument("--data", required=True, help="folder written by `uprise data`")
-    parser.add_argument("--retriever", help="trained retriever export (for the 'trained' method)")
-    parser.add_argument("--baseline-retriever",
-                        help="untrained export; default: built from --encoder into the output dir")
-    parser.add_argument("--encoder", default="embedded:all-MiniLM-L6-v2")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--lm", default="embedded:smollm2-135m-instruct",
-                        help="evaluated LM: any HF causal LM id or path")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = _parser()
     args = parser.parse_args(argv)
-    if "trained" in args.methods and not args.retriever:
-        parser.error("--retriever is required for the 'trained' method (or drop it from --methods)")
+    if args.api_base and not args.api_model:
+        parser.error("--api-base needs --api-model (the model name the server serves)")
+    if args.data and ("trained" in args.methods or args.abstain) and not args.retriever:
+        parser.error("--retriever is required for the 'trained' method and --abstain "
+                     "(or drop them)")
+    if args.abstain and "trained" not in args.methods:
+        parser.error("--abstain compares against 'trained'; keep it in --methods")
+    out = prepare_output_dir(args.output_dir, args.overwrite)
+    start = time.perf_counter()
+    if args.data:
+        report, title = _single_run(args, out), f"held-out data {args.data}"
+    else:
+        report, title = _multi_run(args, out), "leave-one-cluster-out evaluation"
+    report["wall_time_s"] = round(time.perf_counter() - start, 1)
+    report["run_info"] = run_info()
+    from uprise.report import json_safe, markdown, write_report_files
 
-    from proxy_lm import load_lm
-    from uprise.evaluation import evaluate_methods, format_table
+    write_json(out / "report.json", json_safe(report))
+
+    write_report_files(report, out, title=title)
+    print(markdown(report, title))
+    print(f"wall time {report['wall_time_s']:.0f} s; report: {out / 'report.md'}")
+
+
+def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """One held-out cluster from `uprise data` files and a trained export."""
+    from flan_data import write_jsonl
+    from uprise.abstain import calibrate, calibration_queries
+    from uprise.evaluation import check_pool_leakage, evaluate_methods
     from uprise.stages import build_methods
 
-    out = prepare_output_dir(args.output_dir, args.overwrite)
     stage = read_stage_data(args.data)
+    retrievers = [d for d in (args.retriever, args.baseline_retriever) if d]
+    check_pool_leakage(stage.eval_queries, stage.pool, retrievers)
+    lm = make_eval_lm(args.lm, args.dtype, _api(args))
+    names, calibration = list(args.methods), None
+    if args.abstain:
+        source = stage.manifest.get("data_source", "hub")
+        queries = calibration_queries(stage, resolve_data_dir(source), args.seed,
+                                      args.calibration_per_task)
+        calibration = calibrate(lm, args.retriever, queries, args.k, args.batch_size,
+                                not args.no_progress)
+        names.append("trained+abstain")
     methods = build_methods(
-        args.methods, stage.pool, Path(args.data) / "pool.jsonl", args.k, args.seed,
+        names, stage.pool, Path(args.data) / "pool.jsonl", args.k, args.seed,
         trained_dir=args.retriever, untrained_dir=args.baseline_retriever,
-        encoder=args.encoder, work_dir=out,
-    )
-    lm = load_lm(args.lm, dtype=args.dtype)
+        encoder=args.encoder or "embedded:all-MiniLM-L6-v2", work_dir=out,
+        abstain_threshold=calibration["threshold"] if calibration else None)
     report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
-                                           progress=not args.no_progress)
+                                           progress=not args.no_progress, seed=args.seed)
     report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest}
-    report["run_info"] = run_info()
+    if calibration:
+        report["abstain"] = {"calibration": {stage.manifest["held_out_cluster"]: calibration},
+                             "effect": _single_effect(report)}
     for name, rows in predictions.items():
         write_jsonl(out / "predictions" / f"{name}.jsonl", rows)
-    write_json(out / "report.json", report)
-    print(format_table(report))
+    return report
+
+
+def _single_effect(report: dict[str, Any]) -> dict[str, Any]:
+    from uprise.abstain import abstain_effect
+
+    by_cluster: dict[str, dict[str, float]] = {}
+    for method, result in report["methods"].items():
+        for cluster, value in result["clusters"].items():
+            by_cluster.setdefault(cluster, {})[method] = value
+    return abstain_effect(by_cluster)
+
+
+def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Leave-one-cluster-out over --clusters, or over the clusters of --task-file's tasks."""
+    from uprise.loco import EvalSettings, available_clusters, run_loco
+    from uprise.quickstart import DEFAULT_CONFIG, QuickstartConfig
+
+    overrides = {"data_dir": args.data_dir, "lm": args.scoring_lm, "encoder": args.encoder,
+                 "seed": args.seed, "pool_per_task": args.pool_per_task,
+                 "queries_per_task": args.queries_per_task, "n_candidates": args.n_candidates,
+                 "epochs": args.epochs}
+    base = QuickstartConfig.from_yaml(args.config or DEFAULT_CONFIG, **overrides)
+    tasks = None
+    if args.task_file:
+        held_out, tasks = _register_task_file(args.task_file, out)
+    elif args.clusters == ["all"]:
+        held_out = available_clusters(resolve_data_dir(base.data_dir))
+    else:
+        held_out = list(args.clusters)
+    from flan_data import tasks_in
+
+    for cluster in [*held_out, *(args.train_clusters or [])]:
+        tasks_in(cluster)  # an unknown name fails here, before any model loads
+    scoring_lm = _lazy_lm(base.lm, base.lm_dtype)
+    same = args.lm in (None, base.lm) and not args.api_base
+    eval_lm = scoring_lm() if same else make_eval_lm(args.lm, args.dtype, _api(args))
+    eval_per_task = args.eval_per_task if args.eval_per_task is not None else base.eval_per_task
+    settings = EvalSettings(tuple(args.methods), args.k, args.seed, args.batch_size,
+                            args.abstain, args.calibration_per_task, eval_per_task, tasks,
+                            not args.no_progress)
+    report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
+                      scoring_lm, settings)
+    report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,
+                        "held_out_clusters": held_out, "stage_config": dataclasses.asdict(base)}
+    return report
+
+
+def _lazy_lm(name: str, dtype: str) -> Callable[[], Any]:
+    """A loader that loads `name` on its first call only (no load when every score is cached)."""
+    cache: dict[str, Any] = {}
+
+    def load() -> Any:
+        if "lm" not in cache:
+            from proxy_lm import load_lm
+
+            cache["lm"] = load_lm(name, dtype=dtype)
+        return cache["lm"]
+
+    return load
+
+
+def _register_task_file(path: str, out: Path) -> tuple[list[str], tuple[str, ...]]:
+    from flan_data.custom_task import load_task_file, register_custom_task
+
+    tasks = load_task_file(path)
+    for task in tasks:
+        register_custom_task(task, out / "custom_tasks")
+    log.info("task file %s: tasks %s", path, [t.name for t in tasks])
+    return sorted({t.cluster for t in tasks}), tuple(t.name for t in tasks)

@@ -53,6 +53,8 @@ def test_artefacts_are_written_and_loadable(tiny_run):
     hits = retriever.retrieve("Review: a gorgeous, moving film.\nPositive or negative?", k=3)
     assert len(hits) == 3 and {h.cluster for h in hits} <= {"nli", "paraphrase"}
     assert (out / "train").is_dir() and (out / "quickstart_config.json").is_file()
+    assert "| **average** |" in (out / "report.md").read_text()
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_skips_finished_stages_and_gives_the_same_report(tiny_run):

@@ -42,6 +42,11 @@ def test_summary_averages_tasks_then_clusters():
     assert report["methods"]["zero_shot"]["tasks"] == {"sentiment140": 1.0, "sst2": 0.25}
     assert report["methods"]["trained"]["average"] == pytest.approx((0.5 + 0.0) / 2)
     assert report["methods"]["trained"]["clusters"]["sentiment"] == pytest.approx(0.25)
-    assert report["methods"]["trained"]["vs_zero_shot"]["diff"] == pytest.approx(0.0)
+    # stratified by task: the difference is that of the averages (0.25 - 0.625), not of the
+    # pooled example means (which would be 0.4 - 0.4)
+    assert report["methods"]["trained"]["vs_zero_shot"]["diff"] == pytest.approx(-0.375)
+    assert report["best_baseline"] == "zero_shot"
+    assert report["methods"]["trained"]["vs_best_baseline"] == \
+        report["methods"]["trained"]["vs_zero_shot"]
     table = format_table(report)
     assert "sst2" in table and "trained" in table and "25.0" in table

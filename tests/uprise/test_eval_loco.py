@@ -1,0 +1,130 @@
+"""`uprise eval` end to end on tiny random models: leave-one-cluster-out with every method,
+abstention, the report files, reuse of the cached stages, a separate evaluated LM, and the
+bring-your-own-task path with the example under examples/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from uprise.evaluation_cli import eval_main
+
+REPO = Path(__file__).resolve().parents[2]
+ALL = {"zero_shot", "random", "bm25", "untrained", "trained", "trained+abstain"}
+
+
+def _config(folder: Path) -> Path:
+    """The quickstart config with short demonstrations: the tiny LMs have a 512-token window."""
+    text = (REPO / "configs" / "quickstart.yaml").read_text()
+    path = folder / "tiny.yaml"
+    path.write_text(text.replace("max_prompt_chars: 600", "max_prompt_chars: 150"))
+    return path
+
+
+def _argv(shared_data_dir, bert, lm, work, out, *extra):
+    return ["--config", str(_config(work.parent)), "--data-dir", str(shared_data_dir),
+            "--encoder", str(bert), "--scoring-lm", str(lm),
+            "--train-clusters", "nli", "paraphrase", "--pool-per-task", "12",
+            "--queries-per-task", "4", "--n-candidates", "3", "--eval-per-task", "5",
+            "--epochs", "1", "--k", "2", "--batch-size", "8", "--work-dir", str(work),
+            "--output-dir", str(out), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def loco_run(tmp_path_factory, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+    root = tmp_path_factory.mktemp("loco")
+    argv = _argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                 root / "out", "--clusters", "commonsense", "--abstain",
+                 "--calibration-per-task", "3")
+    eval_main(argv)
+    return root, json.loads((root / "out" / "report.json").read_text())
+
+
+def test_every_method_is_evaluated_on_the_same_examples(loco_run):
+    root, report = loco_run
+    cluster = report["clusters"]["commonsense"]
+    assert set(cluster["methods"]) == ALL
+    assert {t: i["n"] for t, i in cluster["tasks"].items()} == {"copa": 5, "piqa": 5}
+    ids = None
+    for name in ALL:
+        rows = [json.loads(line) for line in
+                (root / "out" / "commonsense" / "predictions" / f"{name}.jsonl").open()]
+        assert ids is None or [r["query_id"] for r in rows] == ids
+        ids = [r["query_id"] for r in rows]
+        expected = {0} if name == "zero_shot" else {2}
+        if name != "trained+abstain":
+            assert {r["n_prompts"] for r in rows} == expected, name
+    for result in cluster["methods"].values():
+        assert 0.0 <= result["average"] <= 1.0
+    assert cluster["best_baseline"] in {"zero_shot", "random", "bm25", "untrained"}
+    assert "vs_best_baseline" in cluster["methods"]["trained"]
+
+
+def test_abstention_is_calibrated_on_training_clusters_and_reported(loco_run):
+    root, report = loco_run
+    calibration = report["abstain"]["calibration"]["commonsense"]
+    assert set(calibration["tasks"]) <= {"rte", "qnli", "mrpc"}
+    assert calibration["n"] > 0
+    effect = report["abstain"]["effect"]["clusters"]["commonsense"]
+    assert effect["regression"] == (effect["trained"] < effect["zero_shot"])
+    assert "Abstention" in (root / "out" / "report.md").read_text()
+
+
+def test_report_files_are_written(loco_run):
+    root, report = loco_run
+    for path in (root / "out").rglob("report.json"):  # strict JSON: no Infinity / NaN
+        assert not any(c in path.read_text() for c in ("Infinity", "NaN")), path
+    md = (root / "out" / "report.md").read_text()
+    assert "| held-out cluster |" in md and "trained+abstain" in md and "copa" in md
+    for png in (root / "out" / "report.png", root / "out" / "commonsense" / "report.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["run_info"]["libraries"] and report["config"]["scoring_lm"]
+    assert report["summary"]["methods"]["trained"]["clusters"]["commonsense"] == \
+        report["clusters"]["commonsense"]["methods"]["trained"]["average"]
+
+
+def test_a_second_run_reuses_the_stages_with_another_evaluated_lm(
+        loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, tiny_llama_path):
+    root, _ = loco_run
+    work = root / "work" / "commonsense"
+    cached = sorted((work / "scores").glob("*")) + sorted((work / "retriever").glob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                    root / "again", "--clusters", "commonsense", "--eval-lm",
+                    str(tiny_llama_path), "--methods", "zero_shot", "trained")
+              + ["--k", "1", "--eval-per-task", "3"])
+    again = json.loads((root / "again" / "report.json").read_text())
+    assert again["config"]["eval_lm"] != again["config"]["scoring_lm"]
+    assert set(again["clusters"]["commonsense"]["methods"]) == {"zero_shot", "trained"}
+    assert {t: i["n"] for t, i in again["clusters"]["commonsense"]["tasks"].items()} == {
+        "copa": 3, "piqa": 3}
+    rows = (root / "again" / "commonsense" / "predictions" / "trained.jsonl").read_text()
+    assert {json.loads(line)["n_prompts"] for line in rows.splitlines()} == {1}
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+
+
+@pytest.fixture
+def product_reviews_registered():
+    from flan_data.custom_task import unregister_custom_task
+
+    yield
+    unregister_custom_task("product_reviews")  # keep the sentiment cluster built-in only
+
+
+def test_bring_your_own_task_end_to_end(tmp_path, shared_data_dir, tiny_bert_path,
+                                        tiny_gpt_neo_path, product_reviews_registered):
+    out = tmp_path / "out"
+    eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, tmp_path / "work", out,
+                    "--task-file", str(REPO / "examples" / "product_reviews.yaml"),
+                    "--methods", "zero_shot", "bm25", "trained"))
+    report = json.loads((out / "report.json").read_text())
+    sentiment = report["clusters"]["sentiment"]
+    assert sentiment["tasks"] == {"product_reviews": {"cluster": "sentiment",
+                                                      "metric": "accuracy", "n": 5}}
+    pool = [json.loads(line) for line in
+            (tmp_path / "work" / "sentiment" / "data" / "pool.jsonl").open()]
+    assert pool and {p["cluster"] for p in pool} <= {"nli", "paraphrase"}
+    assert not {p["task"] for p in pool} & {"product_reviews", "sst2", "sentiment140"}
+    assert "product_reviews" in (out / "report.md").read_text()

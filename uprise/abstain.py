@@ -1,0 +1,143 @@
+"""Abstention: the trained retriever gives no prompts when its top retrieval score is low.
+
+Contract: `abstaining_prompts(retriever_dir, k, threshold)` is a `Method` returning the trained
+retriever's top-k prompts (best last) when the best prompt's score (inner product) is at least
+`threshold`, else none (zero-shot). The threshold is calibrated on *training-cluster*
+validation queries that are in neither the pool nor the training queries
+(`calibration_queries`): `calibrate` evaluates the LM on them with and without the retrieved
+prompts, and `choose_threshold` picks the threshold that maximises the mean metric when
+queries below it go without prompts (ties: the lowest threshold, i.e. abstain least).
+During calibration a query's own cluster is removed from its hits, as if that cluster were
+held out: with same-task prompts in reach, training-cluster queries score far higher than
+held-out ones, and a threshold fitted on such scores would abstain on every held-out query.
+The held-out cluster is never looked at. `abstain_effect` says, per cluster, whether the
+abstaining method removes the trained retriever's regressions without losing its gains.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from statistics import mean
+from typing import Any
+
+from flan_data import Query, StageData, evaluation_queries
+
+log = logging.getLogger(__name__)
+SEARCH_DEPTH = 200
+"""Hits searched per calibration query to find k prompts outside the query's own cluster."""
+
+
+def top_scores(prompt_retriever: Any, queries: list[Query], k: int,
+               exclude_own_cluster: bool = False) -> list[tuple[float, list]]:
+    """(top score, hits best first) per query; -inf for a query with no hit.
+
+    `exclude_own_cluster`: drop prompts of the query's own cluster (searching deeper, up to
+    `SEARCH_DEPTH` hits), so a training-cluster query sees the pool as a held-out one would.
+    """
+    depth = min(len(prompt_retriever.prompts), max(SEARCH_DEPTH, k)) if exclude_own_cluster else k
+    hits = prompt_retriever.retrieve_batch([q.input for q in queries], k=depth)
+    if exclude_own_cluster:
+        hits = [[h for h in row if h.cluster != q.cluster][:k]
+                for q, row in zip(queries, hits, strict=True)]
+    return [(row[0].score if row else -math.inf, row) for row in hits]
+
+
+def abstaining_prompts(retriever_dir: str, k: int, threshold: float):
+    """The trained retriever's prompts, or none when its top score is below `threshold`."""
+    from serve import PromptRetriever
+
+    prompt_retriever = PromptRetriever.from_pretrained(retriever_dir)
+
+    def method(queries: list[Query]) -> list[list[str]]:
+        scored = top_scores(prompt_retriever, queries, k)
+        out = [[h.text for h in reversed(row)] if top >= threshold else []
+               for top, row in scored]
+        log.info("abstained on %d of %d queries (threshold %.4f)",
+                 sum(not d for d in out), len(out), threshold)
+        return out
+
+    return method
+
+
+def choose_threshold(scores: list[float], with_prompts: list[float],
+                     without: list[float]) -> dict[str, Any]:
+    """The retrieval-score threshold maximising the mean metric on calibration queries.
+
+    scores: each query's top retrieval score; with_prompts/without: its metric value with the
+    retrieved prompts and zero-shot. Candidates: -inf (never abstain), every distinct score,
+    and +inf (always abstain). Queries scoring below the threshold get `without`.
+    """
+    if not (len(scores) == len(with_prompts) == len(without)) or not scores:
+        raise ValueError(f"calibration needs equal, non-empty lists (got {len(scores)}, "
+                         f"{len(with_prompts)}, {len(without)} values)")
+    best: dict[str, Any] | None = None
+    for t in [-math.inf, *sorted(set(scores)), math.inf]:
+        value = mean(w if s >= t else z for s, w, z in zip(scores, with_prompts, without,
+                                                           strict=True))
+        if best is None or value > best["calibration_metric"]:
+            best = {"threshold": t, "calibration_metric": value}
+    assert best is not None
+    return {**best, "n": len(scores), "with_prompts_metric": mean(with_prompts),
+            "zero_shot_metric": mean(without),
+            "abstain_rate": sum(s < best["threshold"] for s in scores) / len(scores)}
+
+
+def calibration_queries(stage: StageData, data_dir: Any, seed: int,
+                        per_task: int | None) -> list[Query]:
+    """Validation queries of the training clusters, minus anything in the pool or the training
+    queries (tasks without a train split had part of that split carved into them)."""
+    used = {p.id for p in stage.pool} | {q.id for q in stage.train_queries}
+    out: list[Query] = []
+    for cluster in stage.manifest["train_clusters"]:
+        fresh = [q for q in evaluation_queries(cluster, data_dir, seed, None) if q.id not in used]
+        by_task: dict[str, list[Query]] = {}
+        for q in fresh:
+            by_task.setdefault(q.task, []).append(q)
+        for task, qs in sorted(by_task.items()):
+            rng = random.Random(f"{seed}:calibration:{task}")
+            out += qs if per_task is None or len(qs) <= per_task else rng.sample(qs, per_task)
+    if not out:
+        raise ValueError("no calibration queries: the training clusters "
+                         f"{stage.manifest['train_clusters']} have no unused validation data")
+    return out
+
+
+def calibrate(lm: Any, retriever_dir: str, queries: list[Query], k: int, batch_size: int = 16,
+              progress: bool = True) -> dict[str, Any]:
+    """Evaluates the LM with/without the trained retriever's prompts; returns the threshold."""
+    from flan_data import example_metric, get_task
+    from serve import PromptRetriever
+    from uprise.evaluation import run_predictions
+
+    scored = top_scores(PromptRetriever.from_pretrained(retriever_dir), queries, k,
+                        exclude_own_cluster=True)
+    values = {}
+    for name, demos in (("with", [[h.text for h in reversed(r)] for _, r in scored]),
+                        ("without", [[] for _ in queries])):
+        preds = run_predictions(lm, queries, demos, batch_size, 32, progress)
+        values[name] = [example_metric(get_task(q.task).metric, q, p.prediction)
+                        for q, p in zip(queries, preds, strict=True)]
+    result = choose_threshold([s for s, _ in scored], values["with"], values["without"])
+    result["tasks"] = sorted({q.task for q in queries})
+    log.info("abstention threshold %.4f (calibration metric %.3f on %d queries)",
+             result["threshold"], result["calibration_metric"], result["n"])
+    return result
+
+
+def abstain_effect(cluster_averages: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per cluster (method -> average): does `trained+abstain` remove regressions (trained <
+    zero-shot) and keep gains (trained > zero-shot)?"""
+    rows, removed, kept, regressions, gains = {}, 0, 0, 0, 0
+    for cluster, avg in sorted(cluster_averages.items()):
+        zero, trained, abstain = avg["zero_shot"], avg["trained"], avg["trained+abstain"]
+        row = {"zero_shot": zero, "trained": trained, "trained+abstain": abstain,
+               "regression": trained < zero, "gain": trained > zero}
+        row["regression_removed"] = row["regression"] and abstain >= zero
+        row["gain_kept"] = row["gain"] and abstain >= trained
+        regressions, gains = regressions + row["regression"], gains + row["gain"]
+        removed, kept = removed + row["regression_removed"], kept + row["gain_kept"]
+        rows[cluster] = row
+    return {"clusters": rows, "regressions": regressions, "regressions_removed": removed,
+            "gains": gains, "gains_kept": kept}

@@ -1,0 +1,192 @@
+"""Leave-one-cluster-out evaluation: one retriever per held-out cluster, every method compared.
+
+Contract: for each held-out cluster C, `prepare_cluster` builds (or reuses) under
+`work_dir/C/` the quickstart's stages with C held out: data (pool, training queries and
+candidates from the other clusters only), scores (the scoring LM), the trained retriever and
+the untrained baseline, each skipped when its completion marker exists; a cluster directory
+built with another config is refused. `evaluate_cluster` evaluates the evaluation LM on C's
+evaluation queries (test split where labelled, else validation: `flan_data.evaluation_queries`)
+with every method, after checking that no pool or index prompt comes from C, and (with
+`abstain`) a threshold calibrated on the training clusters' unused validation queries.
+`run_loco` does both for each cluster and returns the multi-cluster report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flan_data import (
+    StageData,
+    all_tasks,
+    build_stage_data,
+    check_no_leakage,
+    evaluation_queries,
+    read_stage_data,
+    resolve_data_dir,
+    tasks_in,
+    write_json,
+    write_jsonl,
+    write_stage_data,
+)
+from flan_data.loading import available_splits
+from flan_data.stage_io import POOL
+from uprise.quickstart import QuickstartConfig, check_resumable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How each held-out cluster is evaluated (the same for every cluster)."""
+
+    methods: tuple[str, ...] = ("zero_shot", "random", "bm25", "untrained", "trained")
+    k: int = 3
+    seed: int = 42
+    batch_size: int = 16
+    abstain: bool = False
+    calibration_per_task: int | None = 10
+    eval_per_task: int | None = 200
+    """Held-out evaluation examples per task (a seeded sample; None: all)."""
+    tasks: tuple[str, ...] | None = None
+    """Evaluate only these tasks of the held-out cluster (e.g. a user's task); None: all."""
+    progress: bool = True
+
+
+def available_clusters(data_dir: Path | None) -> list[str]:
+    """The catalogue's clusters with at least one task whose evaluation split is present."""
+    return [c for c in builtin_clusters()
+            if any(t.eval_split in available_splits(t, data_dir) for t in tasks_in(c))]
+
+
+def builtin_clusters() -> list[str]:
+    """The catalogue's own clusters (not those only user task files brought in)."""
+    return sorted({t.cluster for t in all_tasks() if not t.hf_path.startswith("custom:")})
+
+
+def cluster_config(base: QuickstartConfig, cluster: str,
+                   train_clusters: list[str] | None) -> QuickstartConfig:
+    """`base` with `cluster` held out and every other (or every given) built-in cluster
+    trained on. Evaluation-only fields are reset to fixed values (the held-out queries are
+    drawn at evaluation time), so runs that differ only in how they evaluate share the stages."""
+    pool = train_clusters or builtin_clusters()
+    defaults = QuickstartConfig()
+    return dataclasses.replace(base, held_out_cluster=cluster,
+                               train_clusters=tuple(c for c in pool if c != cluster),
+                               eval_per_task=0, k=defaults.k,
+                               eval_batch_size=defaults.eval_batch_size)
+
+
+def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
+                    scoring_lm: Callable[[], Any], progress: bool) -> StageData:
+    """Data, scores, trained + untrained retrievers for one held-out cluster (cached)."""
+    from uprise.stages import index_stage, score_stage, train_stage
+
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    check_resumable(cfg, cluster_dir)
+    write_json(cluster_dir / "quickstart_config.json", {"config": dataclasses.asdict(cfg)})
+    if not (cluster_dir / "data" / "data_manifest.json").is_file():
+        stage = build_stage_data(
+            cfg.held_out_cluster, resolve_data_dir(cfg.data_dir), list(cfg.train_clusters or []),
+            cfg.seed, cfg.pool_per_task, cfg.queries_per_task, cfg.n_candidates,
+            cfg.eval_per_task, max_prompt_chars=cfg.max_prompt_chars)
+        write_stage_data(stage, cluster_dir / "data")
+    stage = read_stage_data(cluster_dir / "data")
+    manifest = cluster_dir / "scores" / "manifest.json"
+    if not (manifest.is_file() and json.loads(manifest.read_text()).get("complete")):
+        score_stage(scoring_lm(), stage, cluster_dir / "scores", cfg.score_batch_size, progress)
+    train_stage(cfg, cluster_dir, progress)
+    index_stage(cfg, cluster_dir)
+    return stage
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
+
+
+def calibrated_threshold(lm: Any, stage: StageData, cluster_dir: Path, data_dir: Path | None,
+                         settings: EvalSettings) -> dict[str, Any]:
+    """The abstention threshold for this cluster's trained retriever and this LM (cached)."""
+    from uprise.abstain import calibrate, calibration_queries
+    from uprise.report import json_safe
+
+    path = cluster_dir / "abstain" / f"{_slug(lm.name)}-k{settings.k}.json"
+    key = {"per_task": settings.calibration_per_task, "seed": settings.seed,
+           "hits": "other_clusters", "lm": lm.name, "k": settings.k,
+           "retriever_mtime_ns": (cluster_dir / "retriever" / "manifest.json").stat().st_mtime_ns}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if all(cached.get(name) == value for name, value in key.items()):
+            return cached
+    queries = calibration_queries(stage, data_dir, settings.seed, settings.calibration_per_task)
+    result = calibrate(lm, str(cluster_dir / "retriever"), queries, settings.k,
+                       settings.batch_size, settings.progress)
+    result.update(key)
+    write_json(path, json_safe(result))
+    return result
+
+
+def evaluate_cluster(lm: Any, cfg: QuickstartConfig, cluster_dir: Path, stage: StageData,
+                     settings: EvalSettings) -> tuple[dict[str, Any], dict[str, list]]:
+    """Every method on the held-out cluster's evaluation queries (see the module docstring)."""
+    from uprise.evaluation import check_pool_leakage, evaluate_methods
+    from uprise.stages import build_methods
+
+    data_dir = resolve_data_dir(cfg.data_dir)
+    queries = evaluation_queries(cfg.held_out_cluster, data_dir, cfg.seed,
+                                 settings.eval_per_task)
+    if settings.tasks is not None:
+        queries = [q for q in queries if q.task in settings.tasks]
+    check_no_leakage(cfg.held_out_cluster, stage.pool, stage.train_queries, stage.candidates)
+    check_pool_leakage(queries, stage.pool,
+                       [cluster_dir / "retriever", cluster_dir / "untrained_retriever"])
+    names = list(settings.methods)
+    calibration = None
+    if settings.abstain:
+        calibration = calibrated_threshold(lm, stage, cluster_dir, data_dir, settings)
+        names.append("trained+abstain")
+    methods = build_methods(
+        names, stage.pool, cluster_dir / "data" / POOL, settings.k, settings.seed,
+        cluster_dir / "retriever", cluster_dir / "untrained_retriever", cfg.encoder,
+        cluster_dir, abstain_threshold=float(calibration["threshold"]) if calibration else None)
+    report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
+                                           progress=settings.progress, seed=settings.seed)
+    report["data_manifest"] = stage.manifest
+    if calibration:
+        report["abstain_calibration"] = calibration
+    return report, predictions
+
+
+def run_loco(base: QuickstartConfig, held_out: list[str], train_clusters: list[str] | None,
+             work_dir: Path, out: Path, eval_lm: Any, scoring_lm: Callable[[], Any],
+             settings: EvalSettings) -> dict[str, Any]:
+    """Prepares and evaluates each held-out cluster; writes out/<cluster>/ reports and
+    predictions; returns {"clusters": {cluster: report}, "summary", "abstain"}."""
+    from uprise.abstain import abstain_effect
+    from uprise.report import json_safe, summary, write_report_files
+
+    reports: dict[str, dict[str, Any]] = {}
+    for cluster in held_out:
+        log.info("held-out cluster %s", cluster)
+        cfg = cluster_config(base, cluster, train_clusters)
+        stage = prepare_cluster(cfg, work_dir / cluster, scoring_lm, settings.progress)
+        report, predictions = evaluate_cluster(eval_lm, cfg, work_dir / cluster, stage, settings)
+        for name, rows in predictions.items():
+            write_jsonl(out / cluster / "predictions" / f"{name}.jsonl", rows)
+        write_json(out / cluster / "report.json", json_safe(report))
+        write_report_files(report, out / cluster, title=f"held-out cluster {cluster}")
+        reports[cluster] = report
+    combined: dict[str, Any] = {"clusters": reports, "summary": summary(reports)}
+    if settings.abstain:
+        averages = {c: {m: r["methods"][m]["clusters"][c] for m in r["methods"]}
+                    for c, r in reports.items()}
+        combined["abstain"] = {
+            "calibration": {c: r["abstain_calibration"] for c, r in reports.items()},
+            "effect": abstain_effect(averages)}
+    return combined
