@@ -72,11 +72,14 @@ def test_mmr_zero_is_plain_top_k_and_diversity_skips_near_duplicates(dup_retriev
     plain = dup_retriever.retrieve(QUERY, k=4)
     assert dup_retriever.retrieve(QUERY, k=4, diversity=0.0) == plain
     assert len({h.id for h in plain} & DUP_GROUP) >= 3  # near-copies crowd plain top-k
-    diverse = dup_retriever.retrieve(QUERY, k=4, diversity=0.5)
+    # A strong weight on novelty: in the random-init tiny tower every prompt is fairly similar
+    # to every other, so a mild weight (0.5) dropped a different number of copies on different
+    # machines; the exact MMR picks are checked by hand in the `mmr_order` test below.
+    diverse = dup_retriever.retrieve(QUERY, k=4, diversity=0.9)
     assert diverse[0] == plain[0]  # the best prompt stays first
     assert len({h.id for h in diverse} & DUP_GROUP) == 1
     assert len({h.text.rstrip(" .") for h in diverse}) == 4
-    assert dup_retriever.retrieve(QUERY, k=4, diversity=0.5) == diverse  # deterministic
+    assert dup_retriever.retrieve(QUERY, k=4, diversity=0.9) == diverse  # deterministic
 
 
 def test_mmr_order_against_hand_computed_picks():
