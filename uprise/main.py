@@ -5,7 +5,7 @@
     train      retriever   LightningCLI: fit the bi-encoder on the scores, export it
     index      retriever   encode a pool with an exported retriever into a FAISS index
     retrieve   serve       top-k prompts / augmented input for a query
-    eval       uprise      held-out evaluation: zero-shot, random, BM25, untrained, trained (+abstain)
+    eval       uprise      held-out eval: zero-shot, random, BM25, untrained, trained (+abstain)
     demo       serve       Gradio app to inspect retrieved prompts
     quickstart uprise      every stage end to end on the embedded models
 """
