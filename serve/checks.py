@@ -10,7 +10,6 @@ factory string, metric, and the sha256 of every file the manifest vouches for
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,13 @@ class RetrieverDirError(ValueError):
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise RetrieverDirError(
-            f"{folder} has no {MANIFEST_FILE}, so its index is missing or incomplete; build it "
-            f"with `uprise index --retriever {folder} --pool POOL.jsonl`."
-        )
+    """`retriever.index_dir.read_manifest`, its errors raised as `RetrieverDirError`."""
+    from retriever.index_dir import read_manifest as read_index_manifest
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RetrieverDirError(f"{path} is not valid JSON ({err.msg}); rebuild the index with "
-                                "`uprise index`.") from err
+        return read_index_manifest(folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise RetrieverDirError(str(err)) from err
 
 
 def check_directory(folder: Path, manifest: dict[str, Any], index: Any, prompts: list[Prompt],
