@@ -6,7 +6,10 @@
 Same pairs, one process: (a) plain fp32 -- every (pair, option) one full right-padded sequence,
 batched in input order, logits at every position (the reference UPRISE scorer); (b) plain in
 the engine's dtype; (c) our engine (`continuation_losses` with prompt groups) in fp32 and in
-the fast dtype. Reports pairs/s, tokens/s, achieved FLOP/s against a measured matmul peak,
+the fast dtype; (d) the engine without prompt groups (sharing only within each pair's options),
+which isolates the gain of grouping by prompt. The fast dtype is `resolve_dtype("auto")`:
+bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32, where (b)-(c) repeat
+(a) and run once. Reports pairs/s, tokens/s, achieved FLOP/s against a measured matmul peak,
 score differences, and whether the retriever's labels (`build_training_examples`) change.
 Writes JSON to --out. Nothing here is asserted; numbers on a shared machine are noisy.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -30,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from flan_data import build_stage_data, join_context, resolve_data_dir, tasks_in  # noqa: E402
 from proxy_lm import continuation_losses, load_lm, resolve_dtype, score_record  # noqa: E402
 from proxy_lm.likelihood import tokenize  # noqa: E402
-from proxy_lm.loading import LanguageModel  # noqa: E402
+from proxy_lm.loading import LanguageModel, cpu_has_native_bf16  # noqa: E402
 from proxy_lm.shared_prefix import plan, stage_tokens  # noqa: E402
 from retriever.data import build_training_examples  # noqa: E402
 
@@ -106,11 +110,13 @@ def plain_losses(lm: LanguageModel, items: list, batch_size: int) -> tuple[list,
 
 
 def engine_losses(lm, contexts, continuations, groups, batch_size) -> tuple[list, dict]:
+    """Our engine; `groups=None` shares only within a (context, options) item, not by prompt."""
     items = tokenize(lm, contexts, continuations)
-    work = stage_tokens(items, plan(items, groups, batch_size))
+    work = stage_tokens(items, plan(items, groups, batch_size), batch_size)
     losses = continuation_losses(lm, contexts, continuations, batch_size=batch_size,
                                  groups=groups)
-    logit_positions = sum(len(o) for it in items for o in it.options)
+    # logits: one column per context (every option's first token), then the option tokens
+    logit_positions = len(items) + sum(len(o) - 1 for it in items for o in it.options)
     return losses, {"real_tokens": work["total"], "stage_tokens": work,
                     "logit_positions": logit_positions}
 
@@ -194,17 +200,20 @@ def run(args) -> None:
     items = tokenize(lms["float32"], contexts, continuations)
     warm = slice(0, min(8, len(contexts)))
     methods = {}
-    runs = [("engine", "float32"), ("engine", fast_name), ("plain", fast_name)]
+    runs = [("engine", "float32"), ("engine", fast_name), ("engine-ungrouped", fast_name),
+            ("plain", fast_name)]
     runs += [] if args.skip_plain_fp32 else [("plain", "float32")]
-    for kind, dtype in runs:
+    for kind, dtype in dict.fromkeys(runs):  # without a fast dtype (fp32 CPUs) runs repeat
         lm = lms[dtype]
         if kind == "plain":
             fn = lambda lm=lm, sub=items: plain_losses(lm, sub, args.batch_size)  # noqa: E731
             plain_losses(lm, items[warm], args.batch_size)
         else:
-            fn = lambda lm=lm: engine_losses(lm, contexts, continuations, groups,  # noqa: E731
-                                             args.batch_size)
-            engine_losses(lm, contexts[warm], continuations[warm], groups[warm], args.batch_size)
+            by = groups if kind == "engine" else None  # ungrouped: no prompt sharing
+            fn = lambda lm=lm, by=by: engine_losses(lm, contexts, continuations,  # noqa: E731
+                                                    by, args.batch_size)
+            engine_losses(lm, contexts[warm], continuations[warm], by and by[warm],
+                          args.batch_size)
         (losses, work), seconds = timed(fn, args.device)
         methods[f"{kind}-{dtype}"] = dict(losses=losses, work=work, seconds=seconds, dtype=dtype)
         print(f"{kind}-{dtype}: {seconds:.1f}s", flush=True)
@@ -230,6 +239,7 @@ def report(args, lm, queries, groups, methods, fast, fast_name) -> None:
     ref = "plain-float32" if "plain-float32" in methods else f"plain-{fast_name}"
     diff = {f"{a}_vs_{b}": max_abs(methods[a]["losses"], methods[b]["losses"])
             for a, b in [("engine-float32", ref), (f"engine-{fast_name}", ref),
+                         (f"engine-ungrouped-{fast_name}", ref),
                          (f"plain-{fast_name}", ref), (f"engine-{fast_name}", f"plain-{fast_name}")]
             if a != b}
     want = labels(queries, groups, methods[ref]["losses"], "x", args.n_hard_negatives)
@@ -240,12 +250,16 @@ def report(args, lm, queries, groups, methods, fast, fast_name) -> None:
         "setup": {**{k: v for k, v in vars(args).items()}, "n_pairs": n,
                   "n_prompts": len(set(groups)), "pairs_per_prompt": n / len(set(groups)),
                   "n_params": sum(p.numel() for p in lm.model.parameters()),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "transformers": transformers.__version__,
+                  "threads": torch.get_num_threads(), "fast_dtype": fast_name,
+                  "cpu_native_bf16": cpu_has_native_bf16(), "cpu": _cpu_name(),
                   "machine": platform.processor() or platform.machine()},
         "matmul_peak_flops_per_s": peaks,
         "methods": table,
         "ratios": {"engine_fast_over_plain_fp32": speed(f"engine-{fast_name}", ref)
                    if ref == "plain-float32" else None,
+                   "engine_over_ungrouped": speed(f"engine-{fast_name}",
+                                                  f"engine-ungrouped-{fast_name}"),
                    "engine_fast_over_plain_same_dtype": speed(f"engine-{fast_name}",
                                                               f"plain-{fast_name}")},
         "max_abs_loss_diff": diff,
@@ -269,6 +283,14 @@ def report(args, lm, queries, groups, methods, fast, fast_name) -> None:
     print("ratios:", {k: v and round(v, 2) for k, v in result["ratios"].items()})
     print("max |loss diff|:", {k: f"{v:.2e}" for k, v in diff.items()})
     print("labels changed:", changed, f"of {len(want)} queries ->", out)
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
 
 
 def max_abs(a: list, b: list) -> float:

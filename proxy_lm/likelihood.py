@@ -11,15 +11,15 @@ the window; continuations that still do not fit lose tokens from the right. All 
 one context therefore see the same context tokens, so their losses are comparable.
 
 Prefix sharing (`proxy_lm.shared_prefix`): contexts given the same `groups` key share their
-longest common token prefix, which runs once; each context's remaining tokens run once; the
-continuations are scored off a row-gathered copy of that KV cache. Models whose cache cannot
+longest common token prefix, which runs once; each context's remaining tokens run once, and
+their last logits score every continuation's first token; longer continuations run their
+other tokens off a row-gathered copy of that KV cache. Models whose cache cannot
 be gathered (sliding-window or other special cache layers) fall back to scoring context +
 continuation as whole left-padded sequences (`_score_batch_whole`).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from proxy_lm import shared_prefix
+from proxy_lm.kv_cache import keep_logits
 from proxy_lm.loading import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ def continuation_losses(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     items = tokenize(lm, contexts, continuations)
     results: list[list[float]] = [[] for _ in items]
-    for batch in _progress(shared_prefix.plan(items, groups, batch_size), progress, "scoring"):
+    for window in _progress(shared_prefix.plan(items, groups, batch_size), progress, "scoring"):
         with torch.inference_mode():
-            losses = shared_prefix.score_batch(lm, items, batch, batch_size)
+            losses = shared_prefix.score_window(lm, items, window, batch_size)
             if losses is None:  # the model's KV cache cannot be shared: whole sequences
-                members = [i for seg in batch for i in seg.items]
+                members = [i for seg in window for i in seg.items]
                 rows = _score_batch_whole(lm, [items[i] for i in members], batch_size)
                 losses = dict(zip(members, rows, strict=True))
         for i, row in losses.items():
@@ -141,15 +142,6 @@ def _last(length: int, n: int, device: Any) -> torch.Tensor:
     return torch.arange(length - n, length, device=device)  # (n,)
 
 
-def keep_logits(model: Any, positions: torch.Tensor) -> dict[str, Any]:
-    """`logits_to_keep` kwargs computing logits at `positions` only, where the model takes it.
-
-    An index tensor, not an int: an int slices a strided view of the hidden states, which
-    makes the CPU bf16 matmul of the LM head ~100x slower (0.5 s for one position)."""
-    params = inspect.signature(model.forward).parameters
-    return {"logits_to_keep": positions} if "logits_to_keep" in params else {}
-
-
 def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask, both (rows, longest)."""
     width = max(len(s) for s in seqs)
@@ -166,4 +158,4 @@ def _progress(items: list, enabled: bool, desc: str):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="batch")
+    return tqdm(items, desc=desc, unit="window")

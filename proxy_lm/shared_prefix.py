@@ -1,30 +1,41 @@
 """The grouped, prefix-shared scoring engine behind `continuation_losses`.
 
-Contract: `score_items(lm, items, groups, batch_size)` returns, for every tokenized item (full
-context tokens + option tokens, see `likelihood.tokenize`), the mean per-token NLL of each
-option, equal to scoring each context + option alone and unpadded (up to float rounding).
+Contract: `score_window(lm, items, window, batch_size)` returns, for every tokenized item of a
+window (full context tokens + option tokens, see `likelihood.tokenize`), the mean per-token NLL
+of each option, equal to scoring each context + option alone and unpadded (up to float
+rounding); `plan(items, groups, batch_size)` cuts all items into windows.
 
 How the work is cut (each token runs through the LM once per stage it belongs to):
 
     stage 1  prefix   the longest common token prefix of a group's contexts (a prompt's
                       `prompt + SEP` in `score_candidates`), run ONCE per group chunk
-    stage 2  suffix   each context's remaining tokens but its last, off a copy of the prefix
-                      KV cache selected per item
-    stage 3  options  [last context token] + option tokens, off the item's KV cache; logits
-                      only at the positions that predict option tokens
+    stage 2  suffix   each context's remaining tokens, off a copy of its prefix KV cache; the
+                      logits at the last context token score every option's FIRST token
+    stage 3  options  option tokens but the last, off the item's KV cache, only for options
+                      of two or more tokens (single-token options cost no extra pass)
 
 Contexts are tokenized whole and the prefix is cut from the token lists, so a merge across
 the prompt/query boundary cannot change any result. Groups larger than `batch_size` run in
-chunks (one prefix pass each); chunks are packed into batches of at most `batch_size` items,
-longest prefix first. Stage-2 inputs are right-padded, then every row's KV cache is rotated so
-that its real tokens end at the last column before stage 3: real tokens stay contiguous, which
-keeps index-based local attention (GPT-Neo) exact. Padded positions get position id 0 and are
-masked. Only plain `DynamicLayer` caches can be gathered; `supports(cache)` says so.
+chunks (one prefix pass each); a group of one, or one whose contexts share nothing, runs its
+contexts whole in stage 2.
+
+Batching: segments (group chunks), sorted by prefix length, fill windows of up to
+`WINDOW * batch_size` items. A window runs its prefixes in batches of `batch_size` segments and
+keeps their caches; its items, re-sorted by suffix length, then run stages 2 and 3 in batches
+of `batch_size`, so suffix padding is small although a group's queries differ in length.
+
+Alignment: stage 2 rows end together, so one logit column serves every row. A row whose
+suffix is `shift` tokens shorter than the batch's longest re-runs its prefix's last `shift`
+tokens in stage 2 (its cached copy is rotated right by `shift` and those columns masked), so
+the slots that would be padding do useful work, and every row's real tokens stay contiguous,
+which keeps index-based local attention (GPT-Neo) exact. Cache columns masked in every row are
+cut, so no pass is longer than its longest real row (models with a hard window, like GPT-Neo,
+need that). Padded positions get position id 0 and are masked. Only plain `DynamicLayer`
+caches can be gathered (`kv_cache.supports`); `score_window` returns None for others.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -33,23 +44,45 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from proxy_lm.kv_cache import (
+    cache_of,
+    forward,
+    gather_rows,
+    leading_masked,
+    roll,
+    stack_rows,
+    supports,
+)
 
+WINDOW = 16
+"""A window holds up to `WINDOW * batch_size` items and keeps the prefix caches of its shared
+segments (at most half as many, each of two items or more) while they run. Larger windows sort
+suffixes better (on the benchmark's pairs, refill falls from 14% of the tokens at 4 to 6% at
+16, 2% at 64) at the cost of that memory."""
 OPTION_ROWS_PER_ITEM = 4
 """Stage 3 runs at most `OPTION_ROWS_PER_ITEM * batch_size` option rows per forward pass."""
 
 
 @dataclass
 class Segment:
-    """One prefix pass shared by `items` (indices into the item list)."""
+    """One prefix pass shared by `items` (indices into the item list); no pass when empty."""
 
     prefix: list[int]
     items: list[int]
 
 
+@dataclass
+class Row:
+    """One stage-2 row: item `item` of window segment `seg`, re-running `refill` prefix tokens."""
+
+    seg: int
+    item: int
+    refill: int = 0
+
+
 def plan(items: Sequence[Any], groups: Sequence[Hashable] | None,
          batch_size: int) -> list[list[Segment]]:
-    """Batches of segments; every batch holds at most `batch_size` items."""
+    """Windows of segments, each holding at most `WINDOW * batch_size` items."""
     by_key: dict[Hashable, list[int]] = defaultdict(list)
     for i in range(len(items)):
         by_key[groups[i] if groups is not None else ("__alone__", i)].append(i)
@@ -58,21 +91,22 @@ def plan(items: Sequence[Any], groups: Sequence[Hashable] | None,
         members.sort(key=lambda i: len(items[i].context))
         for s in range(0, len(members), batch_size):
             chunk = members[s : s + batch_size]
-            prefix = _common_prefix([items[i].context for i in chunk])
+            prefix = _common_prefix([items[i].context for i in chunk]) if len(chunk) > 1 else []
             if prefix or len(chunk) == 1:
                 segments.append(Segment(prefix, chunk))
             else:  # nothing shared (e.g. left-truncated contexts): each item alone
-                segments += [Segment(items[i].context[:-1], [i]) for i in chunk]
-    segments.sort(key=lambda seg: len(seg.prefix), reverse=True)
-    batches: list[list[Segment]] = []
-    filled = batch_size
+                segments += [Segment([], [i]) for i in chunk]
+    segments.sort(key=lambda seg: (len(seg.prefix), max(len(items[i].context)
+                                                        for i in seg.items)), reverse=True)
+    windows: list[list[Segment]] = []
+    room = 0
     for seg in segments:
-        if filled + len(seg.items) > batch_size:
-            batches.append([])
-            filled = 0
-        batches[-1].append(seg)
-        filled += len(seg.items)
-    return batches
+        if len(seg.items) > room:
+            windows.append([])
+            room = WINDOW * batch_size
+        windows[-1].append(seg)
+        room -= len(seg.items)
+    return windows
 
 
 def _common_prefix(contexts: list[list[int]]) -> list[int]:
@@ -87,152 +121,167 @@ def _common_prefix(contexts: list[list[int]]) -> list[int]:
     return first[:n]
 
 
-def stage_tokens(items: Sequence[Any], batches: list[list[Segment]]) -> dict[str, int]:
-    """Real (unpadded) tokens each stage runs: the engine's work, for benchmarks."""
-    prefix = sum(len(seg.prefix) for b in batches for seg in b)
-    suffix = sum(len(items[i].context) - 1 - len(seg.prefix)
-                 for b in batches for seg in b for i in seg.items)
-    options = sum(1 + len(o) for it in items for o in it.options)
-    return {"prefix": prefix, "suffix": suffix, "options": options,
-            "total": prefix + suffix + options}
+def suffix_batches(items: Sequence[Any], window: list[Segment], batch_size: int) -> list[list[Row]]:
+    """The window's stage-2 batches: rows sorted by suffix length, with their refills."""
+    rows = [Row(k, i) for k, seg in enumerate(window) for i in seg.items]
+    rows.sort(key=lambda r: len(items[r.item].context) - len(window[r.seg].prefix), reverse=True)
+    batches = [rows[s : s + batch_size] for s in range(0, len(rows), batch_size)]
+    for batch in batches:
+        width = max(len(items[r.item].context) - len(window[r.seg].prefix) for r in batch)
+        for r in batch:
+            plen = len(window[r.seg].prefix)
+            r.refill = min(width - (len(items[r.item].context) - plen), plen)
+    return batches
 
 
-def supports(cache: Any) -> bool:
-    """Whether `cache` is a DynamicCache of plain full-attention layers (rows can be gathered)."""
-    from transformers.cache_utils import DynamicLayer
+def stage_tokens(items: Sequence[Any], windows: list[list[Segment]],
+                 batch_size: int) -> dict[str, int]:
+    """Real (unpadded) tokens each stage runs: the engine's work, for benchmarks. `refill`
+    counts prefix tokens run again in stage 2 where the alternative was padding."""
+    prefix = sum(len(seg.prefix) for w in windows for seg in w)
+    suffix = sum(len(items[i].context) - len(seg.prefix) for w in windows for seg in w
+                 for i in seg.items)
+    refill = sum(r.refill for w in windows for b in suffix_batches(items, w, batch_size)
+                 for r in b)
+    options = sum(len(o) - 1 for it in items for o in it.options)
+    return {"prefix": prefix, "suffix": suffix, "refill": refill, "options": options,
+            "total": prefix + suffix + refill + options}
 
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
-
-def score_batch(lm: Any, items: Sequence[Any], batch: list[Segment],
-                batch_size: int) -> dict[int, list[float]] | None:
-    """Losses of the batch's items, by item index; None when the model's cache can't be shared."""
+def score_window(lm: Any, items: Sequence[Any], window: list[Segment],
+                 batch_size: int) -> dict[int, list[float]] | None:
+    """Losses of the window's items, by item index; None when the model's cache can't be shared."""
     pad, device = lm.tokenizer.pad_token_id, lm.device
-    cache, mask = _run_prefixes(lm, [seg.prefix for seg in batch], pad, device)
-    if cache is not None and not supports(cache):
-        return None
-    order = [i for seg in batch for i in seg.items]
-    seg_row = torch.tensor([k for k, seg in enumerate(batch) for _ in seg.items], device=device)
-    suffixes = [items[i].context[len(seg.prefix) : -1] for seg in batch for i in seg.items]
-    starts = [len(seg.prefix) for seg in batch for _ in seg.items]
-    cache, mask, shift = _run_suffixes(lm, cache, mask[seg_row], seg_row, suffixes, starts, pad)
-    if cache is not None and not supports(cache):
-        return None
-    results = {i: [0.0] * len(items[i].options) for i in order}
-    rows = [(k, j) for k, i in enumerate(order) for j in range(len(items[i].options))]
-    rows.sort(key=lambda kj: len(items[order[kj[0]]].options[kj[1]]))
-    step = OPTION_ROWS_PER_ITEM * batch_size
-    for s in range(0, len(rows), step):
-        chunk = rows[s : s + step]
-        sel = torch.tensor([k for k, _ in chunk], device=device)
-        seqs = [[items[order[k]].context[-1], *items[order[k]].options[j]] for k, j in chunk]
-        ends = torch.tensor([len(items[order[k]].context) - 1 for k, _ in chunk], device=device)
-        nll = _run_options(lm, gather_rows(cache, sel, shift[sel]), _roll(mask[sel], shift[sel]),
-                           seqs, ends, pad)  # (rows, width - 1)
-        for r, (k, j) in enumerate(chunk):
-            n = len(seqs[r]) - 1
-            results[order[k]][j] = float(nll[r, :n].sum() / n)
+    caches, masks = [], []
+    for s in range(0, len(window), batch_size):
+        cache, mask = _run_prefixes(lm, [seg.prefix for seg in window[s : s + batch_size]], pad,
+                                    device)
+        if cache is not None and not supports(cache):
+            return None
+        caches.append(cache)
+        masks.append(mask)
+    if all(c is None for c in caches):
+        prefix_cache, prefix_mask = None, torch.cat(masks)  # (segments, 0)
+    else:
+        prefix_cache, prefix_mask = stack_rows(caches, masks)
+    results: dict[int, list[float]] = {}
+    for batch in suffix_batches(items, window, batch_size):
+        losses = _score_rows(lm, items, window, batch, prefix_cache, prefix_mask, batch_size)
+        if losses is None:
+            return None
+        results.update(losses)
     return results
+
+
+def _score_rows(lm: Any, items: Sequence[Any], window: list[Segment], batch: list[Row],
+                prefix_cache: Any, prefix_mask: torch.Tensor,
+                batch_size: int) -> dict[int, list[float]] | None:
+    """Stages 2 and 3 for one batch of rows."""
+    pad, device = lm.tokenizer.pad_token_id, lm.device
+    starts = [len(window[r.seg].prefix) - r.refill for r in batch]
+    inputs = [items[r.item].context[s:] for r, s in zip(batch, starts, strict=True)]
+    seg_row = torch.tensor([r.seg for r in batch], device=device)
+    refill = torch.tensor([r.refill for r in batch], device=device)
+    cache, mask, first = _run_suffixes(lm, prefix_cache, prefix_mask, seg_row, refill, inputs,
+                                       starts, pad)
+    if not supports(cache):
+        return None
+    order = [r.item for r in batch]
+    rows = [(k, j) for k, i in enumerate(order) for j in range(len(items[i].options))]
+    row_k = torch.tensor([k for k, _ in rows], device=device)
+    token0 = torch.tensor([items[order[k]].options[j][0] for k, j in rows], device=device)
+    first_nll = -F.log_softmax(first.float(), dim=-1)[row_k, token0]  # (rows,)
+    results = {i: [0.0] * len(items[i].options) for i in order}
+    for (k, j), value in zip(rows, first_nll.tolist(), strict=True):
+        results[order[k]][j] = value
+    multi = [(k, j) for k, j in rows if len(items[order[k]].options[j]) > 1]
+    multi.sort(key=lambda kj: len(items[order[kj[0]]].options[kj[1]]))
+    lengths = [len(items[i].context) for i in order]
+    for chunk in _option_chunks(multi, items, order, lengths, OPTION_ROWS_PER_ITEM * batch_size,
+                                lm.max_length):
+        sel = torch.tensor([k for k, _ in chunk], device=device)
+        seqs = [items[order[k]].options[j] for k, j in chunk]
+        start = mask.shape[1] - max(lengths[k] for k, _ in chunk)
+        ends = torch.tensor([lengths[k] for k, _ in chunk], device=device)
+        nll = _run_options(lm, gather_rows(cache, sel, None, start), mask[sel, start:], seqs,
+                           ends, pad)  # (rows, width)
+        for (k, j), rest, seq in zip(chunk, nll.sum(-1).tolist(), seqs, strict=True):
+            results[order[k]][j] = (results[order[k]][j] + rest) / len(seq)
+    return results
+
+
+def _option_chunks(rows: list[tuple[int, int]], items: Sequence[Any], order: list[int],
+                   lengths: list[int], step: int, window: int) -> list[list[tuple[int, int]]]:
+    """Consecutive runs of `rows` (sorted by option length) of at most `step` rows whose longest
+    context plus longest option input stays within the LM window."""
+    chunks: list[list[tuple[int, int]]] = []
+    ctx = 0
+    for k, j in rows:
+        width = len(items[order[k]].options[j]) - 1
+        if chunks and len(chunks[-1]) < step and max(ctx, lengths[k]) + width <= window:
+            chunks[-1].append((k, j))
+            ctx = max(ctx, lengths[k])
+        else:
+            chunks.append([(k, j)])
+            ctx = lengths[k]
+    return chunks
 
 
 def _run_prefixes(lm: Any, prefixes: list[list[int]], pad: int,
                   device: Any) -> tuple[Any, torch.Tensor]:
     """Stage 1: left-padded prefixes; returns their KV cache (None if all empty) and mask."""
     width = max(len(p) for p in prefixes)
-    ids = torch.full((len(prefixes), width), pad, dtype=torch.long)  # (segments, width)
-    mask = torch.zeros_like(ids)
-    for k, p in enumerate(prefixes):
-        if p:
-            ids[k, width - len(p) :] = torch.tensor(p)
-            mask[k, width - len(p) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = _pad(prefixes, width, pad, device, left=True)  # (segments, width)
     if width == 0:
         return None, mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (segments, width)
-    out = _forward(lm, ids, mask, positions, None, keep=torch.empty(0, dtype=torch.long))
-    return out.past_key_values, mask
+    out = forward(lm.model, ids, mask, positions, None, keep=torch.empty(0, dtype=torch.long))
+    return cache_of(out), mask
 
 
 def _run_suffixes(lm: Any, cache: Any, prefix_mask: torch.Tensor, seg_row: torch.Tensor,
-                  suffixes: list[list[int]], starts: list[int],
+                  refill: torch.Tensor, inputs: list[list[int]], starts: list[int],
                   pad: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """Stage 2: right-padded suffixes off each item's copy of its prefix cache. Returns the
-    items' cache, mask and the right shift that makes each row's real tokens end last."""
+    """Stage 2: left-padded inputs (refilled prefix tail + suffix) off each row's copy of its
+    prefix cache, rotated right by its refill. Returns the rows' cache, its mask (rows end
+    together) and the logits (rows, vocab) at the last column."""
     device = prefix_mask.device
-    width = max(len(s) for s in suffixes)
-    cache = gather_rows(cache, seg_row, None)
-    shift = torch.tensor([width - len(s) for s in suffixes], device=device)  # (items,)
-    if width == 0:
-        return cache, prefix_mask, shift
-    ids, sub_mask = _right_pad(suffixes, width, pad, device)  # (items, width)
-    start = torch.tensor(starts, device=device)
-    positions = (start[:, None] + torch.arange(width, device=device)) * sub_mask
-    mask = torch.cat([prefix_mask, sub_mask], dim=-1)  # (items, prefix + width)
-    out = _forward(lm, ids, mask, positions, cache, keep=torch.empty(0, dtype=torch.long))
-    return out.past_key_values, mask, shift
+    mask = roll(prefix_mask[seg_row], refill)  # (rows, prefix width)
+    cols = torch.arange(mask.shape[1], device=device)
+    mask = mask * (cols[None, :] >= refill[:, None])  # the rotated-in tail runs again
+    lead = leading_masked(mask)
+    cache = gather_rows(cache, seg_row, refill, lead)
+    width = max(len(x) for x in inputs)
+    ids, sub_mask = _pad(inputs, width, pad, device, left=True)  # (rows, width)
+    first = torch.tensor(starts, device=device) - (width - sub_mask.sum(-1))  # (rows,)
+    positions = (first[:, None] + torch.arange(width, device=device)).clamp(min=0) * sub_mask
+    mask = torch.cat([mask[:, lead:], sub_mask], dim=-1)  # (rows, kept + width)
+    out = forward(lm.model, ids, mask, positions, cache, keep=torch.tensor([width - 1]))
+    return cache_of(out), mask, out.logits[:, -1]
 
 
-def _run_options(lm: Any, cache: Any, ctx_mask: torch.Tensor, seqs: list[list[int]],
+def _run_options(lm: Any, cache: Any, ctx_mask: torch.Tensor, options: list[list[int]],
                  ends: torch.Tensor, pad: int) -> torch.Tensor:
-    """Stage 3: NLL (rows, width - 1) of option tokens given [last context token] + option."""
-    width = max(len(s) for s in seqs)
-    ids, opt_mask = _right_pad(seqs, width, pad, ctx_mask.device)  # (rows, width)
+    """Stage 3: NLL (rows, width) of option tokens 1.. given the context and option token 0;
+    each option runs all its tokens but the last, right after its row's context."""
+    width = max(len(o) for o in options) - 1
+    ids, opt_mask = _pad([o[:-1] for o in options], width, pad, ctx_mask.device, left=False)
+    targets, _ = _pad([o[1:] for o in options], width, pad, ctx_mask.device, left=False)
     positions = (ends[:, None] + torch.arange(width, device=ids.device)) * opt_mask
     mask = torch.cat([ctx_mask, opt_mask], dim=-1)  # (rows, ctx + width)
-    keep = torch.arange(width - 1)
-    logits = _forward(lm, ids, mask, positions, cache, keep=keep).logits  # (rows, width-1, vocab)
-    if logits.shape[1] != width - 1:  # the model ignored logits_to_keep
-        logits = logits[:, : width - 1]
-    nll = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
-    return nll * opt_mask[:, 1:]  # (rows, width - 1)
+    logits = forward(lm.model, ids, mask, positions, cache, keep=torch.arange(width)).logits
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return nll * opt_mask  # (rows, width)
 
 
-def _forward(lm: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-             cache: Any, keep: torch.Tensor) -> Any:
-    from proxy_lm.likelihood import keep_logits
-
-    return lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True,
-                    **keep_logits(lm.model, keep.to(ids.device)))
-
-
-def _right_pad(seqs: list[list[int]], width: int, pad: int,
-               device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)  # (rows, width)
+def _pad(seqs: list[list[int]], width: int, pad: int, device: Any,
+         left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and mask, both (rows, width), each row padded on the left or the right."""
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for k, s in enumerate(seqs):
         if s:
-            ids[k, : len(s)] = torch.tensor(s)
-            mask[k, : len(s)] = 1
+            cols = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[k, cols] = torch.tensor(s)
+            mask[k, cols] = 1
     return ids.to(device), mask.to(device)
-
-
-def _roll_index(shift: torch.Tensor, width: int) -> torch.Tensor:
-    """Source column of each output column when rotating row r right by shift[r]."""
-    cols = torch.arange(width, device=shift.device)
-    return (cols[None, :] - shift[:, None]) % width  # (rows, width)
-
-
-def _roll(mask: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    return mask.gather(1, _roll_index(shift, mask.shape[1]))  # (rows, width)
-
-
-def gather_rows(cache: Any, rows: torch.Tensor, shift: torch.Tensor | None) -> Any:
-    """A new cache holding batch rows `rows` of `cache`, row r rotated right by shift[r] along
-    the sequence; `cache` itself is untouched (its layers are shared by other rows)."""
-    if cache is None:
-        return None
-    new = type(cache).__new__(type(cache))
-    new.__dict__.update(cache.__dict__)
-    new.layers = []
-    for layer in cache.layers:
-        copy = type(layer).__new__(type(layer))
-        copy.__dict__.update(layer.__dict__)
-        copy.keys, copy.values = layer.keys[rows], layer.values[rows]  # (rows, heads, seq, dim)
-        if shift is not None and bool(shift.any()):
-            rows_, heads, seq, dim = copy.keys.shape
-            index = _roll_index(shift, seq)[:, None, :, None].expand(rows_, heads, seq, dim)
-            copy.keys, copy.values = copy.keys.gather(2, index), copy.values.gather(2, index)
-        new.layers.append(copy)
-    return new

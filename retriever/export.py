@@ -146,8 +146,27 @@ def _front_matter(config: dict[str, Any], evaluation: dict[str, Any] | None) -> 
     uprise.update({key: meta[key] for key in _CARD_FACTS if meta.get(key) is not None})
     if evaluation:
         uprise["evaluation"] = evaluation
+        front["model-index"] = _model_index(evaluation)
     front["uprise"] = uprise
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Hub's `model-index` results: one per held-out cluster, one metric per method (the
+    mean of the cluster's task metrics, in points; methods other than `trained` are baselines)."""
+    methods = evaluation["methods"]
+    clusters = sorted({c for m in methods.values() for c in m["clusters"]})
+    results = []
+    for cluster in clusters:
+        metrics = [{"type": "mean_task_metric", "name": f"{name} (mean task metric, points)",
+                    "value": round(100 * m["clusters"][cluster], 2)}
+                   for name, m in methods.items() if cluster in m["clusters"]]
+        results.append({"task": {"type": "text-generation",
+                                 "name": "prompt retrieval for zero-shot evaluation"},
+                        "dataset": {"type": "flan", "name": f"FLAN held-out cluster {cluster}",
+                                    "config": cluster},
+                        "metrics": metrics})
+    return [{"name": "uprise-prompt-retriever", "results": results}]
 
 
 _CARD_FACTS = ("scoring_lm", "held_out_cluster", "train_clusters", "loss", "seed", "global_steps")
@@ -237,7 +256,8 @@ def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
 def update_model_card(export_dir: str | os.PathLike[str],
                       report: dict[str, Any] | str | os.PathLike[str]) -> Path:
     """Rewrites the export's README.md with the evaluation numbers of `report` (dict or a path
-    to report.json) in its YAML front matter (`uprise.evaluation`) and an Evaluation table."""
+    to report.json) in its YAML front matter (`model-index` for the Hub, `uprise.evaluation`) and
+    an Evaluation table."""
     folder = Path(export_dir)
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():

@@ -1,7 +1,9 @@
 """`uprise retrieve` and `uprise demo`: thin command lines over `PromptRetriever` and the demo.
 
 Contract: `retrieve_main(argv)` prints the top-k prompts for one query (a readable list, or one
-JSON object with `--json`), optionally with the augmented LM input (`--augment`, within
+JSON object with `--json`), optionally restricted by task/cluster filters (`--task`,
+`--cluster`, `--exclude-task`, `--exclude-cluster`; repeatable or comma-separated), reranked
+for variety (`--diversity`, MMR) and with the augmented LM input (`--augment`, within
 `--max-tokens` counted by `--tokenizer` or whitespace words). `demo_main(argv)` serves the
 Gradio app. Both take the argument list without the subcommand name; a bad retriever
 directory exits with its error message instead of a traceback.
@@ -25,6 +27,14 @@ def _retrieve_parser() -> argparse.ArgumentParser:
                         help="exported, indexed retriever directory (`uprise train` + `index`)")
     parser.add_argument("--query", required=True, help="the task input; '-' reads it from stdin")
     parser.add_argument("-k", "--k", type=int, default=3, help="number of prompts (default 3)")
+    for name, what in (("task", "only prompts of these tasks"),
+                       ("cluster", "only prompts of these clusters"),
+                       ("exclude-task", "never prompts of these tasks"),
+                       ("exclude-cluster", "never prompts of these clusters")):
+        parser.add_argument(f"--{name}", action="append", default=[], metavar="NAME[,NAME]",
+                            help=f"{what} (repeatable or comma-separated)")
+    parser.add_argument("--diversity", type=float, default=0.0,
+                        help="MMR novelty weight in [0, 1): 0 = pure relevance (default)")
     parser.add_argument("--augment", action="store_true",
                         help="also print the LM input: prompts (best last), then the query")
     parser.add_argument("--max-tokens", type=int, default=None,
@@ -47,7 +57,12 @@ def retrieve_main(argv: list[str] | None = None) -> None:
         parser.error(f"--max-tokens {args.max_tokens}: expected a positive integer")
     query = sys.stdin.read() if args.query == "-" else args.query
     retriever = _load(args.retriever, args.device)
-    hits = retriever.retrieve(query, k=args.k)
+    filters = {key: [v for arg in getattr(args, key) for v in arg.split(",") if v]
+               for key in ("task", "cluster", "exclude_task", "exclude_cluster")}
+    try:
+        hits = retriever.retrieve(query, k=args.k, filters=filters, diversity=args.diversity)
+    except ValueError as err:  # a filter naming nothing in the pool, a bad diversity
+        sys.exit(f"uprise: {err}")
     augmented = None
     if args.augment:
         from serve.prompt_retriever import build_context
@@ -55,7 +70,8 @@ def retrieve_main(argv: list[str] | None = None) -> None:
         tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
         augmented = build_context(query, hits, args.max_tokens, tokenizer)
     if args.json:
-        out = {"query": query, "k": args.k, "prompts": [asdict(h) for h in hits]}
+        out = {"query": query, "k": args.k, "filters": {k: v for k, v in filters.items() if v},
+               "diversity": args.diversity, "prompts": [asdict(h) for h in hits]}
         if augmented is not None:
             out["augmented"] = augmented
         print(json.dumps(out, ensure_ascii=False, indent=2))

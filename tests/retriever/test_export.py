@@ -114,7 +114,7 @@ def test_model_card_front_matter_records_model_and_training(tmp_path, trained_li
     assert front["uprise"]["base_model"] == trained_like.config.base_model
     assert front["uprise"]["scoring_lm"] == "embedded:smollm2-135m-instruct"
     assert front["uprise"]["train_clusters"] == ["sentiment", "commonsense"]
-    assert "evaluation" not in front["uprise"]
+    assert "evaluation" not in front["uprise"] and "model-index" not in front
 
 
 def _method(value: float, cluster: str) -> dict:
@@ -134,6 +134,10 @@ def test_update_model_card_adds_evaluation_numbers(tmp_path, trained_like):
     assert front["uprise"]["evaluation"]["methods"]["trained"] == {"average": 0.625,
                                                                    "clusters": {"nli": 0.625}}
     assert "## Evaluation" in card and "| trained | 62.5 | 62.5 |" in card
+    (result,) = front["model-index"][0]["results"]
+    assert result["dataset"]["config"] == "nli"
+    assert {m["name"].split()[0]: m["value"] for m in result["metrics"]} == {"zero_shot": 50.0,
+                                                                            "trained": 62.5}
     multi = {"clusters": {"nli": report, "sentiment": {
         "methods": {"trained": _method(0.75, "sentiment")}}}, "summary": {}}
     update_model_card(out, multi)

@@ -54,3 +54,21 @@ def test_demo_bad_directory_exits_with_a_message(tmp_path):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
     with pytest.raises(SystemExit, match="does not exist"):
         demo_main(["--retriever", str(tmp_path / "missing")])
+
+
+def test_retrieve_filters_and_diversity_match_the_python_api(retriever_dir, capsys):
+    retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "-k", "2", "--json",
+                   "--cluster", "nli,sentiment", "--exclude-task", "rte", "--diversity", "0.3"])
+    out = json.loads(capsys.readouterr().out)
+    expected = PromptRetriever.from_pretrained(retriever_dir).retrieve(
+        QUERY, k=2, filters={"cluster": ["nli", "sentiment"], "exclude_task": ["rte"]},
+        diversity=0.3)
+    assert [p["id"] for p in out["prompts"]] == [h.id for h in expected]
+    assert out["prompts"] and all(p["cluster"] in {"nli", "sentiment"} and p["task"] != "rte"
+                                  for p in out["prompts"])
+    assert out["filters"] == {"cluster": ["nli", "sentiment"], "exclude_task": ["rte"]}
+
+
+def test_retrieve_unknown_filter_value_exits_naming_it(retriever_dir):
+    with pytest.raises(SystemExit, match="names no cluster in this pool.*known clusters"):
+        retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "--cluster", "nope"])
