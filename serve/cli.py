@@ -34,7 +34,7 @@ def _retrieve_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", action="append", default=[], metavar="NAME[,NAME]",
                             help=f"{what} (repeatable or comma-separated)")
     parser.add_argument("--diversity", type=float, default=0.0,
-                        help="MMR novelty weight in [0, 1): 0 = pure relevance (default)")
+                        help="MMR novelty weight in [0, 1]: 0 = plain top-k (default)")
     parser.add_argument("--augment", action="store_true",
                         help="also print the LM input: prompts (best last), then the query")
     parser.add_argument("--max-tokens", type=int, default=None,
