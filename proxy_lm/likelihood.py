@@ -67,7 +67,8 @@ def continuation_losses(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     items = tokenize(lm, contexts, continuations)
     results: list[list[float]] = [[] for _ in items]
-    for window in _progress(shared_prefix.plan(items, groups, batch_size), progress, "scoring"):
+    bar = _progress_bar(len(items), progress)
+    for window in shared_prefix.plan(items, groups, batch_size):
         with torch.inference_mode():
             losses = shared_prefix.score_window(lm, items, window, batch_size)
             if losses is None:  # the model's KV cache cannot be shared: whole sequences
@@ -76,6 +77,10 @@ def continuation_losses(
                 losses = dict(zip(members, rows, strict=True))
         for i, row in losses.items():
             results[i] = row
+        if bar is not None:
+            bar.update(len(losses))
+    if bar is not None:
+        bar.close()
     return results
 
 
@@ -153,9 +158,10 @@ def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Ten
     return ids.to(device), mask.to(device)
 
 
-def _progress(items: list, enabled: bool, desc: str):
+def _progress_bar(total: int, enabled: bool):
+    """A tqdm bar counting scored contexts (windows hold hundreds), or None."""
     if not enabled:
-        return items
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="window")
+    return tqdm(total=total, desc="scoring", unit="context")
