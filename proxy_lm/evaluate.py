@@ -17,8 +17,8 @@ import torch
 from transformers import StoppingCriteria
 
 from flan_data.schema import Query, join_context
-from proxy_lm.kv_cache import keep_logits
-from proxy_lm.likelihood import continuation_losses, left_pad
+from proxy_lm.kv_cache import keep_logits, left_pad
+from proxy_lm.likelihood import continuation_losses
 from proxy_lm.loading import LanguageModel
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ untouched, since other rows still read them); `supports(cache)` says whether a c
 of plain `DynamicLayer`s, the only kind these helpers can rebuild. `forward` runs one cached
 pass with explicit position ids and logits only at the given columns; `cache_kwarg` /
 `cache_of` hide the `past_key_values` -> `cache` rename of transformers 5.x; `keep_logits`
-asks a model for logits at some positions only.
+asks a model for logits at some positions only; `left_pad` lays token rows out for a pass.
 """
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ def keep_logits(model: Any, positions: torch.Tensor) -> dict[str, Any]:
     makes the CPU bf16 matmul of the LM head ~100x slower (0.5 s for one position)."""
     params = inspect.signature(model.forward).parameters
     return {"logits_to_keep": positions} if "logits_to_keep" in params else {}
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, both (rows, longest)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (rows, width)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for k, s in enumerate(seqs):
+        ids[k, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[k, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
 
 
 def cache_kwarg(model: Any) -> str:
@@ -108,9 +119,11 @@ def gather_rows(cache: Any, rows: torch.Tensor, shift: torch.Tensor | None,
 def stack_rows(caches: list[Any], masks: list[torch.Tensor]) -> tuple[Any, torch.Tensor]:
     """Caches (and their masks) of different widths as one: each left-padded with masked zero
     columns to the widest, rows concatenated in order. A None cache (rows with no tokens
-    cached) becomes all-masked zero columns; at least one cache must not be None."""
+    cached) becomes all-masked zero columns; the cache is None when all of them are."""
     width = max(m.shape[1] for m in masks)
     mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for m in masks])  # (rows, width)
+    if all(c is None for c in caches):
+        return None, mask
     if len(caches) == 1:
         return caches[0], mask
     ref = next(c for c in caches if c is not None)

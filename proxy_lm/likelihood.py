@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from proxy_lm import shared_prefix
-from proxy_lm.kv_cache import keep_logits
+from proxy_lm.kv_cache import keep_logits, left_pad
 from proxy_lm.loading import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -145,17 +145,6 @@ def _score_batch_whole(lm: LanguageModel, items: list[_Item], batch_size: int) -
 
 def _last(length: int, n: int, device: Any) -> torch.Tensor:
     return torch.arange(length - n, length, device=device)  # (n,)
-
-
-def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask, both (rows, longest)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (rows, width)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for k, s in enumerate(seqs):
-        ids[k, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[k, width - len(s) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -49,6 +49,7 @@ from proxy_lm.kv_cache import (
     forward,
     gather_rows,
     leading_masked,
+    left_pad,
     roll,
     stack_rows,
     supports,
@@ -160,10 +161,7 @@ def score_window(lm: Any, items: Sequence[Any], window: list[Segment],
             return None
         caches.append(cache)
         masks.append(mask)
-    if all(c is None for c in caches):
-        prefix_cache, prefix_mask = None, torch.cat(masks)  # (segments, 0)
-    else:
-        prefix_cache, prefix_mask = stack_rows(caches, masks)
+    prefix_cache, prefix_mask = stack_rows(caches, masks)  # (segments, widest prefix)
     results: dict[int, list[float]] = {}
     for batch in suffix_batches(items, window, batch_size):
         losses = _score_rows(lm, items, window, batch, prefix_cache, prefix_mask, batch_size)
@@ -230,9 +228,8 @@ def _option_chunks(rows: list[tuple[int, int]], items: Sequence[Any], order: lis
 def _run_prefixes(lm: Any, prefixes: list[list[int]], pad: int,
                   device: Any) -> tuple[Any, torch.Tensor]:
     """Stage 1: left-padded prefixes; returns their KV cache (None if all empty) and mask."""
-    width = max(len(p) for p in prefixes)
-    ids, mask = _pad(prefixes, width, pad, device, left=True)  # (segments, width)
-    if width == 0:
+    ids, mask = left_pad(prefixes, pad, device)  # (segments, width)
+    if ids.shape[1] == 0:
         return None, mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (segments, width)
     out = forward(lm.model, ids, mask, positions, None, keep=torch.empty(0, dtype=torch.long))
@@ -251,8 +248,8 @@ def _run_suffixes(lm: Any, cache: Any, prefix_mask: torch.Tensor, seg_row: torch
     mask = mask * (cols[None, :] >= refill[:, None])  # the rotated-in tail runs again
     lead = leading_masked(mask)
     cache = gather_rows(cache, seg_row, refill, lead)
-    width = max(len(x) for x in inputs)
-    ids, sub_mask = _pad(inputs, width, pad, device, left=True)  # (rows, width)
+    ids, sub_mask = left_pad(inputs, pad, device)  # (rows, width)
+    width = ids.shape[1]
     first = torch.tensor(starts, device=device) - (width - sub_mask.sum(-1))  # (rows,)
     positions = (first[:, None] + torch.arange(width, device=device)).clamp(min=0) * sub_mask
     mask = torch.cat([mask[:, lead:], sub_mask], dim=-1)  # (rows, kept + width)
@@ -265,8 +262,8 @@ def _run_options(lm: Any, cache: Any, ctx_mask: torch.Tensor, options: list[list
     """Stage 3: NLL (rows, width) of option tokens 1.. given the context and option token 0;
     each option runs all its tokens but the last, right after its row's context."""
     width = max(len(o) for o in options) - 1
-    ids, opt_mask = _pad([o[:-1] for o in options], width, pad, ctx_mask.device, left=False)
-    targets, _ = _pad([o[1:] for o in options], width, pad, ctx_mask.device, left=False)
+    ids, opt_mask = _right_pad([o[:-1] for o in options], width, pad, ctx_mask.device)
+    targets, _ = _right_pad([o[1:] for o in options], width, pad, ctx_mask.device)
     positions = (ends[:, None] + torch.arange(width, device=ids.device)) * opt_mask
     mask = torch.cat([ctx_mask, opt_mask], dim=-1)  # (rows, ctx + width)
     logits = forward(lm.model, ids, mask, positions, cache, keep=torch.arange(width)).logits
@@ -274,14 +271,12 @@ def _run_options(lm: Any, cache: Any, ctx_mask: torch.Tensor, options: list[list
     return nll * opt_mask  # (rows, width)
 
 
-def _pad(seqs: list[list[int]], width: int, pad: int, device: Any,
-         left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and mask, both (rows, width), each row padded on the left or the right."""
+def _right_pad(seqs: list[list[int]], width: int, pad: int,
+               device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask, both (rows, width)."""
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for k, s in enumerate(seqs):
-        if s:
-            cols = slice(width - len(s), width) if left else slice(0, len(s))
-            ids[k, cols] = torch.tensor(s)
-            mask[k, cols] = 1
+        ids[k, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[k, : len(s)] = 1
     return ids.to(device), mask.to(device)
