@@ -6,8 +6,7 @@ stays light (torch and transformers load with the module that needs them).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flan_data.lazy import lazy_exports
 
 _EXPORTS = {
     "EMBEDDED_LM": "proxy_lm.loading",
@@ -28,14 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'proxy_lm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,7 @@ needs them).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flan_data.lazy import lazy_exports
 
 _EXPORTS = {
     "EMBEDDED_ENCODER": "retriever.model",
@@ -41,14 +40,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'retriever' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

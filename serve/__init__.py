@@ -7,8 +7,7 @@ langchain-core only with `serve.langchain` (`UpriseExampleSelector` for `FewShot
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flan_data.lazy import lazy_exports
 
 _EXPORTS = {
     "PromptRetriever": "serve.prompt_retriever",
@@ -26,14 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

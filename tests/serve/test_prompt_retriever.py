@@ -180,3 +180,19 @@ def test_plain_sentence_transformers_gives_the_same_vectors(prompt_retriever, re
     texts = [p.text for p in prompt_retriever.prompts]
     stored = prompt_retriever.prompt_vectors(np.arange(len(texts)))  # what the index holds
     np.testing.assert_allclose(st.encode_document(texts), stored, atol=1e-5)
+
+
+def test_query_encoding_equals_encode_query_in_and_beyond_one_batch(retriever_dir):
+    from sentence_transformers import SentenceTransformer
+
+    from serve.prompt_retriever import encode_queries
+
+    st = SentenceTransformer(str(retriever_dir), device="cpu")
+    queries = [QUERIES[i % 3] + " more words" * (i % 4) for i in range(7)]  # padded batch
+    expected = st.encode_query(queries, convert_to_numpy=True)  # (7, dim)
+    st.train()  # dropout on: the one-batch path must still run the tower in eval mode
+    one_batch = encode_queries(st, queries)
+    assert one_batch.dtype == np.float32 and one_batch.flags.c_contiguous
+    np.testing.assert_allclose(one_batch, expected, atol=1e-6)
+    np.testing.assert_allclose(encode_queries(st, queries[4:5]), expected[4:5], atol=1e-6)
+    np.testing.assert_allclose(encode_queries(st, queries, batch_size=2), expected, atol=1e-6)
