@@ -124,12 +124,12 @@ def end_to_end_round(encoder, index, texts: list[str]) -> dict[str, dict[str, fl
     return {"encode": percentiles(enc), "search": percentiles(srch), "total": percentiles(total)}
 
 
-def encode_latency(encode, texts: list[str]) -> dict[str, float]:
-    """Single-query encode latency of `encode(list_of_one_text)`."""
+def latency(fn, inputs) -> dict[str, float]:
+    """p50/p99 milliseconds of `fn(x)`, one call per input."""
     ms = []
-    for text in texts:
+    for x in inputs:
         t0 = time.perf_counter()
-        encode([text])
+        fn(x)
         ms.append(1e3 * (time.perf_counter() - t0))
     return percentiles(ms)
 
@@ -138,13 +138,13 @@ def single_query_encode(encoder, texts: list[str]) -> dict[str, dict[str, float]
     """Plain `encode_query` against the serving path, same texts, alternated over `ROUNDS`."""
     from serve.prompt_retriever import encode_queries
 
-    def plain(batch):
-        return encoder.encode_query(batch, convert_to_numpy=True, show_progress_bar=False)
+    def plain(text):
+        return encoder.encode_query([text], convert_to_numpy=True, show_progress_bar=False)
 
     runs = {"encode_query": [], "encode_queries": []}
     for _ in range(ROUNDS):  # alternate, so a load change hits both alike
-        runs["encode_query"].append(encode_latency(plain, texts))
-        runs["encode_queries"].append(encode_latency(lambda b: encode_queries(encoder, b), texts))
+        runs["encode_query"].append(latency(plain, texts))
+        runs["encode_queries"].append(latency(lambda t: encode_queries(encoder, [t]), texts))
     out = {name: min(r, key=lambda p: p["p50_ms"]) for name, r in runs.items()}
     out["speedup_p50"] = round(out["encode_query"]["p50_ms"] / out["encode_queries"]["p50_ms"], 2)
     return out
@@ -152,12 +152,7 @@ def single_query_encode(encoder, texts: list[str]) -> dict[str, dict[str, float]
 
 @single_threaded_faiss
 def search_latency(index, queries: np.ndarray) -> dict[str, float]:
-    ms = []
-    for q in queries:
-        t0 = time.perf_counter()
-        index.search(q[None], K)
-        ms.append(1e3 * (time.perf_counter() - t0))
-    return percentiles(ms)
+    return latency(lambda q: index.search(q[None], K), queries)
 
 
 def throughput(fn, n: int) -> float:
