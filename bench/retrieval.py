@@ -13,13 +13,15 @@ Recall@3 of each approximate index is measured against exact inner-product searc
 held-out synthetic queries drawn the same way. Single-query latency is end to end per query:
 encode one query, then search it (p50/p99 over `--queries` queries, split into encode and
 search; faiss on one thread, torch on its default), with the encode `PromptRetriever` uses
-(`serve.prompt_retriever.encode_queries`); the plain `SentenceTransformer.encode_query` single-query
-latency is measured in the same run for comparison. Each single-query measurement runs
-`ROUNDS` rounds and keeps the round with the lowest p50 (as `timeit` keeps its best repeat): on a
-shared 2-core machine a burst of foreign load can move a whole round by several ms; every
-round's p50 is kept in the JSON. Batched throughput: 256 queries per call,
-all threads. For every approximate index the search parameter (`nprobe` / `efSearch`) is swept and
-the smallest value reaching recall@3 >= 0.95 is reported as its operating point. Results go to
+(`serve.prompt_retriever.encode_queries`, through `serve.lean_bert`). The same run times the
+single-query encode three ways, for the ratios: that serving path, the serving path with the
+library's `BertModel` forward, and plain `SentenceTransformer.encode_query`; with the query
+tower's work (tokens and FLOPs per query) to read the latency as GFLOP/s. Each single-query
+measurement runs `ROUNDS` rounds and keeps the round with the lowest p50 (as `timeit` keeps its
+best repeat): on a shared 2-core machine a burst of foreign load can move a whole round by several
+ms; every round's p50 is kept in the JSON. Batched throughput: 256 queries per call, all threads.
+For every approximate index the search parameter (`nprobe` / `efSearch`) is swept and the
+smallest value reaching recall@3 >= 0.95 is reported as its operating point. Results go to
 bench/results/retrieval.json. Timings depend on the machine and its load: rerun on a quiet one.
 """
 
@@ -134,20 +136,38 @@ def latency(fn, inputs) -> dict[str, float]:
     return percentiles(ms)
 
 
-def single_query_encode(encoder, texts: list[str]) -> dict[str, dict[str, float] | float]:
-    """Plain `encode_query` against the serving path, same texts, alternated over `ROUNDS`."""
+def single_query_encode(encoder, texts: list[str]) -> dict[str, dict[str, float]]:
+    """Plain `encode_query` against the serving path with the library's BERT forward and with the
+    lean one (`serve.lean_bert`), same texts, alternated over `ROUNDS`."""
     from serve.prompt_retriever import encode_queries
 
     def plain(text):
         return encoder.encode_query([text], convert_to_numpy=True, show_progress_bar=False)
 
-    runs = {"encode_query": [], "encode_queries": []}
-    for _ in range(ROUNDS):  # alternate, so a load change hits both alike
-        runs["encode_query"].append(latency(plain, texts))
-        runs["encode_queries"].append(latency(lambda t: encode_queries(encoder, [t]), texts))
+    routes = {"encode_query": plain,
+              "library_forward": lambda t: encode_queries(encoder, [t], lean=False),
+              "serving": lambda t: encode_queries(encoder, [t])}
+    runs = {name: [] for name in routes}
+    for _ in range(ROUNDS):  # alternate, so a load change hits every route alike
+        for name, fn in routes.items():
+            runs[name].append(latency(fn, texts))
     out = {name: min(r, key=lambda p: p["p50_ms"]) for name, r in runs.items()}
-    out["speedup_p50"] = round(out["encode_query"]["p50_ms"] / out["encode_queries"]["p50_ms"], 2)
+    out["p50_ms_per_round"] = {name: [p["p50_ms"] for p in r] for name, r in runs.items()}
+    out["serving_speedup_p50"] = {
+        f"vs_{name}": round(out[name]["p50_ms"] / out["serving"]["p50_ms"], 2)
+        for name in ("encode_query", "library_forward")}
     return out
+
+
+def query_tower_flops(encoder, texts: list[str]) -> dict[str, float]:
+    """Mean tokens per query and forward FLOPs per query of the BERT query tower (2 per MAC:
+    the six projections of each layer, plus attention scores and mixing)."""
+    cfg = encoder[0].sub_modules["query"][0].model.config
+    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    lengths = [int(encoder.preprocess([t], task="query")["attention_mask"].sum()) for t in texts]
+    flops = [2 * layers * n * (4 * h * h + 2 * h * inter + 2 * n * h) for n in lengths]
+    return {"tokens_mean": round(float(np.mean(lengths)), 1),
+            "mflop_mean": round(float(np.mean(flops)) / 1e6, 1)}
 
 
 @single_threaded_faiss
@@ -244,10 +264,15 @@ def main(argv: list[str] | None = None) -> None:
     encode_qps = throughput(lambda: encoder.encode_query(batch_texts, batch_size=BATCH,
                                                          show_progress_bar=False), BATCH)
     single = single_query_encode(encoder, texts)
+    single["work"] = query_tower_flops(encoder, texts)
+    ms = {name: single[name]["p50_ms"] for name in ("encode_query", "library_forward", "serving")}
+    work, speedup = single["work"], single["serving_speedup_p50"]
     print(f"encoder embedded:all-MiniLM-L6-v2 dim {dim}; batched encode {encode_qps:.0f} q/s; "
-          f"single-query encode p50 {single['encode_queries']['p50_ms']:.2f} ms "
-          f"(plain encode_query {single['encode_query']['p50_ms']:.2f} ms, "
-          f"{single['speedup_p50']:.2f}x)")
+          f"single query: {work['tokens_mean']:.0f} tokens, {work['mflop_mean']:.0f} MFLOP")
+    print(f"single-query encode p50: serving path {ms['serving']:.2f} ms "
+          f"({work['mflop_mean'] / ms['serving']:.0f} GFLOP/s); with the library BERT forward "
+          f"{ms['library_forward']:.2f} ms ({speedup['vs_library_forward']:.2f}x); "
+          f"plain encode_query {ms['encode_query']:.2f} ms ({speedup['vs_encode_query']:.2f}x)")
     print(f"{'pool':>9} {'index':<14} {'param':<13} {'recall@3':>8} {'enc p50':>8} "
           f"{'srch p50':>8} {'tot p50':>8} {'tot p99':>8} {'srch q/s':>10} {'build s':>7}")
     report = {"machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(),

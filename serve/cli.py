@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from serve.filters import FILTER_KEYS
 from serve.prompt_retriever import PromptRetriever, RetrievedPrompt, RetrieverDirError
 
 
@@ -58,7 +59,7 @@ def retrieve_main(argv: list[str] | None = None) -> None:
     query = sys.stdin.read() if args.query == "-" else args.query
     retriever = _load(args.retriever, args.device)
     filters = {key: [v for arg in getattr(args, key) for v in arg.split(",") if v]
-               for key in ("task", "cluster", "exclude_task", "exclude_cluster")}
+               for key in FILTER_KEYS}
     try:
         hits = retriever.retrieve(query, k=args.k, filters=filters, diversity=args.diversity)
     except ValueError as err:  # a filter naming nothing in the pool, a bad diversity

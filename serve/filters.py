@@ -46,7 +46,7 @@ class PromptFilter:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.task or self.cluster or self.exclude_task or self.exclude_cluster)
+        return not any(getattr(self, key) for key in FILTER_KEYS)
 
     @classmethod
     def coerce(cls, value: PromptFilter | dict[str, Any] | None) -> PromptFilter | None:
@@ -55,12 +55,15 @@ class PromptFilter:
             return value
         if not isinstance(value, dict):
             raise TypeError(f"filters={value!r}; expected None, a dict or a serve.PromptFilter.")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(value) - set(known))
+        unknown = sorted(set(value) - set(FILTER_KEYS))
         if unknown:
-            raise ValueError(f"unknown filter key(s) {unknown}; expected some of {known}, "
+            raise ValueError(f"unknown filter key(s) {unknown}; expected some of "
+                             f"{list(FILTER_KEYS)}, "
                              'e.g. filters={"cluster": ["nli"], "exclude_task": ["rte"]}.')
         return cls(**value)
+
+
+FILTER_KEYS = tuple(f.name for f in fields(PromptFilter))  # task, cluster, exclude_task, ...
 
 
 class PoolFilterer:

@@ -223,14 +223,17 @@ class PromptRetriever:
         self._refresh()
 
 
-def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 32) -> np.ndarray:
+def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 32,
+                   lean: bool = True) -> np.ndarray:
     """`encoder.encode_query(queries)` as contiguous (n_queries, dim) float32.
 
     Up to one batch of queries runs the SentenceTransformer's modules directly (`preprocess`,
-    then its forward, routed to the query tower): the same vectors, without `encode`'s per-call
-    set-up (device resolution and an `eval()` walk over every submodule), 3-7 ms per call:
-    single-query latency 1.2-1.4x lower on a 2-core CPU (`bench/retrieval.py` reports both).
-    Longer lists go through `encode_query`, which sorts them by length and batches them.
+    then the query route's forward), without `encode`'s per-call set-up (device resolution and
+    an `eval()` walk over every submodule, 3-7 ms per call), and with `lean` through
+    `serve.lean_bert` where the query tower is a BERT it reproduces (the same vectors, without
+    `BertModel.forward`'s Python overhead, another ~5 ms). `bench/retrieval.py` times each
+    route against `encode_query`. Longer lists go through `encode_query`, which sorts them by
+    length and batches them.
     """
     queries = list(queries)
     if len(queries) > batch_size:
@@ -240,11 +243,15 @@ def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 32) -
     import torch
     from sentence_transformers.util import batch_to_device
 
+    from serve.lean_bert import lean_query_encoder
+
     if encoder.training:
         encoder.eval()
+    fast = lean_query_encoder(encoder) if lean else None
     features = encoder.preprocess(queries, prompt=encoder.prompts.get("query"), task="query")
+    features = batch_to_device(features, encoder.device)
     with torch.inference_mode():
-        out = encoder(batch_to_device(features, encoder.device), task="query")
+        out = fast(features) if fast is not None else encoder(features, task="query")
     q_emb = out["sentence_embedding"].float().cpu().numpy()  # (n_queries, dim)
     return np.ascontiguousarray(q_emb, dtype=np.float32)
 

@@ -41,3 +41,28 @@ def test_untrained_towers_equal_the_original_sentence_transformer(tmp_path):
                           atol=1e-5)
     card = (tmp_path / "exp" / "README.md").read_text()
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+
+
+def test_lean_serving_query_path_equals_the_original_sentence_transformer(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from retriever import (
+        EMBEDDED_ENCODER,
+        BiEncoder,
+        BiEncoderConfig,
+        export_retriever,
+        load_retriever_encoder,
+        resolve_encoder_path,
+    )
+    from serve.lean_bert import lean_query_encoder
+    from serve.prompt_retriever import encode_queries
+
+    original = SentenceTransformer(resolve_encoder_path(EMBEDDED_ENCODER), device="cpu")
+    texts = TEXTS + ["A short one."]  # a padded batch, then each query alone
+    expected = original.encode(texts, convert_to_tensor=True).cpu()
+    st, _ = load_retriever_encoder(export_retriever(BiEncoder(BiEncoderConfig()),
+                                                    tmp_path / "exp", {"trained": False}))
+    assert lean_query_encoder(st) is not None  # MiniLM is a plain BertModel: the lean path runs
+    assert torch.allclose(torch.from_numpy(encode_queries(st, texts)), expected, atol=1e-5)
+    for text, want in zip(texts, expected, strict=True):
+        assert torch.allclose(torch.from_numpy(encode_queries(st, [text]))[0], want, atol=1e-5)
