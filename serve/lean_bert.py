@@ -1,12 +1,12 @@
 """A lean forward for BERT query towers: the single-query hot path of `PromptRetriever`.
 
-Encoding one short query on a CPU, `transformers.BertModel.forward` spends about a third of its
+Encoding one short query on a CPU, `transformers.BertModel.forward` spends a good part of its
 time outside its matrix products (module calls, mask builders, attention dispatch, output
-dataclasses, and the pooler head that sentence-transformers then discards): ~5 ms of ~17 ms for
-all-MiniLM-L6-v2 on a 2-core machine. `LeanBert` computes the same last hidden state as a plain
-sequence of torch functional ops over the model's own parameters, read on every call and never
-copied, so it cannot go stale. The pooling and normalisation after it stay the
-sentence-transformers modules of the route.
+dataclasses, and the pooler head that sentence-transformers then discards): 2-5 ms of a 15-18 ms
+all-MiniLM-L6-v2 call on a 2-core machine (`bench/retrieval.py` times both). `LeanBert`
+computes the same last hidden state as a plain sequence of torch functional ops over the model's
+own parameters, read on every call and never copied, so it cannot go stale. The pooling and
+normalisation after it stay the sentence-transformers modules of the route.
 
 A fast path, not a fork: `LeanQueryEncoder.wrap(encoder)` accepts only the layout it reproduces
 (a `Router` whose "query" route is an unmodified `BertModel` with absolute positions and exact

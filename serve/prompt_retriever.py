@@ -231,7 +231,7 @@ def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 32,
     then the query route's forward), without `encode`'s per-call set-up (device resolution and
     an `eval()` walk over every submodule, 3-7 ms per call), and with `lean` through
     `serve.lean_bert` where the query tower is a BERT it reproduces (the same vectors, without
-    `BertModel.forward`'s Python overhead, another ~5 ms). `bench/retrieval.py` times each
+    `BertModel.forward`'s Python overhead, another 2-5 ms). `bench/retrieval.py` times each
     route against `encode_query`. Longer lists go through `encode_query`, which sorts them by
     length and batches them.
     """
