@@ -29,9 +29,10 @@ from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.base.modules.router import Router
 from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules.pooling import Pooling
-from sentence_transformers.util import batch_to_device
 from torch import Tensor, nn
 from transformers import BertModel
+
+from serve.prompt_retriever import query_features
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,7 @@ class LeanQueryEncoder:
         was_training = encoder.training
         encoder.eval()
         try:
-            features = batch_to_device(
-                encoder.preprocess(PROBE, prompt=encoder.prompts.get("query"), task="query"),
-                encoder.device)
+            features = query_features(encoder, PROBE)  # exactly what the serving path feeds
             with torch.inference_mode():
                 want = encoder(dict(features), task="query")["sentence_embedding"]
                 got = self(features)["sentence_embedding"]

@@ -241,19 +241,26 @@ def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 32,
                                      show_progress_bar=False)  # (n_queries, dim)
         return np.ascontiguousarray(q_emb, dtype=np.float32)
     import torch
-    from sentence_transformers.util import batch_to_device
 
     from serve.lean_bert import lean_query_encoder
 
     if encoder.training:
         encoder.eval()
     fast = lean_query_encoder(encoder) if lean else None
-    features = encoder.preprocess(queries, prompt=encoder.prompts.get("query"), task="query")
-    features = batch_to_device(features, encoder.device)
+    features = query_features(encoder, queries)
     with torch.inference_mode():
         out = fast(features) if fast is not None else encoder(features, task="query")
     q_emb = out["sentence_embedding"].float().cpu().numpy()  # (n_queries, dim)
     return np.ascontiguousarray(q_emb, dtype=np.float32)
+
+
+def query_features(encoder: Any, queries: Sequence[str]) -> dict[str, Any]:
+    """The query route's input features (tokenised with its prompt) on the encoder's device."""
+    from sentence_transformers.util import batch_to_device
+
+    features = encoder.preprocess(list(queries), prompt=encoder.prompts.get("query"),
+                                  task="query")
+    return batch_to_device(features, encoder.device)
 
 
 def _check_k_and_diversity(k: Any, diversity: Any) -> None:
