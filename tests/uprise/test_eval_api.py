@@ -42,17 +42,21 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             time.sleep(0.005)  # lets concurrent requests overlap
-            if first:
-                return self._send(503, {"error": "warming up"})
-            if self.path == "/v1/chat/completions":
-                text = answer(body["messages"][-1]["content"])
-                return self._send(200, {"choices": [{"message": {"content": text}}]})
-            if self.path == "/v1/completions":
-                return self._send(200, {"choices": [{"text": answer(body["prompt"])}]})
-            return self._send(404, {"error": f"no route {self.path}"})
-        finally:
+            status, payload = self._reply(body, first)
+        finally:  # before the reply leaves: once the client has it, its next request may come
             with state["lock"]:
                 state["in_flight"] -= 1
+        self._send(status, payload)
+
+    def _reply(self, body: dict, first: bool) -> tuple[int, dict]:
+        if first:
+            return 503, {"error": "warming up"}
+        if self.path == "/v1/chat/completions":
+            text = answer(body["messages"][-1]["content"])
+            return 200, {"choices": [{"message": {"content": text}}]}
+        if self.path == "/v1/completions":
+            return 200, {"choices": [{"text": answer(body["prompt"])}]}
+        return 404, {"error": f"no route {self.path}"}
 
     def _send(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
