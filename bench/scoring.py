@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 from flan_data import build_stage_data, join_context, resolve_data_dir, tasks_in  # noqa: E402
 from proxy_lm import continuation_losses, load_lm, resolve_dtype, score_record  # noqa: E402
 from proxy_lm.likelihood import tokenize  # noqa: E402
-from proxy_lm.loading import LanguageModel, cpu_has_native_bf16  # noqa: E402
+from proxy_lm.loading import LanguageModel, cpu_has_native_bf16, cpu_name  # noqa: E402
 from proxy_lm.shared_prefix import plan, stage_tokens  # noqa: E402
-from retriever.data import build_training_examples  # noqa: E402
+from retriever.labels import build_training_examples  # noqa: E402
 
 GPT_NEO = {  # shapes of the public checkpoints; built with random weights (no Hub here)
     "gpt-neo-125m": dict(hidden_size=768, num_layers=12, num_heads=12),
@@ -252,7 +252,7 @@ def report(args, lm, queries, groups, methods, fast, fast_name) -> None:
                   "n_params": sum(p.numel() for p in lm.model.parameters()),
                   "torch": torch.__version__, "transformers": transformers.__version__,
                   "threads": torch.get_num_threads(), "fast_dtype": fast_name,
-                  "cpu_native_bf16": cpu_has_native_bf16(), "cpu": _cpu_name(),
+                  "cpu_native_bf16": cpu_has_native_bf16(), "cpu": cpu_name(),
                   "machine": platform.processor() or platform.machine()},
         "matmul_peak_flops_per_s": peaks,
         "methods": table,
@@ -283,14 +283,6 @@ def report(args, lm, queries, groups, methods, fast, fast_name) -> None:
     print("ratios:", {k: v and round(v, 2) for k, v in result["ratios"].items()})
     print("max |loss diff|:", {k: f"{v:.2e}" for k, v in diff.items()})
     print("labels changed:", changed, f"of {len(want)} queries ->", out)
-
-
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
 
 
 def max_abs(a: list, b: list) -> float:

@@ -15,7 +15,10 @@ so a config reads
 config is saved as `config.yaml` in the run's log dir by LightningCLI's SaveConfigCallback with
 `overwrite=True`: a rerun into the same directory replaces it, so the file always describes the
 latest run (loggers version their directories, so normally nothing clashes). Library versions go
-to `run_info.json` beside it. After `fit`, the trained model is exported to `--export_dir`.
+to `run_info.json` beside it. Before `fit`, one validation pass measures the untrained towers'
+ranking quality (the reference); after `fit`, the best epoch's weights by validation `ndcg@3`
+are restored (`model.select_best`), every pass is written to `ranking.json` in the log dir,
+and the model is exported to `--export_dir` with that record in its metadata.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from flan_data.schema import write_json
 from retriever.data import RetrieverDataModule
 from retriever.export import export_retriever
 from retriever.model import EMBEDDED_ENCODER, BiEncoder, BiEncoderConfig
-from retriever.module import RetrieverModule
+from retriever.module import SELECT_METRIC, RetrieverModule
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class RetrieverCLI(LightningCLI):
         parser.link_arguments("encoder", "model.model", compute_fn=BiEncoder,
                               apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
+        parser.link_arguments("model.loss", "data.batch_all_candidates",
+                              compute_fn=lambda loss: loss == "info_nce+kl")
         parser.add_argument("--export_dir", type=str | None, default=None,
                             help="export the trained retriever here after fit")
         parser.add_argument("--overwrite_export", type=bool, default=False,
@@ -62,8 +67,19 @@ class RetrieverCLI(LightningCLI):
         parser.add_argument("--metadata", type=dict[str, Any], default={},
                             help="extra facts recorded in the export (scoring LM, clusters, ...)")
 
+    def before_fit(self) -> None:
+        self.datamodule.setup("fit")
+        if len(self.datamodule.val_set or []):
+            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
+        best = self.model.restore_best()
+        ranking = {"select_metric": SELECT_METRIC, "best": best,
+                   "history": self.model.ranking_history}
+        if self.trainer.is_global_zero:
+            write_json(Path(self.trainer.log_dir or self.trainer.default_root_dir)
+                       / "ranking.json", ranking)
         if not cfg.export_dir or not self.trainer.is_global_zero:
             return
         data = cfg.data
@@ -74,8 +90,16 @@ class RetrieverCLI(LightningCLI):
             "pool_path": str(data.pool_path),
             "seed": cfg.seed_everything,
             "n_hard_negatives": data.n_hard_negatives,
+            "n_random_negatives": data.n_random_negatives,
+            "label_copy_correction": data.label_copy_correction,
+            "drop_chance_tasks": data.drop_chance_tasks,
             "loss": self.model.hparams.loss,
             "global_steps": self.trainer.global_step,
+            "validation_ranking": {
+                "reference": next((r for r in ranking["history"] if r["stage"] == "reference"),
+                                  None),
+                "exported": best,
+            },
             **dict(cfg.metadata or {}),
         }
         export_retriever(self.model.model, cfg.export_dir, metadata,
@@ -117,6 +141,11 @@ def train_retriever(
     max_steps: int = -1,
     val_fraction: float = 0.1,
     temperature: float = 0.05,
+    loss: str = "info_nce",
+    lm_temperature: float = 0.1,
+    n_random_negatives: int = 0,
+    label_copy_correction: bool = False,
+    drop_chance_tasks: bool = False,
     accelerator: str = "auto",
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -124,8 +153,10 @@ def train_retriever(
 ) -> Path:
     """Trains and exports a retriever through the same LightningCLI as `uprise train`.
 
-    `out_dir` is the run directory (config.yaml, run_info.json, metrics CSV); the export goes
-    to `export_dir` (default: `out_dir/retriever`). Returns the export directory.
+    `out_dir` is the run directory (config.yaml, run_info.json, metrics CSV, ranking.json);
+    the export goes to `export_dir` (default: `out_dir/retriever`). The label and loss options
+    are those of `RetrieverDataModule` and `RetrieverModule` (`loss="info_nce+kl"` sets
+    `data.batch_all_candidates`, a link of the CLI). Returns the export directory.
     """
     out = Path(out_dir)
     export = Path(export_dir) if export_dir is not None else out / "retriever"
@@ -135,6 +166,11 @@ def train_retriever(
         f"--encoder.base_model={encoder}",
         f"--model.lr={lr}",
         f"--model.temperature={temperature}",
+        f"--model.loss={loss}",
+        f"--model.lm_temperature={lm_temperature}",
+        f"--data.n_random_negatives={n_random_negatives}",
+        f"--data.label_copy_correction={str(label_copy_correction).lower()}",
+        f"--data.drop_chance_tasks={str(drop_chance_tasks).lower()}",
         f"--data.scores_path={scores_path}",
         f"--data.queries_path={queries_path}",
         f"--data.pool_path={pool_path}",

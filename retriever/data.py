@@ -1,11 +1,11 @@
-"""Training data for the retriever: labels from the LM's scores, and the Lightning DataModule.
+"""Training data for the retriever: score folders, batches of texts, the Lightning DataModule.
 
-Contract: `build_training_examples` turns `Score` records into one `TrainingExample` per query
-(positive = best-scored candidate that made the LM correct; hard negatives = the lowest-scored
-other candidates; queries with no correct candidate are dropped). `RetrieverDataModule` reads
-the score, query and pool files and yields batches of *texts* (see `collate_examples`); the
-`RetrieverModule` tokenizes them with its own encoder's tokenizer, so the data side never
-depends on which encoder is trained.
+Contract: labels come from `retriever.labels.build_training_examples`. `RetrieverDataModule`
+reads the score, query and pool files and yields batches of *texts* (see `collate_examples`);
+the `RetrieverModule` tokenizes them with its own encoder's tokenizer, so the data side never
+depends on which encoder is trained. Each batch also carries every scored candidate of its
+queries (for distillation and the validation ranking diagnostics) and, optionally, random
+prompts of other tasks as extra negatives.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,61 +21,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from flan_data.schema import Prompt, Query, SchemaError, Score, read_jsonl
+from retriever.labels import TrainingExample, build_training_examples
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainingExample:
-    """One query's labels: its positive prompt, hard negatives and their LM scores."""
-
-    query_id: str
-    positive_id: str
-    negative_ids: tuple[str, ...]
-    lm_scores: tuple[float, ...]  # positive first, then each negative
-
-
-def _is_good(score: Score) -> bool:
-    return score.correct is None or score.correct is True
-
-
-def build_training_examples(scores: list[Score], n_hard_negatives: int) -> list[TrainingExample]:
-    """Labels each query from its candidates' scores (UPRISE: positive = best correct candidate).
-
-    Ties are broken by prompt id, so the result does not depend on the order of `scores`.
-    Examples come out in the order queries first appear in `scores`.
-    """
-    if n_hard_negatives < 0:
-        raise ValueError(f"n_hard_negatives={n_hard_negatives}; expected an integer >= 0.")
-    by_query: dict[str, dict[str, Score]] = defaultdict(dict)
-    for s in scores:
-        best = by_query[s.query_id].get(s.prompt_id)
-        if best is None or s.score > best.score:  # duplicate pair: keep the better judgement
-            by_query[s.query_id][s.prompt_id] = s
-    examples, dropped = [], 0
-    for query_id, cands in by_query.items():
-        good = [s for s in cands.values() if _is_good(s)]
-        if not good:
-            dropped += 1
-            continue
-        positive = min(good, key=lambda s: (-s.score, s.prompt_id))
-        rest = sorted(
-            (s for s in cands.values() if s.prompt_id != positive.prompt_id),
-            key=lambda s: (s.score, s.prompt_id),
-        )[:n_hard_negatives]
-        examples.append(
-            TrainingExample(
-                query_id=query_id,
-                positive_id=positive.prompt_id,
-                negative_ids=tuple(s.prompt_id for s in rest),
-                lm_scores=(positive.score, *(s.score for s in rest)),
-            )
-        )
-    log.info(
-        "training examples: %d queries kept, %d dropped (no candidate made the LM correct)",
-        len(examples), dropped,
-    )
-    return examples
+__all__ = ["RetrieverDataModule", "TrainingExample", "build_training_examples", "collate_examples",
+           "read_scores"]
 
 
 def read_scores(scores_path: str | Path) -> list[Score]:
@@ -134,54 +83,97 @@ def _entry_name(entry: Any) -> str:
 def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Dataset items -> one batch of texts with indices into the batch's prompt union.
 
-    Returns `queries` (batch texts), `prompts` (the de-duplicated union of every item's
-    candidates), `positive_idx` (batch,), `candidate_idx` (batch, max_candidates) with -1
-    padding (positive first), and `lm_scores` (batch, max_candidates), 0 at padding.
+    An item holds `query`, `prompt_ids`/`prompt_texts` (positive first, then hard and random
+    negatives) and, optionally, `scored_ids`/`scored_texts`/`scored_lm`/`scored_values` (every
+    scored candidate: raw LM score and label value). Returns `queries` (batch texts), `prompts`
+    (the de-duplicated union of all those prompts), `positive_idx` (batch,), `candidate_idx`
+    (batch, max_labelled) with -1 padding (positive first), `scored_idx` (batch, max_scored)
+    with -1 padding, `scored_lm` and `scored_values` (batch, max_scored), 0 at padding, and
+    `ignore` (batch, n_prompts) bool: prompts of the union that are a query's own scored
+    candidates valued at least as high as its positive, which must not count as its negatives.
     """
     index: dict[str, int] = {}
     prompts: list[str] = []
     for item in items:
-        for pid, text in zip(item["prompt_ids"], item["prompt_texts"], strict=True):
+        pairs = [*zip(item["prompt_ids"], item["prompt_texts"], strict=True),
+                 *zip(item.get("scored_ids", []), item.get("scored_texts", []), strict=True)]
+        for pid, text in pairs:
             if pid not in index:
                 index[pid] = len(prompts)
                 prompts.append(text)
-    width = max(len(item["prompt_ids"]) for item in items)
-    candidate_idx = torch.full((len(items), width), -1, dtype=torch.long)  # (batch, n_cand)
-    lm_scores = torch.zeros(len(items), width)  # (batch, n_cand)
+    candidate_idx = _padded([[index[p] for p in it["prompt_ids"]] for it in items])  # (batch, n)
+    scored_idx = _padded([[index[p] for p in it.get("scored_ids", [])] for it in items])
+    scored_lm = torch.zeros(scored_idx.shape)  # (batch, n_scored)
+    scored_values = torch.zeros(scored_idx.shape)  # (batch, n_scored)
+    ignore = torch.zeros(len(items), len(prompts), dtype=torch.bool)  # (batch, n_prompts)
     for row, item in enumerate(items):
-        n = len(item["prompt_ids"])
-        candidate_idx[row, :n] = torch.tensor([index[pid] for pid in item["prompt_ids"]])
-        lm_scores[row, :n] = torch.tensor(item["lm_scores"], dtype=torch.float)
+        n = len(item.get("scored_ids", []))
+        if not n:
+            continue
+        scored_lm[row, :n] = torch.tensor(item["scored_lm"], dtype=torch.float)
+        scored_values[row, :n] = torch.tensor(item["scored_values"], dtype=torch.float)
+        best = item["scored_values"][item["scored_ids"].index(item["prompt_ids"][0])]
+        for pid, v in zip(item["scored_ids"], item["scored_values"], strict=True):
+            if v >= best and pid != item["prompt_ids"][0]:
+                ignore[row, index[pid]] = True
     return {
         "queries": [item["query"] for item in items],
         "prompts": prompts,
         "positive_idx": candidate_idx[:, 0].clone(),  # (batch,)
         "candidate_idx": candidate_idx,
-        "lm_scores": lm_scores,
+        "scored_idx": scored_idx,
+        "scored_lm": scored_lm,
+        "scored_values": scored_values,
+        "ignore": ignore,
     }
 
 
+def _padded(rows: list[list[int]]) -> torch.Tensor:
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), -1, dtype=torch.long)  # (batch, width)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
 class ExampleDataset(torch.utils.data.Dataset):
-    """Training examples joined with their query and prompt texts."""
+    """Training examples joined with their query and prompt texts.
+
+    `n_random_negatives` prompts of *other* tasks are drawn per query from the pool (seeded
+    by `seed` and the query id) and appended after the hard negatives. `with_scored` adds every
+    scored candidate to the item (distillation and validation ranking need them).
+    """
 
     def __init__(
-        self, examples: list[TrainingExample], queries: dict[str, Query], pool: dict[str, Prompt]
+        self,
+        examples: list[TrainingExample],
+        queries: dict[str, Query],
+        pool: dict[str, Prompt],
+        n_random_negatives: int = 0,
+        with_scored: bool = True,
+        seed: int = 0,
     ) -> None:
         self.items = []
+        pool_ids = sorted(pool)
         for ex in examples:
             if ex.query_id not in queries:
                 raise KeyError(f"scored query {ex.query_id!r} is not in the queries file.")
             ids = [ex.positive_id, *ex.negative_ids]
-            missing = [pid for pid in ids if pid not in pool]
+            missing = [pid for pid in [*ids, *ex.candidate_ids] if pid not in pool]
             if missing:
                 raise KeyError(f"scored prompt(s) {missing} of query {ex.query_id!r} are not in "
                                "the pool file; score and train with the same data folder.")
-            self.items.append({
-                "query": queries[ex.query_id].input,
-                "prompt_ids": ids,
-                "prompt_texts": [pool[pid].text for pid in ids],
-                "lm_scores": list(ex.lm_scores),
-            })
+            task = queries[ex.query_id].task
+            ids += _random_others(pool_ids, pool, task, n_random_negatives,
+                                  random.Random(f"{seed}:random-negatives:{ex.query_id}"))
+            item = {"query": queries[ex.query_id].input, "prompt_ids": ids,
+                    "prompt_texts": [pool[pid].text for pid in ids]}
+            if with_scored:
+                item.update(scored_ids=list(ex.candidate_ids),
+                            scored_texts=[pool[pid].text for pid in ex.candidate_ids],
+                            scored_lm=list(ex.candidate_lm),
+                            scored_values=list(ex.candidate_values))
+            self.items.append(item)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -190,17 +182,42 @@ class ExampleDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
+def _random_others(pool_ids: list[str], pool: dict[str, Prompt], task: str, n: int,
+                   rng: random.Random) -> list[str]:
+    if n <= 0:
+        return []
+    out: list[str] = []
+    for _ in range(50 * n):  # rejection sampling: other tasks are most of any real pool
+        pid = pool_ids[rng.randrange(len(pool_ids))]
+        if pool[pid].task != task and pid not in out:
+            out.append(pid)
+            if len(out) == n:
+                break
+    return out
+
+
 class RetrieverDataModule(L.LightningDataModule):
     """Scores + queries + pool -> shuffled, seeded train/val batches of texts.
+
+    The validation queries are a seeded share of every *scored* query, chosen before any label
+    option is applied, and labelled by the plain UPRISE rule: so runs with different label
+    options are compared on the same validation queries (`RetrieverModule` ranks each one's
+    scored candidates against the LM's scores).
 
     Args:
         scores_path: JSONL of Score records, or the folder written by `uprise score`.
         queries_path: JSONL of Query records (the scored training queries).
         pool_path: JSONL of Prompt records (the pool the candidates came from).
         batch_size: queries per batch.
-        n_hard_negatives: lowest-scored candidates added per query as negatives.
-        val_fraction: share of the kept queries held out for validation (0 = none).
-        seed: seeds the train/val split and the shuffling.
+        n_hard_negatives: lowest-valued candidates added per query as negatives.
+        n_random_negatives: random prompts of other tasks added per query as negatives.
+        label_copy_correction: judge a candidate against the candidates with the same answer
+            (see `retriever.labels`).
+        drop_chance_tasks: tasks where the LM is not above chance give no training labels.
+        batch_all_candidates: put every scored candidate of a query into its training batch
+            (needed by the `info_nce+kl` loss; more prompts to encode per step).
+        val_fraction: share of the scored queries held out for validation (0 = none).
+        seed: seeds the train/val split, the shuffling and the random negatives.
         num_workers: DataLoader worker processes.
     """
 
@@ -211,6 +228,10 @@ class RetrieverDataModule(L.LightningDataModule):
         pool_path: str | Path,
         batch_size: int = 8,
         n_hard_negatives: int = 3,
+        n_random_negatives: int = 0,
+        label_copy_correction: bool = False,
+        drop_chance_tasks: bool = False,
+        batch_all_candidates: bool = False,
         val_fraction: float = 0.1,
         seed: int = 42,
         num_workers: int = 0,
@@ -220,6 +241,9 @@ class RetrieverDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size={batch_size}; expected a positive integer.")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction}; expected a number in [0, 1).")
+        if n_hard_negatives < 0 or n_random_negatives < 0:
+            raise ValueError(f"n_hard_negatives={n_hard_negatives}, n_random_negatives="
+                             f"{n_random_negatives}; expected integers >= 0.")
         self.save_hyperparameters()
         self.scores_path, self.queries_path, self.pool_path = scores_path, queries_path, pool_path
         self.batch_size, self.n_hard_negatives = batch_size, n_hard_negatives
@@ -230,20 +254,37 @@ class RetrieverDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        examples = build_training_examples(read_scores(self.scores_path), self.n_hard_negatives)
-        if not examples:
-            raise ValueError(
-                f"{self.scores_path}: no query has a candidate that made the LM correct, so "
-                "there is nothing to train on; score more candidates or queries."
-            )
+        hp = self.hparams
+        scores = read_scores(self.scores_path)
         queries = {q.id: q for q in read_jsonl(self.queries_path, Query)}
         pool = {p.id: p for p in read_jsonl(self.pool_path, Prompt)}
-        order = sorted(examples, key=lambda ex: ex.query_id)
+        unknown = sorted({s.query_id for s in scores} - queries.keys())
+        if unknown:
+            raise KeyError(f"{self.scores_path}: scored query {unknown[0]!r} (and "
+                           f"{len(unknown) - 1} more) not in {self.queries_path}; score and "
+                           "train with the same data folder.")
+        order = sorted({s.query_id for s in scores})
         random.Random(self.seed).shuffle(order)
         n_val = round(len(order) * self.val_fraction) if len(order) > 1 else 0
-        self.val_set = ExampleDataset(order[:n_val], queries, pool)
-        self.train_set = ExampleDataset(order[n_val:], queries, pool)
-        log.info("retriever data: %d train, %d val queries", len(self.train_set), n_val)
+        val_ids = set(order[:n_val])
+        train = build_training_examples(
+            [s for s in scores if s.query_id not in val_ids], self.n_hard_negatives, queries,
+            pool, label_copy_correction=hp.label_copy_correction,
+            drop_chance_tasks=hp.drop_chance_tasks)
+        if not train:
+            raise ValueError(
+                f"{self.scores_path}: no training query has a usable positive (none made the LM "
+                "correct, or every task is at chance); score more candidates or queries, or "
+                "set data.drop_chance_tasks=false."
+            )
+        val = build_training_examples([s for s in scores if s.query_id in val_ids],
+                                      self.n_hard_negatives)
+        train.sort(key=lambda ex: ex.query_id)
+        val.sort(key=lambda ex: ex.query_id)
+        self.train_set = ExampleDataset(train, queries, pool, hp.n_random_negatives,
+                                        with_scored=hp.batch_all_candidates, seed=self.seed)
+        self.val_set = ExampleDataset(val, queries, pool, seed=self.seed)
+        log.info("retriever data: %d train, %d val queries", len(self.train_set), len(val))
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"

@@ -15,6 +15,7 @@ def info_nce(
     p_emb: torch.Tensor,
     positive_idx: torch.Tensor,
     temperature: float = 1.0,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Contrastive loss over every prompt in the batch (UPRISE, Cheng et al. 2023, Eq. 2; DPR).
 
@@ -25,6 +26,8 @@ def info_nce(
         positive_idx: (batch,) long, row of `p_emb` holding each query's positive prompt (the
             candidate that made the LM answer correctly with the best score).
         temperature: logits are `q_emb @ p_emb.T / temperature` (1.0 = plain DPR dot product).
+        ignore: (batch, n_prompts) bool or None; True drops that prompt from the query's softmax
+            (a prompt known to be as good as the positive is no negative). Never the positive.
 
     Returns:
         Scalar: mean over queries of `-log softmax(logits)[positive]`.
@@ -32,6 +35,10 @@ def info_nce(
     if temperature <= 0:
         raise ValueError(f"temperature={temperature}; expected a positive number.")
     logits = q_emb @ p_emb.T / temperature  # (batch, n_prompts)
+    if ignore is not None:
+        rows = torch.arange(len(positive_idx), device=logits.device)
+        assert not ignore[rows, positive_idx].any(), "a positive cannot be ignored"
+        logits = logits.masked_fill(ignore.to(logits.device), torch.finfo(logits.dtype).min)
     return F.cross_entropy(logits, positive_idx)
 
 
@@ -51,7 +58,10 @@ def distill_kl(
     Args:
         q_emb: (batch, dim) query embeddings.
         p_emb_per_query: (batch, n_candidates, dim) embeddings of each query's scored candidates.
-        lm_scores: (batch, n_candidates) the LM's `Score.score` per candidate (higher = better).
+        lm_scores: (batch, n_candidates) the LM's judgement per candidate in the log domain
+            (higher = better): `retriever.labels` values, i.e. log-probability of the gold option
+            or the gold answer's log-likelihood. Probabilities in (0, 1) at temperature 1 would
+            give a nearly uniform target; LLM-R distils log-scores at a low temperature.
         mask: (batch, n_candidates) bool, False where a slot is padding; None = all real.
         temperature: retriever logits are `q . p / temperature`.
         lm_temperature: target is `softmax(lm_scores / lm_temperature)`.

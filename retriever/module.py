@@ -2,22 +2,33 @@
 
 Contract: batches are the text batches of `retriever.data.collate_examples`; this module
 tokenizes them with the model's own tokenizer in each step, computes the loss
-(`info_nce`, optionally plus `distill_kl`) and logs `train/loss`, `val/loss` and `val/top1`
-(share of queries whose positive ranks first among all prompts of the batch). The network
-itself is not saved in the hyperparameters: export it with `retriever.export_retriever`.
+(`info_nce`, optionally plus `distill_kl`) and logs `train/loss`, `val/loss`,
+`val/batch_top1` (share of queries whose positive ranks first among all prompts of the batch)
+and the ranking diagnostics of `retriever.ranking` over each validation query's scored
+candidates against the LM's own scores (`val/ndcg@3`, `val/top1`, `val/spearman`).
+Every validation pass is kept in `ranking_history` (a `trainer.validate` before `fit` is the
+untrained reference); with `select_best`, the weights of the best fit epoch by `val/ndcg@3`
+are kept in memory and `restore_best()` puts them back before export. The network itself is
+not saved in the hyperparameters: export it with `retriever.export_retriever`.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from retriever.losses import distill_kl, info_nce
 from retriever.model import BiEncoder
+from retriever.ranking import METRICS, ranking_metrics
 
 LossName = Literal["info_nce", "info_nce+kl"]
+SELECT_METRIC = METRICS[0]
+"""The validation ranking metric that picks the exported epoch."""
 
 
 class RetrieverModule(L.LightningModule):
@@ -31,7 +42,9 @@ class RetrieverModule(L.LightningModule):
         temperature: logits = inner product / temperature (0.05 suits normalised embeddings).
         loss: "info_nce" (UPRISE) or "info_nce+kl" (adds LLM-R style distillation of LM scores).
         kl_weight: weight of the KL term when `loss="info_nce+kl"`.
-        lm_temperature: temperature of the LM score distribution in the KL term.
+        lm_temperature: temperature of the KL target `softmax(label value / lm_temperature)`;
+            label values are log-probabilities (`retriever.labels`), so a low temperature.
+        select_best: keep the weights of the best epoch by validation `ndcg@3`.
     """
 
     def __init__(
@@ -43,15 +56,22 @@ class RetrieverModule(L.LightningModule):
         temperature: float = 0.05,
         loss: LossName = "info_nce",
         kl_weight: float = 1.0,
-        lm_temperature: float = 1.0,
+        lm_temperature: float = 0.1,
+        select_best: bool = True,
     ) -> None:
         super().__init__()
         if loss not in ("info_nce", "info_nce+kl"):
             raise ValueError(f"loss={loss!r}; expected 'info_nce' or 'info_nce+kl'.")
         if temperature <= 0:
             raise ValueError(f"temperature={temperature}; expected a positive number.")
+        if lm_temperature <= 0:
+            raise ValueError(f"lm_temperature={lm_temperature}; expected a positive number.")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
+        self.ranking_history: list[dict[str, Any]] = []
+        self.best_ranking: dict[str, Any] | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._val_rank: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def _tokenized(self, texts: list[str], tokenize) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tokenize(texts).items()}
@@ -62,11 +82,15 @@ class RetrieverModule(L.LightningModule):
             self._tokenized(batch["prompts"], self.model.tokenize_prompts),  # (n_prompts, seq)
         )  # (batch, dim), (n_prompts, dim)
         t = self.hparams.temperature
-        loss = info_nce(q_emb, p_emb, batch["positive_idx"], temperature=t)
+        loss = info_nce(q_emb, p_emb, batch["positive_idx"], temperature=t,
+                        ignore=batch.get("ignore"))
         if self.hparams.loss == "info_nce+kl":
-            cand = batch["candidate_idx"]  # (batch, n_cand)
-            p_emb_per_query = p_emb[cand.clamp(min=0)]  # (batch, n_cand, dim)
-            kl = distill_kl(q_emb, p_emb_per_query, batch["lm_scores"], mask=cand >= 0,
+            scored = batch["scored_idx"]  # (batch, n_scored)
+            if scored.shape[1] == 0:
+                raise ValueError("loss='info_nce+kl' distils over every scored candidate; set "
+                                 "data.batch_all_candidates=true so batches carry them.")
+            p_emb_per_query = p_emb[scored.clamp(min=0)]  # (batch, n_scored, dim)
+            kl = distill_kl(q_emb, p_emb_per_query, batch["scored_values"], mask=scored >= 0,
                             temperature=t, lm_temperature=self.hparams.lm_temperature)
             loss = loss + self.hparams.kl_weight * kl
         return loss, q_emb, p_emb
@@ -81,7 +105,43 @@ class RetrieverModule(L.LightningModule):
         top1 = ((q_emb @ p_emb.T).argmax(dim=-1) == batch["positive_idx"]).float().mean()
         n = len(batch["queries"])
         self.log("val/loss", loss, prog_bar=True, batch_size=n)
-        self.log("val/top1", top1, prog_bar=True, batch_size=n)
+        self.log("val/batch_top1", top1, batch_size=n)
+        scored = batch["scored_idx"]  # (batch, n_scored)
+        if scored.shape[1]:
+            retriever_scores = torch.einsum(
+                "bd,bnd->bn", q_emb, p_emb[scored.clamp(min=0)])  # (batch, n_scored)
+            per_query = ranking_metrics(retriever_scores.detach().float().cpu(),
+                                        batch["scored_lm"].cpu(), (scored >= 0).cpu())
+            for name, values in per_query.items():
+                self._val_rank[name].append(values)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_rank:
+            return
+        values = {name: torch.cat(parts) for name, parts in self._val_rank.items()}
+        self._val_rank = defaultdict(list)
+        means = {name: float(v[~v.isnan()].mean()) if (~v.isnan()).any() else math.nan
+                 for name, v in values.items()}
+        for name, mean in means.items():
+            self.log(f"val/{name}", mean, prog_bar=name == SELECT_METRIC)
+        if self.trainer.sanity_checking:
+            return
+        reference = self.trainer.state.fn == TrainerFn.VALIDATING
+        record = {"stage": "reference" if reference else "fit", "epoch": self.current_epoch,
+                  "global_step": self.global_step,
+                  "n_queries": int((~values[SELECT_METRIC].isnan()).sum()), **means}
+        self.ranking_history.append(record)
+        best = self.best_ranking[SELECT_METRIC] if self.best_ranking else -math.inf
+        if not reference and self.hparams.select_best and means[SELECT_METRIC] > best:
+            self.best_ranking = record
+            self._best_state = {k: v.detach().to("cpu", copy=True)
+                                for k, v in self.model.state_dict().items()}
+
+    def restore_best(self) -> dict[str, Any] | None:
+        """Loads the best validated fit epoch's weights into the model; returns its record."""
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        return self.best_ranking
 
     def configure_optimizers(self) -> dict[str, Any]:
         from transformers import get_linear_schedule_with_warmup

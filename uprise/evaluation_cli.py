@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ranking-per-task", type=int, default=20,
+                   help="held-out queries per task whose LM scores over a shared sample of pool "
+                        "prompts rank every retriever (ranking section; 0: skip)")
+    p.add_argument("--ranking-prompts", type=int, default=20,
+                   help="pool prompts in that shared sample")
+    p.add_argument("--scoring-lm-for-ranking", dest="ranking_lm",
+                   help="single run: LM whose scores the ranking section uses (default: the "
+                        "embedded scoring LM, or --lm when it is a local model)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -120,6 +128,9 @@ def eval_main(argv: list[str] | None = None) -> None:
                      "(or drop them)")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
+    if args.ranking_per_task < 0 or args.ranking_prompts < 2:
+        parser.error(f"--ranking-per-task {args.ranking_per_task} / --ranking-prompts "
+                     f"{args.ranking_prompts}: expected >= 0 and >= 2")
     out = prepare_output_dir(args.output_dir, args.overwrite)
     start = time.perf_counter()
     if args.data:
@@ -169,7 +180,27 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                              "effect": _single_effect(report)}
     for name, rows in predictions.items():
         write_jsonl(out / "predictions" / f"{name}.jsonl", rows)
+    if args.ranking_per_task:
+        report["ranking"] = _single_ranking(args, stage, lm, out)
     return report
+
+
+def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) -> dict[str, Any]:
+    """The ranking section of a single run (see `uprise.ranking_eval`)."""
+    from uprise.ranking_eval import ranking_section, standard_rankers
+    from uprise.stages import build_untrained_retriever
+
+    untrained = args.baseline_retriever or build_untrained_retriever(
+        args.encoder or "embedded:all-MiniLM-L6-v2", Path(args.data) / "pool.jsonl",
+        out / "untrained_retriever", {"seed": args.seed})
+    local = not args.api_base and (args.ranking_lm is None or args.ranking_lm == args.lm)
+    judge = lm if local and args.lm else make_eval_lm(args.ranking_lm or EMBEDDED_LM,
+                                                      args.dtype, {})
+    return ranking_section(judge, stage.eval_queries, stage.pool,
+                           standard_rankers(args.retriever, untrained, args.seed),
+                           out / "ranking_scores", args.ranking_per_task, args.ranking_prompts,
+                           args.seed, batch_size=args.batch_size,
+                           progress=not args.no_progress)
 
 
 def _single_effect(report: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +240,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     eval_per_task = args.eval_per_task if args.eval_per_task is not None else base.eval_per_task
     settings = EvalSettings(tuple(args.methods), args.k, args.seed, args.batch_size,
                             args.abstain, args.calibration_per_task, eval_per_task, tasks,
-                            not args.no_progress)
+                            not args.no_progress, args.ranking_per_task, args.ranking_prompts)
     report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,

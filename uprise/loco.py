@@ -38,6 +38,7 @@ from flan_data import (
 from flan_data.loading import available_splits
 from flan_data.stage_io import POOL
 from uprise.quickstart import QuickstartConfig, check_resumable
+from uprise.ranking_eval import ranking_section, standard_rankers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class EvalSettings:
     tasks: tuple[str, ...] | None = None
     """Evaluate only these tasks of the held-out cluster (e.g. a user's task); None: all."""
     progress: bool = True
+    ranking_per_task: int = 0
+    """Held-out queries per task for the ranking section (`uprise.ranking_eval`); 0: none."""
+    ranking_prompts: int = 20
+    """Shared pool prompts every ranking query is scored with."""
 
 
 def available_clusters(data_dir: Path | None) -> list[str]:
@@ -133,8 +138,10 @@ def calibrated_threshold(lm: Any, stage: StageData, cluster_dir: Path, data_dir:
 
 
 def evaluate_cluster(lm: Any, cfg: QuickstartConfig, cluster_dir: Path, stage: StageData,
-                     settings: EvalSettings) -> tuple[dict[str, Any], dict[str, list]]:
-    """Every method on the held-out cluster's evaluation queries (see the module docstring)."""
+                     settings: EvalSettings, scoring_lm: Callable[[], Any] | None = None,
+                     ) -> tuple[dict[str, Any], dict[str, list]]:
+    """Every method on the held-out cluster's evaluation queries (see the module docstring);
+    with `settings.ranking_per_task`, also the ranking section judged by `scoring_lm()`."""
     from uprise.evaluation import check_pool_leakage, evaluate_methods
     from uprise.stages import build_methods
 
@@ -160,6 +167,13 @@ def evaluate_cluster(lm: Any, cfg: QuickstartConfig, cluster_dir: Path, stage: S
     report["data_manifest"] = stage.manifest
     if calibration:
         report["abstain_calibration"] = calibration
+    if settings.ranking_per_task and scoring_lm is not None:
+        report["ranking"] = ranking_section(
+            scoring_lm(), queries, stage.pool,
+            standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
+                             settings.seed),
+            cluster_dir / "ranking_scores", settings.ranking_per_task, settings.ranking_prompts,
+            settings.seed, batch_size=settings.batch_size, progress=settings.progress)
     return report, predictions
 
 
@@ -176,7 +190,8 @@ def run_loco(base: QuickstartConfig, held_out: list[str], train_clusters: list[s
         log.info("held-out cluster %s", cluster)
         cfg = cluster_config(base, cluster, train_clusters)
         stage = prepare_cluster(cfg, work_dir / cluster, scoring_lm, settings.progress)
-        report, predictions = evaluate_cluster(eval_lm, cfg, work_dir / cluster, stage, settings)
+        report, predictions = evaluate_cluster(eval_lm, cfg, work_dir / cluster, stage, settings,
+                                               scoring_lm)
         for name, rows in predictions.items():
             write_jsonl(out / cluster / "predictions" / f"{name}.jsonl", rows)
         write_json(out / cluster / "report.json", json_safe(report))

@@ -52,6 +52,11 @@ class QuickstartConfig:
     epochs: int = 3
     train_batch_size: int = 8
     n_hard_negatives: int = 3
+    n_random_negatives: int = 0
+    label_copy_correction: bool = False
+    drop_chance_tasks: bool = False
+    loss: str = "info_nce"
+    lm_temperature: float = 0.1
     lr: float = 3e-5
     k: int = 3
     eval_batch_size: int = 16

@@ -92,6 +92,22 @@ def cluster_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ranking_markdown(section: dict[str, Any]) -> list[str]:
+    """The ranking section (`uprise.ranking_eval`): each ranker's mean per metric against the
+    LM's scores, and its difference from the reference ranker with a 95% CI."""
+    ref = section["reference"]
+    metrics = list(next(iter(section["methods"].values())))
+    def cell(row: dict[str, Any]) -> str:
+        d = row.get("vs_" + ref)
+        ci = f" ({d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}])" if d else ""
+        return f"{row['mean']:.3f}{ci}"
+
+    rows = [[name, *(cell(row[m]) for m in metrics)] for name, row in section["methods"].items()]
+    return ["", f"### Ranking vs LM scores ({section['n_queries']} queries x "
+                f"{section['n_prompts']} shared pool prompts, LM `{section['lm']}`; "
+                f"difference vs {ref})", "", *_table(["ranker", *metrics], rows)]
+
+
 def _summary_markdown(report: dict[str, Any]) -> list[str]:
     bars = cluster_bars(report)
     methods = list(bars)
@@ -135,6 +151,8 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
     for cluster, part in parts.items():
         lines += ["", f"## Held-out cluster {cluster}" if cluster else "## Tasks", ""]
         lines += cluster_markdown(part)
+        if part.get("ranking"):
+            lines += ranking_markdown(part["ranking"])
     if report.get("abstain"):
         lines += _abstain_markdown(report["abstain"])
     return "\n".join(lines) + "\n"

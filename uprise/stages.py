@@ -71,6 +71,11 @@ def train_stage(cfg: Any, out: Path, progress: bool) -> Path:
         lr=cfg.lr,
         seed=cfg.seed,
         n_hard_negatives=cfg.n_hard_negatives,
+        n_random_negatives=cfg.n_random_negatives,
+        label_copy_correction=cfg.label_copy_correction,
+        drop_chance_tasks=cfg.drop_chance_tasks,
+        loss=cfg.loss,
+        lm_temperature=cfg.lm_temperature,
         metadata=_metadata(cfg),
         progress=progress,
     )

@@ -118,3 +118,74 @@ def test_shipped_train_config_fits_with_dotted_overrides(train_files, tiny_bert_
     _, exported = load_retriever_encoder(tmp_path / "exp")
     assert exported["metadata"]["seed"] == 42
     assert exported["metadata"]["global_steps"] == 1
+
+
+def test_the_best_validated_epoch_is_restored_not_the_last(train_files, tiny_config,
+                                                           monkeypatch):
+    import lightning as L
+
+    import retriever.module as module_file
+    from retriever.data import RetrieverDataModule
+    from retriever.model import BiEncoder
+    from retriever.module import SELECT_METRIC, RetrieverModule
+
+    # The metric is scripted per pass (best = fit epoch 1), so the test does not hang on which
+    # epoch a tiny random model happens to rank best; the selection and restore code is real.
+    script = {None: 0.5, 0: 0.6, 1: 0.9, 2: 0.7, 3: 0.4}
+    real = module_file.ranking_metrics
+
+    def scripted(retriever_scores, lm_scores, mask):
+        got = real(retriever_scores, lm_scores, mask)
+        fitting = module.trainer.state.fn == "fit"
+        got[SELECT_METRIC] = torch.full_like(got[SELECT_METRIC],
+                                             script[module.current_epoch if fitting else None])
+        return got
+
+    monkeypatch.setattr(module_file, "ranking_metrics", scripted)
+
+    class Snapshots(L.Callback):
+        """The towers' weights after every fit validation pass, by epoch."""
+
+        def __init__(self):
+            self.states = {}
+
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.states[trainer.current_epoch] = {
+                    k: v.clone() for k, v in pl_module.model.state_dict().items()}
+
+    L.seed_everything(0)
+    data = RetrieverDataModule(train_files["scores"], train_files["queries"], train_files["pool"],
+                               batch_size=2, val_fraction=0.5, seed=0)
+    module = RetrieverModule(BiEncoder(tiny_config), lr=3e-3)
+    snapshots = Snapshots()
+    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[snapshots])
+    trainer.validate(module, datamodule=data, verbose=False)
+    trainer.fit(module, datamodule=data)
+    history = module.ranking_history
+    assert [r["stage"] for r in history] == ["reference"] + ["fit"] * 4
+    fit = history[1:]
+    best = max(fit, key=lambda r: r[SELECT_METRIC])
+    assert history[0][SELECT_METRIC] == 0.5 and best[SELECT_METRIC] == pytest.approx(0.9)
+    assert module.restore_best() == best and best["epoch"] == 1
+    restored = module.model.state_dict()
+    assert all(torch.equal(restored[k], v) for k, v in snapshots.states[best["epoch"]].items())
+
+
+def test_train_retriever_writes_the_ranking_record(train_files, tiny_bert_path, tmp_path):
+    export = train_retriever(
+        train_files["scores"], train_files["queries"], train_files["pool"],
+        out_dir=tmp_path / "run", encoder=str(tiny_bert_path), epochs=2, batch_size=4,
+        lr=1e-3, val_fraction=0.25, accelerator="cpu", progress=False,
+        loss="info_nce+kl", label_copy_correction=True, n_random_negatives=1,
+    )
+    record = json.loads(next((tmp_path / "run").rglob("ranking.json")).read_text())
+    assert [r["stage"] for r in record["history"]] == ["reference", "fit", "fit"]
+    assert record["select_metric"] == "ndcg@3" and record["history"][0]["n_queries"] == 2
+    _, config = load_retriever_encoder(export)
+    meta = config["metadata"]
+    assert meta["validation_ranking"] == {"reference": record["history"][0],
+                                          "exported": record["best"]}
+    assert meta["label_copy_correction"] and meta["n_random_negatives"] == 1

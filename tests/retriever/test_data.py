@@ -1,4 +1,4 @@
-"""Positive / hard-negative selection, score folders, collation and the DataModule."""
+"""Score folders, collation (prompt union, false-negative mask) and the DataModule."""
 
 from __future__ import annotations
 
@@ -8,46 +8,12 @@ import pytest
 import torch
 
 from flan_data.schema import Score, write_json, write_jsonl
-from retriever.data import (
-    RetrieverDataModule,
-    build_training_examples,
-    collate_examples,
-    read_scores,
-)
+from retriever.data import RetrieverDataModule, collate_examples, read_scores
 
 
 def s(q, p, score, correct):
     return Score(query_id=q, prompt_id=p, lm="lm", template=0, option_losses=[0.0], score=score,
                  correct=correct)
-
-
-def test_positive_is_best_correct_and_negatives_are_lowest(caplog):
-    scores = [
-        s("q1", "a", 0.9, False),  # best score but wrong: never the positive
-        s("q1", "b", 0.7, True),
-        s("q1", "c", 0.8, True),
-        s("q1", "d", 0.1, False),
-        s("q1", "e", 0.2, True),
-        s("q2", "a", 0.5, False),  # q2: no correct candidate -> dropped
-        s("q2", "b", 0.6, False),
-        s("q3", "x", -1.0, None),  # generation: any candidate qualifies
-        s("q3", "y", -0.5, None),
-    ]
-    with caplog.at_level("INFO", logger="retriever.data"):
-        examples = build_training_examples(scores, n_hard_negatives=2)
-    assert [ex.query_id for ex in examples] == ["q1", "q3"]
-    q1, q3 = examples
-    assert q1.positive_id == "c" and q1.negative_ids == ("d", "e")
-    assert q1.lm_scores == (0.8, 0.1, 0.2)
-    assert q3.positive_id == "y" and q3.negative_ids == ("x",)
-    assert "1 dropped" in caplog.text
-
-
-def test_ties_do_not_depend_on_input_order():
-    scores = [s("q", "b", 0.5, True), s("q", "a", 0.5, True), s("q", "c", 0.5, True)]
-    first = build_training_examples(scores, 1)
-    assert first == build_training_examples(scores[::-1], 1)
-    assert first[0].positive_id == "a" and first[0].negative_ids == ("b",)
 
 
 def test_read_scores_from_a_shard_folder(tmp_path):
@@ -68,16 +34,31 @@ def test_read_scores_from_a_shard_folder(tmp_path):
 
 def test_collate_dedupes_prompts_and_indexes_positives():
     items = [
-        {"query": "q1", "prompt_ids": ["a", "b"], "prompt_texts": ["A", "B"],
-         "lm_scores": [0.9, 0.1]},
-        {"query": "q2", "prompt_ids": ["b", "c", "a"], "prompt_texts": ["B", "C", "A"],
-         "lm_scores": [0.8, 0.2, 0.3]},
+        {"query": "q1", "prompt_ids": ["a", "b"], "prompt_texts": ["A", "B"]},
+        {"query": "q2", "prompt_ids": ["b", "c", "a"], "prompt_texts": ["B", "C", "A"]},
     ]
     batch = collate_examples(items)
     assert batch["prompts"] == ["A", "B", "C"]
     assert batch["positive_idx"].tolist() == [0, 1]
     assert batch["candidate_idx"].tolist() == [[0, 1, -1], [1, 2, 0]]
-    assert torch.allclose(batch["lm_scores"], torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.3]]))
+    assert batch["scored_idx"].shape == (2, 0) and not batch["ignore"].any()
+
+
+def test_collate_adds_scored_candidates_and_masks_those_as_good_as_the_positive():
+    # q1's positive "a" (made the LM correct) has value -0.5; "x" scored higher but was wrong,
+    # so it must not be q1's negative; "b" (-2.0) is a real negative. q2 scored nothing.
+    items = [
+        {"query": "q1", "prompt_ids": ["a", "b"], "prompt_texts": ["A", "B"],
+         "scored_ids": ["a", "b", "x"], "scored_texts": ["A", "B", "X"],
+         "scored_lm": [0.6, 0.1, 0.7], "scored_values": [-0.5, -2.0, -0.3]},
+        {"query": "q2", "prompt_ids": ["x", "c"], "prompt_texts": ["X", "C"]},
+    ]
+    batch = collate_examples(items)
+    assert batch["prompts"] == ["A", "B", "X", "C"]
+    assert batch["scored_idx"].tolist() == [[0, 1, 2], [-1, -1, -1]]
+    assert torch.allclose(batch["scored_lm"], torch.tensor([[0.6, 0.1, 0.7], [0.0, 0.0, 0.0]]))
+    assert batch["scored_values"][0].tolist() == pytest.approx([-0.5, -2.0, -0.3])
+    assert batch["ignore"].tolist() == [[False, False, True, False], [False] * 4]
 
 
 def _batches(dm):
@@ -104,5 +85,24 @@ def test_datamodule_is_deterministic_with_the_seed(train_files):
 def test_datamodule_with_nothing_to_learn_is_a_clear_error(tmp_path, train_files):
     write_jsonl(tmp_path / "bad.jsonl", [s("q0", "p0", 0.1, False)])
     dm = RetrieverDataModule(tmp_path / "bad.jsonl", train_files["queries"], train_files["pool"])
-    with pytest.raises(ValueError, match="nothing to train on"):
+    with pytest.raises(ValueError, match="no training query has a usable positive"):
         dm.setup("fit")
+
+
+def test_validation_queries_do_not_depend_on_label_options(train_files, make_pool):
+    def make(**options):
+        dm = RetrieverDataModule(train_files["scores"], train_files["queries"],
+                                 train_files["pool"], batch_size=4, val_fraction=0.25, seed=3,
+                                 **options)
+        dm.setup("fit")
+        return dm
+
+    plain = make()
+    other = make(label_copy_correction=True, n_random_negatives=2, batch_all_candidates=True)
+    assert plain.val_set.items == other.val_set.items
+    assert all(len(item["scored_ids"]) == 4 for item in plain.val_set.items)
+    assert "scored_ids" not in plain.train_set.items[0]
+    item = other.train_set.items[0]
+    assert len(item["scored_ids"]) == 4 and len(item["prompt_ids"]) == 1 + 3 + 2
+    pool_task = {p.id: p.task for p in make_pool()}
+    assert all(pool_task[pid] != "rte" for pid in item["prompt_ids"][-2:])  # other tasks only

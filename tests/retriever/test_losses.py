@@ -21,6 +21,17 @@ def test_info_nce_matches_hand_computation():
     assert got.item() == pytest.approx((loss0 + loss1) / 2, rel=1e-6)
 
 
+def test_info_nce_ignores_prompts_as_good_as_the_positive():
+    q_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p_emb = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    ignore = torch.tensor([[False, False, True], [True, False, False]])
+    # q0 without prompt 2: logits [2, 0]; q1 without prompt 0: logits [4, 2], positive 2
+    loss0 = -(2 - math.log(math.exp(2) + math.exp(0)))
+    loss1 = -(2 - math.log(math.exp(4) + math.exp(2)))
+    got = info_nce(q_emb, p_emb, torch.tensor([0, 2]), temperature=0.5, ignore=ignore)
+    assert got.item() == pytest.approx((loss0 + loss1) / 2, rel=1e-6)
+
+
 def test_info_nce_rejects_bad_temperature():
     with pytest.raises(ValueError, match="temperature=0"):
         info_nce(torch.ones(1, 2), torch.ones(1, 2), torch.tensor([0]), temperature=0)

@@ -14,10 +14,14 @@ def _batch():
     items = [
         {"query": "the cat sat on the mat", "prompt_ids": ["a", "b", "c"],
          "prompt_texts": ["a wonderful film. positive", "the dog barked", "radio or phone"],
-         "lm_scores": [0.9, 0.1, 0.2]},
+         "scored_ids": ["a", "b", "c"],
+         "scored_texts": ["a wonderful film. positive", "the dog barked", "radio or phone"],
+         "scored_lm": [0.9, 0.1, 0.2], "scored_values": [-0.1, -2.3, -1.6]},
         {"query": "which came last? radio, phone", "prompt_ids": ["d", "b", "e"],
          "prompt_texts": ["phone came last", "the dog barked", "field look stand"],
-         "lm_scores": [0.8, 0.3, 0.1]},
+         "scored_ids": ["d", "b", "e"],
+         "scored_texts": ["phone came last", "the dog barked", "field look stand"],
+         "scored_lm": [0.8, 0.3, 0.1], "scored_values": [-0.2, -1.2, -2.3]},
     ]
     return collate_examples(items)
 
@@ -56,6 +60,13 @@ def test_one_training_step_changes_every_trainable_parameter(tiny_config, loss):
     optimizer.step()
     unchanged = [n for n, p in trainable.items() if torch.equal(p, before[n])]
     assert not unchanged
+
+
+def test_kl_loss_without_scored_candidates_is_a_clear_error(tiny_config):
+    module = RetrieverModule(BiEncoder(tiny_config), loss="info_nce+kl")
+    batch = collate_examples([{"query": "q", "prompt_ids": ["a"], "prompt_texts": ["A"]}])
+    with pytest.raises(ValueError, match="batch_all_candidates"):
+        module.training_step(batch, 0)
 
 
 def test_hyperparameters_exclude_the_network(tiny_config):

@@ -136,7 +136,7 @@ def test_parse_choice(reply, options, expected):
 
 
 def test_eval_cli_single_run_against_the_server(server, tmp_path, shared_data_dir,
-                                                tiny_bert_path, monkeypatch):
+                                                tiny_bert_path, tiny_gpt_neo_path, monkeypatch):
     from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
 
     _, base = server
@@ -151,7 +151,8 @@ def test_eval_cli_single_run_against_the_server(server, tmp_path, shared_data_di
                "--baseline-retriever", str(export), "--api-base", base, "--api-model", "tiny",
                "--api-key-env", "TINY_API_KEY", "--k", "1", "--abstain",
                "--calibration-per-task", "4", "--output-dir", str(tmp_path / "out"),
-               "--no-progress"])
+               "--ranking-per-task", "2", "--ranking-prompts", "3",
+               "--scoring-lm-for-ranking", str(tiny_gpt_neo_path), "--no-progress"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     methods = report["methods"]
     assert set(methods) == {"zero_shot", "random", "bm25", "untrained", "trained",
@@ -162,3 +163,6 @@ def test_eval_cli_single_run_against_the_server(server, tmp_path, shared_data_di
     assert report["abstain"]["calibration"]["nli"]["tasks"] == ["mrpc"]
     assert (tmp_path / "out" / "report.png").is_file()
     assert "unparsable replies" in (tmp_path / "out" / "report.md").read_text()
+    ranking = report["ranking"]  # judged by the local scoring LM, not the API-served one
+    assert ranking["lm"] != report["config"]["lm_name"] and ranking["n_queries"] == 2 * 2
+    assert set(ranking["methods"]) == {"random", "bm25", "untrained", "trained"}

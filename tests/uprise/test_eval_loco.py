@@ -37,9 +37,23 @@ def loco_run(tmp_path_factory, shared_data_dir, tiny_bert_path, tiny_gpt_neo_pat
     root = tmp_path_factory.mktemp("loco")
     argv = _argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
                  root / "out", "--clusters", "commonsense", "--abstain",
-                 "--calibration-per-task", "3")
+                 "--calibration-per-task", "3", "--ranking-per-task", "2",
+                 "--ranking-prompts", "4")
     eval_main(argv)
     return root, json.loads((root / "out" / "report.json").read_text())
+
+
+def test_ranking_section_ranks_every_retriever_against_the_scoring_lm(loco_run):
+    root, report = loco_run
+    ranking = report["clusters"]["commonsense"]["ranking"]
+    assert ranking["n_queries"] == 4 and ranking["n_prompts"] == 4  # 2 per task: copa, piqa
+    assert set(ranking["methods"]) == {"random", "bm25", "untrained", "trained"}
+    for name, row in ranking["methods"].items():
+        assert set(row) == {"ndcg@3", "top1", "spearman"}
+        assert ("vs_untrained" in row["ndcg@3"]) == (name != "untrained")
+        assert set(row["ndcg@3"]["by_task"]) == {"copa", "piqa"}
+    assert len(list((root / "work" / "commonsense" / "ranking_scores").glob("*/manifest.json")))
+    assert "Ranking vs LM scores" in (root / "out" / "commonsense" / "report.md").read_text()
 
 
 def test_every_method_is_evaluated_on_the_same_examples(loco_run):

@@ -1,0 +1,169 @@
+"""Benchmark: which labels and losses teach the retriever to rank prompts the way the LM does.
+
+    .venv/bin/python bench/labels.py --run RUN            # RUN holds data/ and scores/
+    .venv/bin/python bench/labels.py --run RUN --variants uprise,copy --epochs 1
+
+Trains one retriever per variant on the same scores (`train_retriever`, the `uprise train`
+path) and measures, on the same validation queries (a seeded share of the *training*
+clusters' scored queries that no variant trains on), how well each ranks every scored
+candidate of a query against the LM's own scores: NDCG@3, top-1 agreement and Spearman per
+query (`retriever.ranking`), next to the untrained encoder, with paired bootstrap 95% CIs
+stratified by task. Nothing here touches a held-out cluster: this is where label and loss
+defaults are chosen. Each variant's export is kept under RUN/bench_labels/, so a rerun only
+trains the variants not done yet. Prints a table and writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flan_data.stage_io import POOL, TRAIN_QUERIES  # noqa: E402
+from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
+from retriever import BiEncoder, BiEncoderConfig, export_retriever  # noqa: E402
+from retriever.cli import train_retriever  # noqa: E402
+from retriever.data import RetrieverDataModule  # noqa: E402
+from retriever.export import load_retriever_encoder  # noqa: E402
+from retriever.labels import task_accuracy  # noqa: E402
+from retriever.ranking import METRICS, ranking_metrics  # noqa: E402
+from uprise.stats import paired_bootstrap  # noqa: E402
+
+VARIANTS = {  # name -> train_retriever options
+    "uprise": {},
+    "copy": {"label_copy_correction": True},
+    "chance": {"drop_chance_tasks": True},
+    "random_neg": {"n_random_negatives": 4},
+    "kd": {"loss": "info_nce+kl", "lm_temperature": 0.1},
+    "kd_t0.5": {"loss": "info_nce+kl", "lm_temperature": 0.5},
+    "copy+kd": {"label_copy_correction": True, "loss": "info_nce+kl", "lm_temperature": 0.1},
+}
+
+
+def val_items(run: Path, val_fraction: float, seed: int) -> list[dict]:
+    data = RetrieverDataModule(run / "scores", run / "data" / TRAIN_QUERIES, run / "data" / POOL,
+                               val_fraction=val_fraction, seed=seed)
+    data.setup("fit")
+    return data.val_set.items
+
+
+def per_query(export: Path, items: list[dict]) -> dict[str, np.ndarray]:
+    """Each metric per validation query for one exported retriever (the serving encoders)."""
+    st, _ = load_retriever_encoder(export, device="cpu")
+    q = st.encode_query([it["query"] for it in items], convert_to_tensor=True)  # (n, dim)
+    texts = sorted({t for it in items for t in it["scored_texts"]})
+    row = {t: i for i, t in enumerate(texts)}
+    p = st.encode_document(texts, convert_to_tensor=True)  # (n_texts, dim)
+    width = max(len(it["scored_texts"]) for it in items)
+    retr = torch.zeros(len(items), width)  # (n, width)
+    lm = torch.zeros(len(items), width)  # (n, width)
+    mask = torch.zeros(len(items), width, dtype=torch.bool)  # (n, width)
+    for i, it in enumerate(items):
+        n = len(it["scored_texts"])
+        retr[i, :n] = p[[row[t] for t in it["scored_texts"]]] @ q[i]
+        lm[i, :n] = torch.tensor(it["scored_lm"])
+        mask[i, :n] = True
+    return {k: v.numpy() for k, v in ranking_metrics(retr, lm, mask).items()}
+
+
+def compare(values: dict[str, np.ndarray], base: dict[str, np.ndarray], tasks: list[str]) -> dict:
+    out = {}
+    for name in METRICS:
+        ok = ~np.isnan(values[name]) & ~np.isnan(base[name])
+        kept = [t for t, keep in zip(tasks, ok, strict=True) if keep]
+        out[name] = {"mean": float(np.mean(values[name][ok])), "n": int(ok.sum()),
+                     "vs_untrained": paired_bootstrap(values[name][ok], base[name][ok],
+                                                      groups=kept)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="folder with data/ and scores/")
+    p.add_argument("--variants", default="uprise,copy,chance,kd,random_neg")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--val-fraction", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "labels.json"))
+    args = p.parse_args()
+    run, work = Path(args.run), Path(args.run) / "bench_labels"
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    items = val_items(run, args.val_fraction, args.seed)
+    queries = {json.loads(line)["input"]: json.loads(line)["task"]
+               for line in (run / "data" / TRAIN_QUERIES).read_text().splitlines()}
+    tasks = [queries[it["query"]] for it in items]
+    untrained = work / "untrained"
+    if not (untrained / "uprise_config.json").is_file():
+        export_retriever(BiEncoder(BiEncoderConfig()), untrained, {"trained": False},
+                         overwrite=True)
+    base = per_query(untrained, items)
+    report = {"setup": {**vars(args), "n_val_queries": len(items), "cpu": cpu_name(),
+                        "cpu_native_bf16": cpu_has_native_bf16(),
+                        "threads": torch.get_num_threads(), "torch": torch.__version__,
+                        "machine": platform.machine()},
+              "untrained": {m: float(np.nanmean(base[m])) for m in METRICS},
+              "lm_task_accuracy": _task_accuracy(run), "variants": {}}
+    for name in names:
+        export, t0 = work / name / "retriever", time.perf_counter()
+        if not (export / "uprise_config.json").is_file():
+            train_retriever(run / "scores", run / "data" / TRAIN_QUERIES, run / "data" / POOL,
+                            out_dir=work / name, export_dir=export, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            val_fraction=args.val_fraction, overwrite=True, progress=False,
+                            **VARIANTS[name])
+        config = json.loads((export / "uprise_config.json").read_text())["metadata"]
+        values = per_query(export, items)
+        report["variants"][name] = {
+            "options": VARIANTS[name], "train_seconds": round(time.perf_counter() - t0, 1),
+            "exported_epoch": (config.get("validation_ranking", {}).get("exported") or {}
+                               ).get("epoch"),
+            "metrics": compare(values, base, tasks),
+            "by_task_ndcg@3": {t: float(np.nanmean([v for v, tt in zip(values["ndcg@3"], tasks,
+                                                                        strict=True) if tt == t]))
+                               for t in sorted(set(tasks))},
+        }
+        _print(report)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _task_accuracy(run: Path) -> dict:
+    from flan_data.schema import Query, read_jsonl
+    from retriever.data import read_scores
+
+    queries = {q.id: q for q in read_jsonl(run / "data" / TRAIN_QUERIES, Query)}
+    return {t: {"accuracy": round(a.accuracy, 3), "chance": round(a.chance, 3),
+                "z": round(a.z, 2), "n_queries": a.n_queries, "above_chance": a.above_chance}
+            for t, a in task_accuracy(read_scores(run / "scores"), queries).items()}
+
+
+def _print(report: dict) -> None:
+    print(f"\n{report['setup']['n_val_queries']} validation queries; untrained: "
+          + ", ".join(f"{m} {v:.3f}" for m, v in report["untrained"].items()))
+    print(f"{'variant':<12}" + "".join(f"{m:>28}" for m in METRICS))
+    for name, row in report["variants"].items():
+        cells = []
+        for m in METRICS:
+            d = row["metrics"][m]["vs_untrained"]
+            cells.append(f"{row['metrics'][m]['mean']:.3f} ({d['diff']:+.3f} "
+                         f"[{d['low']:+.3f},{d['high']:+.3f}])")
+        print(f"{name:<12}" + "".join(f"{c:>28}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The ranking section of `uprise eval`: do the retrievers order prompts the way the LM does on
+held-out-cluster queries?
+
+Contract: `ranking_section(lm, eval_queries, pool, rankers, ...)` samples `per_task` held-out
+queries per task and one shared sample of `n_prompts` pool prompts (all from training clusters:
+cross-task by construction) and has the LM score every (prompt, query) pair with
+`score_candidates` (resumable shards in a folder of `work_dir` named by a hash of the LM and
+the sample settings, so other settings never clash with a finished folder; the score cache
+makes reruns free). It then asks every ranker for its relevance of each pair and returns each
+ranker's per-query ranking quality against the LM's scores (`retriever.ranking`: NDCG@3, top-1
+agreement, Spearman) with paired bootstrap 95% CIs against `reference` (the untrained encoder),
+stratified by task. This does not depend on whether the evaluated LM's accuracy moves at all,
+so it says where the signal dies.
+
+A ranker is `f(query_texts, prompt_texts) -> (n_queries, n_prompts) relevance`; `dense_ranker`,
+`bm25_ranker` and `random_ranker` build the usual ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flan_data.schema import Candidates, Prompt, Query
+from uprise.stats import paired_bootstrap
+
+Ranker = Callable[[list[str], list[str]], np.ndarray]
+
+
+def dense_ranker(export_dir: str | Path) -> Ranker:
+    """Inner products of an exported retriever's query and prompt towers."""
+    from retriever.export import load_retriever_encoder
+
+    st, _ = load_retriever_encoder(export_dir, device="cpu")
+
+    def rank(queries: list[str], prompts: list[str]) -> np.ndarray:
+        q = st.encode_query(queries, convert_to_numpy=True)  # (n_q, dim)
+        p = st.encode_document(prompts, convert_to_numpy=True)  # (n_p, dim)
+        return q @ p.T  # (n_q, n_p)
+
+    return rank
+
+
+def bm25_ranker(queries: list[str], prompts: list[str]) -> np.ndarray:
+    """BM25 scores of every prompt for every query (0 where BM25 finds no term in common)."""
+    from retriever.baselines import BM25Retriever
+
+    out = np.zeros((len(queries), len(prompts)))  # (n_q, n_p)
+    for row, hits in enumerate(BM25Retriever(prompts).retrieve(queries, len(prompts))):
+        for col, score in hits:
+            out[row, col] = score
+    return out
+
+
+def random_ranker(seed: int) -> Ranker:
+    """Seeded random relevance: the chance level of every metric."""
+
+    def rank(queries: list[str], prompts: list[str]) -> np.ndarray:
+        return np.random.default_rng(seed).random((len(queries), len(prompts)))
+
+    return rank
+
+
+def standard_rankers(trained_dir: str | Path | None, untrained_dir: str | Path,
+                     seed: int) -> dict[str, Ranker]:
+    """random, bm25, untrained and (when given) trained: the rankers of `uprise eval`."""
+    rankers = {"random": random_ranker(seed), "bm25": bm25_ranker,
+               "untrained": dense_ranker(untrained_dir)}
+    if trained_dir is not None:
+        rankers["trained"] = dense_ranker(trained_dir)
+    return rankers
+
+
+def sample_queries(queries: list[Query], per_task: int, seed: int) -> list[Query]:
+    """Up to `per_task` queries of each task, seeded, in input order."""
+    by_task: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        by_task.setdefault(q.task, []).append(i)
+    keep: set[int] = set()
+    for task, rows in sorted(by_task.items()):
+        keep |= set(random.Random(f"{seed}:ranking-queries:{task}").sample(
+            rows, min(per_task, len(rows))))
+    return [q for i, q in enumerate(queries) if i in keep]
+
+
+def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
+                    rankers: dict[str, Ranker], work_dir: str | Path, per_task: int = 20,
+                    n_prompts: int = 20, seed: int = 42, reference: str = "untrained",
+                    batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+    """LM-judged ranking quality of every ranker on held-out queries (module docstring)."""
+    from proxy_lm import score_candidates
+    from retriever.ranking import METRICS
+
+    if per_task < 1 or n_prompts < 2:
+        raise ValueError(f"per_task={per_task}, n_prompts={n_prompts}; expected >= 1 and >= 2.")
+    if reference not in rankers:
+        raise ValueError(f"reference ranker {reference!r} is not among {sorted(rankers)}.")
+    queries = sample_queries(eval_queries, per_task, seed)
+    prompts = random.Random(f"{seed}:ranking-prompts").sample(pool, min(n_prompts, len(pool)))
+    tag = hashlib.sha256(f"{lm.name}\0{per_task}\0{n_prompts}\0{seed}".encode()).hexdigest()
+    scores = score_candidates(lm, {q.id: q for q in queries}, {p.id: p for p in prompts},
+                              [Candidates(q.id, [p.id for p in prompts]) for q in queries],
+                              Path(work_dir) / tag[:12], batch_size=batch_size,
+                              progress=progress)
+    lm_scores = _matrix(scores, queries, prompts)  # (n_q, n_p)
+    texts = [q.input for q in queries], [p.text for p in prompts]
+    values = {name: _per_query(rank(*texts), lm_scores) for name, rank in rankers.items()}
+    tasks = [q.task for q in queries]
+    methods = {}
+    for name, got in values.items():
+        methods[name] = {}
+        for metric in METRICS:
+            ok = ~np.isnan(got[metric]) & ~np.isnan(values[reference][metric])
+            row = {"mean": _mean(got[metric][ok]), "n": int(ok.sum()),
+                   "by_task": {t: _mean(got[metric][(np.asarray(tasks) == t) & ok])
+                               for t in sorted(set(tasks))}}
+            if name != reference and ok.any():
+                row["vs_" + reference] = paired_bootstrap(
+                    got[metric][ok], values[reference][metric][ok],
+                    groups=[t for t, keep in zip(tasks, ok, strict=True) if keep], seed=seed)
+            methods[name][metric] = row
+    return {"n_queries": len(queries), "n_prompts": len(prompts), "per_task": per_task,
+            "reference": reference, "lm": lm.name, "methods": methods}
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _matrix(scores: list, queries: list[Query], prompts: list[Prompt]) -> np.ndarray:
+    row = {q.id: i for i, q in enumerate(queries)}
+    col = {p.id: j for j, p in enumerate(prompts)}
+    out = np.full((len(queries), len(prompts)), np.nan)  # (n_q, n_p)
+    for s in scores:
+        out[row[s.query_id], col[s.prompt_id]] = s.score
+    return out
+
+
+def _per_query(relevance: np.ndarray, lm_scores: np.ndarray) -> dict[str, np.ndarray]:
+    import torch
+
+    from retriever.ranking import ranking_metrics
+
+    got = ranking_metrics(torch.as_tensor(relevance, dtype=torch.float64),
+                          torch.as_tensor(lm_scores, dtype=torch.float64),
+                          torch.as_tensor(~np.isnan(lm_scores)))
+    return {name: v.numpy() for name, v in got.items()}
