@@ -16,8 +16,6 @@ _EXPORTS = {
     "resolve_encoder_path": "retriever.model",
     "info_nce": "retriever.losses",
     "distill_kl": "retriever.losses",
-    "TrainingExample": "retriever.data",
-    "build_training_examples": "retriever.data",
     "read_scores": "retriever.data",
     "RetrieverDataModule": "retriever.data",
     "RetrieverModule": "retriever.module",
@@ -36,6 +34,10 @@ _EXPORTS = {
     "train_retriever": "retriever.cli",
     "train_main": "retriever.cli",
     "index_main": "retriever.cli",
+    "mine_main": "retriever.cli",
+    "mine_round": "retriever.mining",
+    "build_training_examples": "retriever.labels",
+    "TrainingExample": "retriever.labels",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -224,3 +224,25 @@ def index_main(args: list[str] | None = None) -> None:
                      factory=ns.factory, device=ns.device, progress=not ns.no_progress,
                      search_params=params or None, seed=ns.seed)
     print(f"indexed {ns.pool} -> {out}")
+
+
+def mine_main(args: list[str] | None = None) -> None:
+    """`uprise mine --data DIR --retriever DIR --output-dir DIR2`: the next round of iterative
+    mining (candidates = the trained retriever's top-k same-task prompts + random ones); then
+    `uprise score --data DIR2 ...` and train on its scores."""
+    from retriever.mining import mine_round
+
+    parser = argparse.ArgumentParser(prog="uprise mine", description=mine_main.__doc__)
+    parser.add_argument("--data", required=True, help="data folder of the previous round")
+    parser.add_argument("--retriever", required=True, help="retriever trained on that round")
+    parser.add_argument("--output-dir", required=True, help="the new round's data folder")
+    parser.add_argument("--top-k", type=int, default=5, help="retrieved candidates per query")
+    parser.add_argument("--n-random", type=int, default=5, help="random same-task candidates")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--overwrite", action="store_true")
+    ns = parser.parse_args(args)
+    if ns.top_k < 1 or ns.n_random < 0:
+        parser.error(f"--top-k {ns.top_k} / --n-random {ns.n_random}: expected >= 1 and >= 0")
+    out = mine_round(ns.data, ns.retriever, ns.output_dir, ns.top_k, ns.n_random, ns.seed,
+                     overwrite=ns.overwrite)
+    print(f"mined -> {out}")

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from retriever.gather import gather_prompts
 from retriever.losses import distill_kl, info_nce
 from retriever.model import BiEncoder
 from retriever.ranking import METRICS, ranking_metrics
@@ -45,6 +46,8 @@ class RetrieverModule(L.LightningModule):
         lm_temperature: temperature of the KL target `softmax(label value / lm_temperature)`;
             label values are log-probabilities (`retriever.labels`), so a low temperature.
         select_best: keep the weights of the best epoch by validation `ndcg@3`.
+        gather_negatives: on several devices, every rank's prompts are in-batch negatives of
+            every query (`retriever.gather`); no effect on one device.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class RetrieverModule(L.LightningModule):
         kl_weight: float = 1.0,
         lm_temperature: float = 0.1,
         select_best: bool = True,
+        gather_negatives: bool = True,
     ) -> None:
         super().__init__()
         if loss not in ("info_nce", "info_nce+kl"):
@@ -76,14 +80,17 @@ class RetrieverModule(L.LightningModule):
     def _tokenized(self, texts: list[str], tokenize) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tokenize(texts).items()}
 
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: dict[str, Any], gather: bool = False,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q_emb, p_emb = self.model(
             self._tokenized(batch["queries"], self.model.tokenize_queries),  # (batch, seq)
             self._tokenized(batch["prompts"], self.model.tokenize_prompts),  # (n_prompts, seq)
         )  # (batch, dim), (n_prompts, dim)
         t = self.hparams.temperature
-        loss = info_nce(q_emb, p_emb, batch["positive_idx"], temperature=t,
-                        ignore=batch.get("ignore"))
+        p_all, positive, ignore = p_emb, batch["positive_idx"], batch.get("ignore")
+        if gather:
+            p_all, positive, ignore = gather_prompts(p_emb, positive, ignore)
+        loss = info_nce(q_emb, p_all, positive, temperature=t, ignore=ignore)
         if self.hparams.loss == "info_nce+kl":
             scored = batch["scored_idx"]  # (batch, n_scored)
             if scored.shape[1] == 0:
@@ -96,7 +103,7 @@ class RetrieverModule(L.LightningModule):
         return loss, q_emb, p_emb
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._loss(batch)
+        loss, _, _ = self._loss(batch, gather=self.hparams.gather_negatives)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["queries"]))
         return loss
 

@@ -4,6 +4,7 @@
     score      proxy_lm    score (prompt, query) candidates with the proxy LM
     train      retriever   LightningCLI: fit the bi-encoder on the scores, export it
     index      retriever   encode a pool with an exported retriever into a FAISS index
+    mine       retriever   next round's candidates: a trained retriever's top-k + random ones
     retrieve   serve       top-k prompts / augmented input for a query
     eval       uprise      held-out eval: zero-shot, random, BM25, untrained, trained (+abstain)
     demo       serve       Gradio app to inspect retrieved prompts
@@ -22,6 +23,7 @@ COMMANDS = {
     "score": ("proxy_lm.cli", "score_main"),
     "train": ("retriever.cli", "train_main"),
     "index": ("retriever.cli", "index_main"),
+    "mine": ("retriever.cli", "mine_main"),
     "retrieve": ("serve.cli", "retrieve_main"),
     "eval": ("uprise.evaluation_cli", "eval_main"),
     "demo": ("serve.cli", "demo_main"),

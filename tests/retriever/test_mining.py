@@ -1,0 +1,60 @@
+"""Iterative mining: top-k same-task candidates plus seeded random ones, round bookkeeping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flan_data import StageData, read_stage_data, write_stage_data
+from flan_data.schema import Prompt, Query
+from retriever.mining import mine_round, mined_candidates
+
+
+def _pool():
+    return [Prompt(id=f"a{i}", task="a", cluster="c1", template=0, text=f"a prompt {i}")
+            for i in range(6)] + [Prompt(id="b0", task="b", cluster="c2", template=0,
+                                         text="b prompt")]
+
+
+def _query(qid, task="a"):
+    return Query(id=qid, task=task, cluster="c1", template=0, input=f"query {qid}",
+                 options=["yes", "no"], gold=0)
+
+
+def test_top_k_of_the_same_task_then_random_others_never_the_query():
+    pool = _pool()
+    p_emb = np.array([[i, 0.0] for i in range(6)] + [[100.0, 0.0]])  # b0 scores highest
+    q_emb = np.array([[1.0, 0.0]])
+    got = mined_candidates(q_emb, p_emb, [_query("a5")], pool, top_k=2, n_random=2, seed=0)
+    ids = got[0].prompt_ids
+    assert ids[:2] == ["a4", "a3"]  # a5 is the query itself; b0 is another task
+    assert len(ids) == 4 and set(ids[2:]) <= {"a0", "a1", "a2"} and len(set(ids)) == 4
+    again = mined_candidates(q_emb, p_emb, [_query("a5")], pool, top_k=2, n_random=2, seed=0)
+    assert again == got
+    few = mined_candidates(q_emb, p_emb, [_query("a5")], pool, top_k=2, n_random=9, seed=0)
+    assert len(few[0].prompt_ids) == 5  # every other same-task prompt, no more
+
+
+def test_two_rounds_keep_the_data_and_count_rounds(tmp_path, tiny_config):
+    from retriever import BiEncoder, export_retriever
+
+    pool = _pool()
+    queries = [_query("a0"), _query("a1"), _query("q", task="b")]
+    stage = StageData(pool, queries, [], [], {"held_out_cluster": "summarization", "seed": 1})
+    write_stage_data(stage, tmp_path / "r0")
+    export = export_retriever(BiEncoder(tiny_config), tmp_path / "exp", {})
+    first = mine_round(tmp_path / "r0", export, tmp_path / "r1", top_k=2, n_random=1)
+    second = mine_round(first, export, tmp_path / "r2", top_k=1, n_random=0)
+    r1, r2 = read_stage_data(first), read_stage_data(second)
+    assert r1.pool == pool and r1.train_queries == queries and r2.pool == pool
+    assert [len(c.prompt_ids) for c in r1.candidates] == [3, 3, 1]  # task b has one prompt
+    assert r1.manifest["mining"]["round"] == 1 and r2.manifest["mining"]["round"] == 2
+    assert r2.manifest["mining"]["source"] == str(first) and r2.manifest["n_candidates"] == 1
+    assert r2.manifest["held_out_cluster"] == "summarization" and r2.manifest["seed"] == 1
+    top1 = [c.prompt_ids[0] for c in r2.candidates[:2]]
+    assert top1 == [c.prompt_ids[0] for c in r1.candidates[:2]]  # same retriever, same best
+    with pytest.raises(FileExistsError, match="not empty"):
+        mine_round(tmp_path / "r0", export, tmp_path / "r1")
+    assert json.loads((tmp_path / "r1" / "data_manifest.json").read_text())["mining"]
