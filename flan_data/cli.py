@@ -7,7 +7,7 @@ import logging
 
 from flan_data.catalogue import all_tasks
 from flan_data.loading import resolve_data_dir
-from flan_data.protocol import build_stage_data
+from flan_data.protocol import build_in_task_data, build_stage_data
 from flan_data.provenance import run_info
 from flan_data.schema import prepare_output_dir
 from flan_data.stage_io import write_stage_data
@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The protocol options, shared by `uprise data` and `uprise quickstart`."""
     parser.add_argument("--held-out-cluster", default="sentiment")
+    parser.add_argument("--in-task", default=None, metavar="TASK",
+                        help="in-task mode (EPR-style): pool and training queries from TASK's "
+                             "training split, evaluation on its evaluation split; replaces the "
+                             "held-out-cluster protocol")
     parser.add_argument("--train-clusters", nargs="+", default=None,
                         help="default: every cluster but the held-out one")
     parser.add_argument("--data-dir", default=None,
@@ -33,6 +37,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stage_from_args(args: argparse.Namespace):
+    if getattr(args, "in_task", None):
+        return build_in_task_data(
+            args.in_task, resolve_data_dir(args.data_dir), args.seed, args.pool_per_task,
+            args.queries_per_task, args.n_candidates, args.eval_per_task, args.max_prompt_chars)
     return build_stage_data(
         held_out_cluster=args.held_out_cluster,
         data_dir=resolve_data_dir(args.data_dir),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flan_data.catalogue import Task, clusters, tasks_in
+from flan_data.catalogue import Task, clusters, get_task, tasks_in
 from flan_data.examples import SourceExample, balanced_sample, convert_rows
 from flan_data.loading import available_splits, load_rows
 from flan_data.schema import Candidates, Prompt, Query
@@ -157,6 +157,50 @@ def build_stage_data(
         "carve_fraction": carve_fraction,
         "max_prompt_chars": max_prompt_chars,
         "carves": carves,
+        "counts": {"pool": len(pool), "train_queries": len(train_queries),
+                   "eval_queries": len(eval_queries)},
+    }
+    return StageData(pool, train_queries, eval_queries, candidates, manifest)
+
+
+def build_in_task_data(
+    task_name: str,
+    data_dir: Path | None,
+    seed: int = 42,
+    pool_size: int | None = 1000,
+    queries: int | None = 200,
+    n_candidates: int = 50,
+    eval_size: int | None = None,
+    max_prompt_chars: int | None = 1500,
+) -> StageData:
+    """In-task data (EPR-style, the easiest rung): pool and training queries from one task's
+    training split, evaluation queries from its evaluation split. Labelled `mode: in_task` in
+    the manifest; there is no held-out cluster, and a task whose source lacks a training split
+    is refused (its evaluation rows would have to feed the pool)."""
+    task = get_task(task_name)
+    if not task.train_split or task.train_split not in available_splits(task, data_dir):
+        raise ValueError(
+            f"in-task mode needs a training split; {task_name!r} has none in "
+            f"{data_dir or 'the Hub'}. Pick a task with one (`uprise data --list`, and the "
+            "mirror's README lists the splits)."
+        )
+    examples, _ = training_examples(task, data_dir, seed, 0.0, max_prompt_chars)
+    pool = [e.to_prompt() for e in balanced_sample(examples, pool_size,
+                                                   _rng(seed, "pool", task.name))]
+    picked = balanced_sample(examples, queries, _rng(seed, "queries", task.name))
+    train_queries = [e.to_query() for e in picked]
+    candidates = sample_candidates(train_queries, pool, n_candidates, seed)
+    eval_queries = [q for q in evaluation_queries(task.cluster, data_dir, seed, None)
+                    if q.task == task.name]
+    if eval_size is not None and len(eval_queries) > eval_size:
+        keep = set(_rng(seed, "eval", task.name).sample(range(len(eval_queries)), eval_size))
+        eval_queries = [q for i, q in enumerate(eval_queries) if i in keep]
+    manifest = {
+        "mode": "in_task", "task": task.name, "held_out_cluster": None,
+        "train_clusters": [task.cluster], "data_source": str(data_dir) if data_dir else "hub",
+        "seed": seed, "pool_per_task": pool_size, "queries_per_task": queries,
+        "n_candidates": n_candidates, "eval_per_task": eval_size,
+        "max_prompt_chars": max_prompt_chars, "carves": [],
         "counts": {"pool": len(pool), "train_queries": len(train_queries),
                    "eval_queries": len(eval_queries)},
     }

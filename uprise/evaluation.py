@@ -73,19 +73,22 @@ def retrieved_prompts(retriever_dir: str, k: int) -> Method:
 
 
 def check_pool_leakage(queries: list[Query], pool: list[Prompt],
-                       retriever_dirs: list[str | Path] = ()) -> None:
+                       retriever_dirs: list[str | Path] = (), in_task: bool = False) -> None:
     """Raises `LeakageError` if a prompt of the pool (or of a retriever's index) is one of the
     evaluated queries, or comes from their tasks or clusters (the BM25 and random baselines
-    draw from `pool`; the dense retrievers from their index's prompts.jsonl)."""
+    draw from `pool`; the dense retrievers from their index's prompts.jsonl). `in_task` (the
+    EPR-style mode) allows the evaluated task's prompts but none from its evaluated split."""
     from flan_data import LeakageError, read_jsonl
 
     ids, tasks = {q.id for q in queries}, {q.task for q in queries}
     clusters = {q.cluster for q in queries}
+    splits = {q.id.rsplit(":", 1)[0] for q in queries}  # "<task>:<split>" of each query
     sources = {"pool": pool}
     sources.update({str(d): read_jsonl(Path(d) / "prompts.jsonl", Prompt) for d in retriever_dirs})
     for where, prompts in sources.items():
-        leaks = [p.id for p in prompts
-                 if p.id in ids or p.task in tasks or p.cluster in clusters]
+        leaks = [p.id for p in prompts if p.id in ids or (
+            p.id.rsplit(":", 1)[0] in splits if in_task
+            else p.task in tasks or p.cluster in clusters)]
         if leaks:
             raise LeakageError(
                 f"{len(leaks)} prompt(s) of {where} belong to the evaluated tasks/clusters "

@@ -134,7 +134,9 @@ def eval_main(argv: list[str] | None = None) -> None:
     out = prepare_output_dir(args.output_dir, args.overwrite)
     start = time.perf_counter()
     if args.data:
-        report, title = _single_run(args, out), f"held-out data {args.data}"
+        report = _single_run(args, out)
+        title = (f"in-task ({report['config']['data_manifest']['task']}) {args.data}"
+                 if report["config"]["mode"] == "in_task" else f"held-out data {args.data}")
     else:
         report, title = _multi_run(args, out), "leave-one-cluster-out evaluation"
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
@@ -157,7 +159,11 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     stage = read_stage_data(args.data)
     retrievers = [d for d in (args.retriever, args.baseline_retriever) if d]
-    check_pool_leakage(stage.eval_queries, stage.pool, retrievers)
+    in_task = stage.manifest.get("mode") == "in_task"
+    if in_task and args.abstain:
+        raise ValueError(f"{args.data} is in-task data: --abstain calibrates on other clusters' "
+                         "validation queries, which in-task mode does not have; drop --abstain.")
+    check_pool_leakage(stage.eval_queries, stage.pool, retrievers, in_task=in_task)
     lm = make_eval_lm(args.lm, args.dtype, _api(args))
     names, calibration = list(args.methods), None
     if args.abstain:
@@ -174,7 +180,8 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         abstain_threshold=calibration["threshold"] if calibration else None)
     report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
                                            progress=not args.no_progress, seed=args.seed)
-    report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest}
+    report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest,
+                        "mode": "in_task" if in_task else "held_out_cluster"}
     if calibration:
         report["abstain"] = {"calibration": {stage.manifest["held_out_cluster"]: calibration},
                              "effect": _single_effect(report)}

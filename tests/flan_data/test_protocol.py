@@ -102,3 +102,22 @@ def test_bad_cluster_names_are_named_in_the_error(shared_data_dir, kwargs, match
 def test_empty_pool_is_an_error(shared_data_dir):
     with pytest.raises(ValueError, match="empty prompt pool"):
         build_stage_data("nli", shared_data_dir, ["paraphrase"], max_prompt_chars=5, **SMALL)
+
+
+def test_in_task_data_uses_the_training_split_for_pool_and_queries(shared_data_dir):
+    from flan_data.protocol import build_in_task_data
+
+    stage = build_in_task_data("rte", shared_data_dir, seed=3, pool_size=30, queries=8,
+                               n_candidates=4, eval_size=12)
+    assert stage.manifest["mode"] == "in_task" and stage.manifest["task"] == "rte"
+    assert {p.id.rsplit(":", 1)[0] for p in stage.pool} == {"rte:train"}
+    assert {q.id.rsplit(":", 1)[0] for q in stage.train_queries} == {"rte:train"}
+    assert {q.id.rsplit(":", 1)[0] for q in stage.eval_queries} == {"rte:validation"}
+    assert len(stage.eval_queries) == 12 and len(stage.pool) == 30
+    pool_ids = {p.id for p in stage.pool}
+    for c in stage.candidates:
+        assert len(c.prompt_ids) == 4 and c.query_id not in c.prompt_ids
+        assert set(c.prompt_ids) <= pool_ids
+    with pytest.raises(ValueError, match="needs a training split"):
+        build_in_task_data("qnli", shared_data_dir)  # the mirror has only its validation split
+

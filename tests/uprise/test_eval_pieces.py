@@ -165,3 +165,20 @@ def test_reports_are_strict_json_even_with_an_infinite_threshold():
     report = {"abstain": {"threshold": -math.inf, "scores": [1.0, math.inf]}}
     text = json.dumps(json_safe(report), allow_nan=False)
     assert float(json.loads(text)["abstain"]["threshold"]) == -math.inf
+
+
+def test_in_task_leakage_check_allows_the_task_but_not_its_evaluated_split(shared_data_dir):
+    from flan_data import LeakageError, Prompt
+    from flan_data.protocol import build_in_task_data
+    from uprise.evaluation import check_pool_leakage
+
+    stage = build_in_task_data("rte", shared_data_dir, seed=3, pool_size=20, queries=4,
+                               n_candidates=2, eval_size=5)
+    check_pool_leakage(stage.eval_queries, stage.pool, in_task=True)
+    with pytest.raises(LeakageError):
+        check_pool_leakage(stage.eval_queries, stage.pool)  # the held-out-cluster rule
+    q = stage.eval_queries[0]
+    planted = Prompt(id=q.id.replace(q.id.rsplit(":", 1)[1], "999999"), task="rte",
+                     cluster=q.cluster, template=0, text="an evaluation row")
+    with pytest.raises(LeakageError):
+        check_pool_leakage(stage.eval_queries, [*stage.pool, planted], in_task=True)
