@@ -200,9 +200,8 @@ def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) ->
     untrained = args.baseline_retriever or build_untrained_retriever(
         args.encoder or "embedded:all-MiniLM-L6-v2", Path(args.data) / "pool.jsonl",
         out / "untrained_retriever", {"seed": args.seed})
-    local = not args.api_base and (args.ranking_lm is None or args.ranking_lm == args.lm)
-    judge = lm if local and args.lm else make_eval_lm(args.ranking_lm or EMBEDDED_LM,
-                                                      args.dtype, {})
+    same = not args.api_base and args.ranking_lm in (None, args.lm)  # the local evaluated LM
+    judge = lm if same else make_eval_lm(args.ranking_lm or EMBEDDED_LM, args.dtype, {})
     return ranking_section(judge, stage.eval_queries, stage.pool,
                            standard_rankers(args.retriever, untrained, args.seed),
                            out / "ranking_scores", args.ranking_per_task, args.ranking_prompts,
