@@ -190,11 +190,7 @@ def build_in_task_data(
     picked = balanced_sample(examples, queries, _rng(seed, "queries", task.name))
     train_queries = [e.to_query() for e in picked]
     candidates = sample_candidates(train_queries, pool, n_candidates, seed)
-    eval_queries = [q for q in evaluation_queries(task.cluster, data_dir, seed, None)
-                    if q.task == task.name]
-    if eval_size is not None and len(eval_queries) > eval_size:
-        keep = set(_rng(seed, "eval", task.name).sample(range(len(eval_queries)), eval_size))
-        eval_queries = [q for i, q in enumerate(eval_queries) if i in keep]
+    eval_queries = task_evaluation_queries(task, data_dir, seed, eval_size)
     manifest = {
         "mode": "in_task", "task": task.name, "held_out_cluster": None,
         "train_clusters": [task.cluster], "data_source": str(data_dir) if data_dir else "hub",
@@ -211,12 +207,17 @@ def evaluation_queries(
     cluster: str, data_dir: Path | None, seed: int, per_task: int | None
 ) -> list[Query]:
     """The held-out cluster's evaluation queries (a seeded sample of `per_task` per task)."""
-    out: list[Query] = []
-    for task in tasks_in(cluster):
-        rows = load_rows(task, task.eval_split, data_dir)
-        examples = convert_rows(task, task.eval_split, rows, seed)
-        if per_task is not None and len(examples) > per_task:
-            keep = set(_rng(seed, "eval", task.name).sample(range(len(examples)), per_task))
-            examples = [e for i, e in enumerate(examples) if i in keep]
-        out += [e.to_query() for e in examples]
-    return out
+    return [q for task in tasks_in(cluster) for q in task_evaluation_queries(task, data_dir, seed,
+                                                                            per_task)]
+
+
+def task_evaluation_queries(
+    task: Task, data_dir: Path | None, seed: int, per_task: int | None
+) -> list[Query]:
+    """One task's evaluation queries: a seeded sample of `per_task` (None: all), source order."""
+    rows = load_rows(task, task.eval_split, data_dir)
+    examples = convert_rows(task, task.eval_split, rows, seed)
+    if per_task is not None and len(examples) > per_task:
+        keep = set(_rng(seed, "eval", task.name).sample(range(len(examples)), per_task))
+        examples = [e for i, e in enumerate(examples) if i in keep]
+    return [e.to_query() for e in examples]

@@ -258,12 +258,13 @@ class RetrieverDataModule(L.LightningDataModule):
         scores = read_scores(self.scores_path)
         queries = {q.id: q for q in read_jsonl(self.queries_path, Query)}
         pool = {p.id: p for p in read_jsonl(self.pool_path, Prompt)}
-        unknown = sorted({s.query_id for s in scores} - queries.keys())
+        scored = {s.query_id for s in scores}
+        unknown = sorted(scored - queries.keys())
         if unknown:
             raise KeyError(f"{self.scores_path}: scored query {unknown[0]!r} (and "
                            f"{len(unknown) - 1} more) not in {self.queries_path}; score and "
                            "train with the same data folder.")
-        order = sorted({s.query_id for s in scores})
+        order = sorted(scored)
         random.Random(self.seed).shuffle(order)
         n_val = round(len(order) * self.val_fraction) if len(order) > 1 else 0
         val_ids = set(order[:n_val])

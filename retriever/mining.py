@@ -42,7 +42,8 @@ def mined_candidates(q_emb: np.ndarray, p_emb: np.ndarray, queries: list[Query],
         scores = p_emb[rows] @ q_emb[i]  # (n_same_task,)
         order = sorted(range(len(rows)), key=lambda r: (-float(scores[r]), pool[rows[r]].id))
         top = [pool[rows[r]].id for r in order[:top_k]]
-        rest = sorted(pool[j].id for j in rows if pool[j].id not in set(top))
+        chosen = set(top)
+        rest = sorted(pool[j].id for j in rows if pool[j].id not in chosen)
         rng = random.Random(f"{seed}:mining:{q.id}")
         out.append(Candidates(q.id, top + rng.sample(rest, min(n_random, len(rest)))))
     return out
