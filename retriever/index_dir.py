@@ -6,8 +6,15 @@ Contract: `index_pool` encodes a pool with an export's prompt tower and writes `
 row i of `prompts.jsonl` = FAISS id i = row i of the embeddings. Both commit the same way: every
 new file is written under a temporary name first, the old `manifest.json` is removed, the files
 are renamed into place, and a new manifest (dim, factory, index class, search parameters, prompt
-count, sha256 of the index files and of the export's weights and config) is written last. A
-directory without a manifest is incomplete and loaders refuse it.
+count, and the sha256 of every other file in the directory, recursively: the export's configs,
+weights, tokenizers and model card as well as the index files) is written last. A directory
+without a manifest is incomplete and loaders refuse it.
+
+`verify_files` is the one check of that table: the table must be there, every listed file must
+exist with its recorded sha256, and a file the table does not list is refused. The only files it
+passes over (with a warning) are the temporaries of an interrupted commit (`TEMPORARY_PATTERNS`),
+which the next commit deletes. A manifest of another format version is refused with the command
+that rebuilds it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +48,18 @@ from retriever.index import (
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT, MANIFEST_VERSION = "uprise-index", 2
-_EXPORT_FILES = ("uprise_config.json",)
+MANIFEST_FORMAT, MANIFEST_VERSION = "uprise-index", 3
+FILES_KEY = "sha256"
+"""The manifest's table {path relative to the directory: sha256} of every file but itself."""
+INDEX_FILES = (INDEX_FILE, PROMPTS_FILE, EMBEDDINGS_FILE)
+TEMPORARY_PATTERNS = (f".{INDEX_FILE}.*.tmp", f".{PROMPTS_FILE}.new", f".{EMBEDDINGS_FILE}.new",
+                      f".{MANIFEST_FILE}.*.tmp")
+"""Top-level names `_commit` writes before renaming (`_write_index_tmp`, `write_json`)."""
 
 
 def read_manifest(folder: str | os.PathLike[str], required: bool = True) -> dict[str, Any] | None:
-    """`manifest.json` of an index directory; None when absent and not `required`."""
+    """`manifest.json` of an index directory (this format version only); None when absent and
+    not `required`."""
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
         if not required:
@@ -54,23 +69,86 @@ def read_manifest(folder: str | os.PathLike[str], required: bool = True) -> dict
             f"it with `uprise index --retriever {Path(folder)} --pool POOL.jsonl`."
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err.msg}); rebuild the index with "
-                         "`uprise index`.") from err
+                         f"`uprise index --retriever {Path(folder)} --pool POOL.jsonl`.") from err
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object; "
+                         f"rebuild the index with `uprise index --retriever {Path(folder)} "
+                         "--pool POOL.jsonl`.")
+    found = (manifest.get("format"), manifest.get("format_version"))
+    if found != (MANIFEST_FORMAT, MANIFEST_VERSION):
+        raise ValueError(
+            f"{path} is format {found[0]!r} version {found[1]!r}, but this uprise reads "
+            f"{MANIFEST_FORMAT!r} version {MANIFEST_VERSION} (which checksums every file of the "
+            f"directory); rebuild it with {reindex_command(Path(folder), manifest)}."
+        )
+    return manifest
 
 
-def vouched_files(folder: Path, embeddings: bool) -> list[str]:
-    """Files the manifest checksums: the index files, plus the export's config and weights."""
-    names = [INDEX_FILE, PROMPTS_FILE] + ([EMBEDDINGS_FILE] if embeddings else [])
-    names += [n for n in _EXPORT_FILES if (folder / n).is_file()]
-    names += sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*.safetensors"))
-    return names
+def is_indexed(folder: str | os.PathLike[str]) -> bool:
+    """Whether `folder` holds a complete index of this manifest version (the pipeline's "index
+    stage done" test: an older version is indexed again rather than refused at load)."""
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and (manifest.get("format"), manifest.get(
+        "format_version")) == (MANIFEST_FORMAT, MANIFEST_VERSION)
+
+
+def reindex_command(folder: Path, manifest: dict[str, Any]) -> str:
+    """The `uprise index` command that rebuilds `folder` as `manifest` records it (pool, factory,
+    search parameters, prompts added since), for error messages."""
+    from retriever.export import CONFIG_NAME
+
+    in_place = (folder / CONFIG_NAME).is_file() or not manifest.get("encoder_dir")
+    encoder_dir = folder if in_place else Path(manifest["encoder_dir"])
+    parts = ["uprise index --retriever", str(encoder_dir)]
+    if not in_place:
+        parts += ["--output-dir", str(folder)]
+    parts += ["--pool", str(manifest.get("pool_path") or "POOL.jsonl")]
+    if manifest.get("index_factory") not in (None, "Flat"):
+        parts += ["--factory", repr(manifest["index_factory"])]
+    if manifest.get("seed") not in (None, 0):
+        parts += ["--seed", str(manifest["seed"])]
+    params = manifest.get("search_params")
+    for name, flag in (("nprobe", "--nprobe"), ("efSearch", "--ef-search")):
+        if isinstance(params, dict) and name in params:
+            parts += [flag, str(params[name])]
+    added = (f", then add the {manifest['n_added']} prompts added since with `--add`"
+             if manifest.get("n_added") else "")
+    return f"`{' '.join(parts)}`{added}"
+
+
+def directory_files(folder: Path) -> tuple[list[str], list[str]]:
+    """(every file under `folder` but the manifest, leftover commit temporaries), each a sorted
+    list of paths relative to `folder`. Refuses what is not a file or a directory (a link to a
+    directory, a broken link), since no checksum can vouch for it."""
+    files, temporaries = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue  # its files are listed themselves
+        name = path.relative_to(folder).as_posix()
+        if not path.is_file():
+            raise ValueError(
+                f"{path} is not a regular file (a link to a directory, a broken link or a special "
+                "file), so the index manifest cannot vouch for it; replace it with a copy of what "
+                "it points to, or delete it."
+            )
+        if name == MANIFEST_FILE:
+            continue
+        is_temporary = "/" not in name and any(fnmatchcase(name, p) for p in TEMPORARY_PATTERNS)
+        (temporaries if is_temporary else files).append(name)
+    return files, temporaries
 
 
 def write_manifest(folder: Path, index: Any, n_prompts: int, factory: str,
                    extra: dict[str, Any]) -> dict[str, Any]:
-    """Writes `manifest.json` (atomically) describing the files now in `folder`."""
+    """Writes `manifest.json` (atomically) describing the files now in `folder`, with the
+    sha256 of every one of them (`directory_files`)."""
     import faiss
 
     embeddings = (folder / EMBEDDINGS_FILE).is_file()
@@ -86,7 +164,7 @@ def write_manifest(folder: Path, index: Any, n_prompts: int, factory: str,
         "embeddings_file": EMBEDDINGS_FILE if embeddings else None,
         "faiss_version": faiss.__version__,
         **extra,
-        "sha256": {n: sha256_file(folder / n) for n in vouched_files(folder, embeddings)},
+        FILES_KEY: {n: sha256_file(folder / n) for n in directory_files(folder)[0]},
     }
     write_json(folder / MANIFEST_FILE, manifest)
     return manifest
@@ -117,6 +195,9 @@ def _commit(folder: Path, index: Any, prompts: Sequence[Prompt], p_emb: np.ndarr
 
     assert index.ntotal == len(prompts), (index.ntotal, len(prompts))
     folder.mkdir(parents=True, exist_ok=True)
+    for name in directory_files(folder)[1]:  # left by an interrupted commit
+        log.info("removing %s, left by an interrupted `uprise index`", folder / name)
+        (folder / name).unlink()
     staged = {INDEX_FILE: _write_index_tmp(index, folder)}
     staged[PROMPTS_FILE] = str(folder / f".{PROMPTS_FILE}.new")
     write_jsonl(staged[PROMPTS_FILE], prompts)
@@ -184,7 +265,7 @@ def add_prompts(
 
     folder = Path(index_dir)
     manifest = read_manifest(folder)
-    _check_files_unchanged(folder, manifest)
+    verify_files(folder, manifest)  # a rewritten manifest must not vouch for edited files
     if not isinstance(new_prompts, Sequence) or isinstance(new_prompts, str):
         new_prompts = read_jsonl(new_prompts, Prompt)
     new_prompts = list(new_prompts)
@@ -221,12 +302,59 @@ def _check_unique_ids(new: Sequence[Prompt], old: Sequence[Prompt], where: Any) 
                          "prompts); each prompt needs a unique id.")
 
 
-def _check_files_unchanged(folder: Path, manifest: dict[str, Any]) -> None:
-    for name in (INDEX_FILE, PROMPTS_FILE):
-        expected = manifest.get("sha256", {}).get(name)
-        if expected is not None and sha256_file(folder / name) != expected:
-            raise ValueError(f"{folder / name} changed since it was indexed (sha256 differs from "
-                             f"{MANIFEST_FILE}); rebuild the index with `uprise index` first.")
+def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
+    """Refuses `folder` unless its files are exactly the manifest's table, each with its sha256.
+
+    Missing table, listed file missing, unlisted file: refused before anything is hashed; then
+    every listed file is hashed once. Leftover commit temporaries are only logged.
+    """
+    table = manifest.get(FILES_KEY)
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{folder / MANIFEST_FILE} has no {FILES_KEY!r} table of file checksums, "
+                         f"so nothing in {folder} can be verified; rebuild the index with "
+                         f"{reindex_command(folder, manifest)}.")
+    files, temporaries = directory_files(folder)
+    missing = sorted(set(table) - set(files))
+    if missing:
+        raise ValueError(f"{folder / missing[0]} is missing but {MANIFEST_FILE} lists it "
+                         f"(missing: {missing[:5]}); {_fix(folder, manifest, missing[0])}.")
+    unlisted = [n for n in files if n not in table]
+    if unlisted:
+        raise ValueError(
+            f"{folder / unlisted[0]} is not listed in {MANIFEST_FILE} (unlisted: {unlisted[:5]}), "
+            "so nothing vouches for it; delete it, or if it belongs there rebuild the index with "
+            f"{reindex_command(folder, manifest)} to record it."
+        )
+    for name in sorted(table):
+        actual = sha256_file(folder / name)
+        if actual != table[name]:
+            raise ValueError(f"{folder / name}: sha256 is {actual} but {MANIFEST_FILE} records "
+                             f"{table[name]}, so the file changed since it was indexed; "
+                             f"{_fix(folder, manifest, name)}.")
+    if temporaries:
+        log.warning("%s: ignoring %s, left by an interrupted `uprise index` (the next one deletes "
+                    "them)", folder, temporaries)
+
+
+@contextmanager
+def record_rewrite(folder: Path, name: str) -> Iterator[None]:
+    """For a deliberate rewrite of one file of an indexed directory (e.g. the model card): the
+    directory is verified before, and the manifest records the file's new sha256 after. Without
+    a manifest (not indexed yet) it only runs the rewrite."""
+    manifest = read_manifest(folder, required=False)
+    if manifest is not None:
+        verify_files(folder, manifest)
+    yield
+    if manifest is not None:
+        manifest[FILES_KEY][name] = sha256_file(folder / name)
+        write_json(folder / MANIFEST_FILE, manifest)
+
+
+def _fix(folder: Path, manifest: dict[str, Any], name: str) -> str:
+    if name in INDEX_FILES:
+        return f"rebuild the index with {reindex_command(folder, manifest)}"
+    return ("restore it from the exported retriever (written by `uprise train ... --export_dir`), "
+            f"or, if the change is deliberate, record it with {reindex_command(folder, manifest)}")
 
 
 def check_index_class(folder: Path, manifest: dict[str, Any], index: Any) -> None:

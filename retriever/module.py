@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from retriever.gather import gather_prompts
+from retriever.grad_cache import grad_cached_backward
 from retriever.losses import distill_kl, info_nce
 from retriever.model import BiEncoder
 from retriever.ranking import METRICS, ranking_metrics
@@ -48,6 +49,10 @@ class RetrieverModule(L.LightningModule):
         select_best: keep the weights of the best epoch by validation `ndcg@3`.
         gather_negatives: on several devices, every rank's prompts are in-batch negatives of
             every query (`retriever.gather`); no effect on one device.
+        grad_cache_chunk: 0 (off) or the rows per forward pass of gradient caching
+            (`retriever.grad_cache`): large batches (many negatives) at one chunk's activation
+            memory, for one extra forward per chunk; switches to manual optimisation, one
+            device only.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class RetrieverModule(L.LightningModule):
         lm_temperature: float = 0.1,
         select_best: bool = True,
         gather_negatives: bool = True,
+        grad_cache_chunk: int = 0,
     ) -> None:
         super().__init__()
         if loss not in ("info_nce", "info_nce+kl"):
@@ -70,7 +76,11 @@ class RetrieverModule(L.LightningModule):
             raise ValueError(f"temperature={temperature}; expected a positive number.")
         if lm_temperature <= 0:
             raise ValueError(f"lm_temperature={lm_temperature}; expected a positive number.")
+        if grad_cache_chunk < 0:
+            raise ValueError(f"grad_cache_chunk={grad_cache_chunk}; expected 0 (off) or a "
+                             "positive number of rows per forward pass.")
         self.save_hyperparameters(ignore=["model"])
+        self.automatic_optimization = grad_cache_chunk == 0
         self.model = model
         self.ranking_history: list[dict[str, Any]] = []
         self.best_ranking: dict[str, Any] | None = None
@@ -80,12 +90,18 @@ class RetrieverModule(L.LightningModule):
     def _tokenized(self, texts: list[str], tokenize) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tokenize(texts).items()}
 
+    def _tokens(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], ...]:
+        return (self._tokenized(batch["queries"], self.model.tokenize_queries),  # (batch, seq)
+                self._tokenized(batch["prompts"], self.model.tokenize_prompts))  # (n_prompts, seq)
+
     def _loss(self, batch: dict[str, Any], gather: bool = False,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q_emb, p_emb = self.model(
-            self._tokenized(batch["queries"], self.model.tokenize_queries),  # (batch, seq)
-            self._tokenized(batch["prompts"], self.model.tokenize_prompts),  # (n_prompts, seq)
-        )  # (batch, dim), (n_prompts, dim)
+        q_emb, p_emb = self.model(*self._tokens(batch))  # (batch, dim), (n_prompts, dim)
+        return self._objective(batch, q_emb, p_emb, gather), q_emb, p_emb
+
+    def _objective(self, batch: dict[str, Any], q_emb: torch.Tensor, p_emb: torch.Tensor,
+                   gather: bool) -> torch.Tensor:
+        """The loss of a batch from its embeddings, (batch, dim) and (n_prompts, dim)."""
         t = self.hparams.temperature
         p_all, positive, ignore = p_emb, batch["positive_idx"], batch.get("ignore")
         if gather:
@@ -100,12 +116,34 @@ class RetrieverModule(L.LightningModule):
             kl = distill_kl(q_emb, p_emb_per_query, batch["scored_values"], mask=scored >= 0,
                             temperature=t, lm_temperature=self.hparams.lm_temperature)
             loss = loss + self.hparams.kl_weight * kl
-        return loss, q_emb, p_emb
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._loss(batch, gather=self.hparams.gather_negatives)
+        if self.hparams.grad_cache_chunk:
+            loss = self._grad_cached_step(batch)
+        else:
+            loss, _, _ = self._loss(batch, gather=self.hparams.gather_negatives)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["queries"]))
         return loss
+
+    def _grad_cached_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One optimiser step with gradient caching (manual optimisation)."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        optimizer.zero_grad()
+        loss, _ = grad_cached_backward(
+            [self.model.embed_queries, self.model.embed_prompts], self._tokens(batch),
+            lambda q_emb, p_emb: self._objective(batch, q_emb, p_emb, gather=False),
+            self.hparams.grad_cache_chunk,
+            backward=lambda emb, grad: self.manual_backward(emb, gradient=grad))
+        optimizer.step()
+        scheduler.step()
+        return loss
+
+    def on_fit_start(self) -> None:
+        if self.hparams.grad_cache_chunk and self.trainer.world_size > 1:
+            raise ValueError(
+                f"model.grad_cache_chunk={self.hparams.grad_cache_chunk} runs on one device "
+                f"(this run has {self.trainer.world_size}); set it to 0 or train on one device.")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, q_emb, p_emb = self._loss(batch)

@@ -4,8 +4,9 @@ Contract: `check_checksums(folder, manifest)` (run first, before any file is des
 `check_directory(folder, manifest, index, prompts, config)` raise
 `RetrieverDirError` naming the path and both values when the manifest disagrees with the files:
 prompt count, embedding dimension (manifest, index, export config), index class for the recorded
-factory string, metric, and the sha256 of every file the manifest vouches for
-(index, prompts, saved embeddings, the export's weights and config).
+factory string, metric, and the sha256 of every file in the directory
+(`retriever.index_dir.verify_files`: the manifest's table is required, a listed file that is
+missing or changed and a file the table does not list are each refused).
 """
 
 from __future__ import annotations
@@ -68,17 +69,11 @@ def _check_index_type(folder: Path, manifest: dict[str, Any], index: Any) -> Non
 
 
 def check_checksums(folder: Path, manifest: dict[str, Any]) -> None:
-    from retriever.index import sha256_file
+    """`retriever.index_dir.verify_files`, its errors raised as `RetrieverDirError`."""
+    from retriever.index_dir import verify_files
 
-    for name, expected in sorted(manifest.get("sha256", {}).items()):
-        path = folder / name
-        if not path.is_file():
-            raise RetrieverDirError(f"{path} is missing but {MANIFEST_FILE} vouches for it; "
-                                    "restore it or rebuild the index with `uprise index`.")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise RetrieverDirError(
-                f"{path}: sha256 is {actual} but {MANIFEST_FILE} records {expected}; "
-                "the file changed after indexing. Rebuild the index with `uprise index`, or "
-                "load with verify=False to accept it."
-            )
+    try:
+        verify_files(folder, manifest)
+    except ValueError as err:
+        raise RetrieverDirError(f"{str(err).rstrip('.')}; or pass verify=False to load it "
+                                "unchecked.") from err

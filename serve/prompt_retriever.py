@@ -4,7 +4,8 @@ Contract: `PromptRetriever.from_pretrained(dir)` reads a directory written by
 `retriever.export_retriever` and then `retriever.index_pool` (the two-tower
 SentenceTransformer, `uprise_config.json`, `index.faiss`, `prompts.jsonl`, optional
 `prompt_embeddings.safetensors`, `manifest.json`) and refuses one whose manifest disagrees with
-the files (`serve.checks`), with an error naming the path and both values.
+the files (`serve.checks`: a file changed, missing or not listed in the manifest's sha256 table
+of every file, counts, dimensions, index class), with an error naming the path and both values.
 
 `retrieve(query, k, filters=None, diversity=0.0)` embeds the query with the query tower and
 returns k pool prompts, best first (`rank` 1 = best, `score` = inner product with the query):
@@ -94,7 +95,9 @@ class PromptRetriever:
                         verify: bool = True, gpu: bool | None = None) -> PromptRetriever:
         """Loads an exported, indexed retriever directory.
 
-        `verify` also compares the sha256 checksums recorded in `manifest.json` with the files.
+        `verify` (first, before anything is deserialised) hashes every file of the directory once
+        and refuses it unless the files are exactly those `manifest.json` lists, each with its
+        recorded sha256 (towers, tokenizers, configs, model card, index, prompts).
         `gpu` None searches unfiltered queries on a GPU copy of the index when faiss has one.
         """
         from retriever import load_index, load_retriever_encoder

@@ -5,7 +5,9 @@ the best prompt LAST (nearest the input; empty = zero-shot). Every method is eva
 same LM on the same queries; the report holds, per method and task, the metric and the number
 of examples, cluster averages (each with a bootstrap 95% CI), the overall average, and paired
 bootstrap 95% CIs of each method minus zero-shot and minus the best baseline (the best
-non-trained method by average, `BASELINES`). Bootstraps are stratified by task and seeded.
+non-trained method by average, `BASELINES`), and how often each method's prompts change the
+LM's answer against zero-shot (`changed_vs_zero_shot`: an LM that ignores its prompts cannot
+show a retriever's worth). Bootstraps are stratified by task and seeded.
 The LM is a `proxy_lm.LanguageModel` or any object with a `predict(queries, demonstrations,
 batch_size=, max_new_tokens=, progress=)` method (e.g. `uprise.api_lm.ApiLM`).
 """
@@ -133,12 +135,42 @@ def evaluate_methods(
             for q, p, v, d in zip(queries, preds, values[name], demos, strict=True)
         ]
     report = summarise(queries, values, seed=seed)
+    for name, change in prediction_changes(queries, predictions, seed=seed).items():
+        report["methods"][name]["changed_vs_zero_shot"] = change
     for name, rows in predictions.items():
         report["methods"][name]["unparsable"] = sum(not r["parsed"] for r in rows)
         extra = paper_metrics(queries, [r["option"] for r in rows])
         if extra:
             report["methods"][name]["paper_metrics"] = extra
     return report, predictions
+
+
+def prediction_changes(queries: list[Query], predictions: dict[str, list[dict[str, Any]]],
+                       seed: int = 0) -> dict[str, dict[str, Any]]:
+    """How much each method's prompts move the evaluated LM: per method, the share of queries
+    whose answer (the option for choice tasks, the text otherwise) differs from zero-shot's,
+    with a task-stratified bootstrap 95% CI, and how many of those changes fixed a wrong
+    zero-shot answer or broke a right one (metric value up or down). Empty without zero-shot."""
+    base = predictions.get("zero_shot")
+    if base is None:
+        return {}
+    groups = [q.task for q in queries]
+
+    def answer(row: dict[str, Any]) -> Any:
+        return row["option"] if row["option"] is not None else row["prediction"].strip()
+
+    out = {}
+    for name, rows in predictions.items():
+        if name == "zero_shot":
+            continue
+        pairs = list(zip(rows, base, strict=True))
+        changed = [float(answer(r) != answer(z)) for r, z in pairs]
+        ci = paired_bootstrap(changed, [0.0] * len(changed), seed=seed, groups=groups)
+        out[name] = {"rate": ci["diff"], "low": ci["low"], "high": ci["high"],
+                     "n": len(changed), "changed": int(sum(changed)),
+                     "fixed": sum(r["value"] > z["value"] for r, z in pairs),
+                     "broken": sum(r["value"] < z["value"] for r, z in pairs)}
+    return out
 
 
 def paper_metrics(queries: list[Query], options: list[int | None]) -> dict[str, dict[str, Any]]:
@@ -213,6 +245,12 @@ def _ci_cells(report: dict[str, Any], methods: list[str], key: str) -> list[str]
     return cells
 
 
+def changed_cell(result: dict[str, Any]) -> str:
+    """'rate [low,high]' in % of queries whose answer differs from zero-shot's, or ''."""
+    c = result.get("changed_vs_zero_shot")
+    return f"{100 * c['rate']:.1f} [{100 * c['low']:.1f},{100 * c['high']:.1f}]" if c else ""
+
+
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table: one row per task plus the average, one column per method, and the
     paired-bootstrap difference to zero-shot (and to the best baseline, when that is another
@@ -229,6 +267,9 @@ def format_table(report: dict[str, Any]) -> str:
     rows.append(("average", "", "", [f"{100 * report['methods'][m]['average']:.1f}"
                                      for m in methods]))
     rows += [(label, "", "", cells) for label, cells in extra]
+    if any("changed_vs_zero_shot" in report["methods"][m] for m in methods):
+        rows.append(("changed vs zs", "", "",
+                     [changed_cell(report["methods"][m]) for m in methods]))
     lines = [f"{task:16s} {metric:12s} {n:>5s} " + " ".join(f"{c:>{width}s}" for c in cells)
              for task, metric, n, cells in [("task", "metric", "n", methods), *rows]]
     lines.insert(1, "-" * len(lines[0]))

@@ -2,6 +2,7 @@
 
     data       flan_data   pool, training queries, candidates, evaluation queries
     score      proxy_lm    score (prompt, query) candidates with the proxy LM
+    fetch-lm   proxy_lm    fetch an optional stronger offline LM by pinned hash (Qwen2.5-0.5B)
     train      retriever   LightningCLI: fit the bi-encoder on the scores, export it
     index      retriever   encode a pool with an exported retriever into a FAISS index
     mine       retriever   next round's candidates: a trained retriever's top-k + random ones
@@ -21,6 +22,7 @@ import sys
 COMMANDS = {
     "data": ("flan_data.cli", "data_main"),
     "score": ("proxy_lm.cli", "score_main"),
+    "fetch-lm": ("proxy_lm.fetch", "fetch_main"),
     "train": ("retriever.cli", "train_main"),
     "index": ("retriever.cli", "index_main"),
     "mine": ("retriever.cli", "mine_main"),

@@ -17,6 +17,7 @@ from statistics import mean
 from typing import Any
 
 from flan_data import atomic_write
+from uprise.evaluation import changed_cell
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ def cluster_markdown(report: dict[str, Any]) -> list[str]:
     if best:
         rows.append([f"vs best baseline ({best})", "", "",
                      *(_ci(res[m].get("vs_best_baseline")) for m in methods)])
+    if any(res[m].get("changed_vs_zero_shot") for m in methods):
+        rows.append(["answers changed vs zero-shot, % (95% CI)", "", "",
+                     *(changed_cell(res[m]) for m in methods)])
     if any(res[m].get("unparsable") for m in methods):
         rows.append(["unparsable replies", "", "", *(str(res[m].get("unparsable", 0))
                                                      for m in methods)])

@@ -2,7 +2,8 @@
 
 Contract: a stage reads the previous stage's folder under the run directory and writes its
 own; a stage's completion marker is the file its writer renames into place last
-(scores/manifest.json with every shard complete, retriever/manifest.json, report.json).
+(scores/manifest.json with every shard complete, retriever/manifest.json of the current index
+format version, report.json).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def build_untrained_retriever(encoder: str, pool_path: Path, out_dir: Path,
                               metadata: dict[str, Any]) -> Path:
     """The untrained baseline: the same export and index code path on fresh towers."""
     from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
+    from retriever.index_dir import is_indexed
 
-    if not (out_dir / "manifest.json").is_file():
+    if not is_indexed(out_dir):
         export_retriever(BiEncoder(BiEncoderConfig(base_model=encoder)), out_dir,
                          {**metadata, "trained": False}, overwrite=True)
         index_pool(out_dir, pool_path)
@@ -95,9 +97,10 @@ def build_untrained_retriever(encoder: str, pool_path: Path, out_dir: Path,
 
 def index_stage(cfg: Any, out: Path) -> None:
     from retriever import index_pool
+    from retriever.index_dir import is_indexed
 
     pool_path = out / "data" / POOL
-    if not (out / "retriever" / "manifest.json").is_file():
+    if not is_indexed(out / "retriever"):
         index_pool(out / "retriever", pool_path)
     build_untrained_retriever(cfg.encoder, pool_path, out / "untrained_retriever", _metadata(cfg))
 

@@ -63,3 +63,23 @@ def tiny_config(tiny_bert_path):
 def make_pool_fixture():
     """The pool builder, for tests that need a pool of a given size."""
     return make_pool
+
+
+@pytest.fixture
+def text_batch():
+    """A collated two-query text batch with scored candidates (see `collate_examples`)."""
+    from retriever.data import collate_examples
+
+    items = [
+        {"query": "the cat sat on the mat", "prompt_ids": ["a", "b", "c"],
+         "prompt_texts": ["a wonderful film. positive", "the dog barked", "radio or phone"],
+         "scored_ids": ["a", "b", "c"],
+         "scored_texts": ["a wonderful film. positive", "the dog barked", "radio or phone"],
+         "scored_lm": [0.9, 0.1, 0.2], "scored_values": [-0.1, -2.3, -1.6]},
+        {"query": "which came last? radio, phone", "prompt_ids": ["d", "b", "e"],
+         "prompt_texts": ["phone came last", "the dog barked", "field look stand"],
+         "scored_ids": ["d", "b", "e"],
+         "scored_texts": ["phone came last", "the dog barked", "field look stand"],
+         "scored_lm": [0.8, 0.3, 0.1], "scored_values": [-0.2, -1.2, -2.3]},
+    ]
+    return collate_examples(items)

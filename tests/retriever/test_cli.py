@@ -104,9 +104,19 @@ def test_fit_from_a_yaml_config_with_dotted_overrides(train_files, tiny_bert_pat
     assert exported["metadata"]["seed"] == 3
 
 
-def test_shipped_train_config_fits_with_dotted_overrides(train_files, tiny_bert_path, tmp_path):
-    config = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
-    train_main(["fit", "--config", str(config), "--encoder.base_model", str(tiny_bert_path),
+@pytest.mark.parametrize("config_name, extra", [
+    ("train.yaml", []),
+    ("train.yaml", ["--model.grad_cache_chunk", "3"]),
+    # the paper-scale GPU config, shrunk to this CPU: its keys must all parse and fit
+    ("paper_gpu.yaml", ["--trainer.precision", "32", "--data.num_workers", "0",
+                        "--data.n_hard_negatives", "2", "--data.n_random_negatives", "2",
+                        "--data.val_fraction", "0.25"]),
+])
+def test_shipped_train_configs_fit_with_dotted_overrides(train_files, tiny_bert_path, tmp_path,
+                                                         config_name, extra):
+    config = Path(__file__).resolve().parents[2] / "configs" / config_name
+    train_main(["fit", "--config", str(config), *extra,
+                "--encoder.base_model", str(tiny_bert_path),
                 "--data.scores_path", str(train_files["scores"]),
                 "--data.queries_path", str(train_files["queries"]),
                 "--data.pool_path", str(train_files["pool"]),

@@ -167,6 +167,25 @@ def test_add_prompts_keeps_ids_rows_and_checksums_consistent(tmp_path, tiny_conf
         add_prompts(out, make_pool(40)[36:])
 
 
+
+def test_index_in_its_own_directory_checksums_exactly_its_files(tmp_path, tiny_config, make_pool):
+    from retriever.index_dir import add_prompts, read_manifest, verify_files
+
+    export = export_retriever(BiEncoder(tiny_config), tmp_path / "exp", {})
+    write_jsonl(tmp_path / "pool.jsonl", make_pool(20))
+    out = index_pool(export, tmp_path / "pool.jsonl", tmp_path / "idx", factory="IVF2,PQ8x4",
+                     search_params={"nprobe": 2})
+    manifest = read_manifest(out)
+    assert set(manifest["sha256"]) == {"index.faiss", "prompts.jsonl",
+                                       "prompt_embeddings.safetensors"}
+    verify_files(out, manifest)
+    add_prompts(out, make_pool(22)[20:])
+    (out / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=rf"notes.txt is not listed in manifest.json.*"
+                       rf"--retriever {export} --output-dir {out} --pool .*pool.jsonl "
+                       r"--factory 'IVF2,PQ8x4' --nprobe 2`, then add the 2 prompts"):
+        verify_files(out, read_manifest(out))
+
 def test_index_cli_factory_and_add(tmp_path, tiny_config, make_pool):
     from retriever.cli import index_main
 

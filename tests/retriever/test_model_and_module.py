@@ -10,22 +10,6 @@ from retriever.model import EMBEDDED_ENCODER, BiEncoder, BiEncoderConfig, resolv
 from retriever.module import RetrieverModule
 
 
-def _batch():
-    items = [
-        {"query": "the cat sat on the mat", "prompt_ids": ["a", "b", "c"],
-         "prompt_texts": ["a wonderful film. positive", "the dog barked", "radio or phone"],
-         "scored_ids": ["a", "b", "c"],
-         "scored_texts": ["a wonderful film. positive", "the dog barked", "radio or phone"],
-         "scored_lm": [0.9, 0.1, 0.2], "scored_values": [-0.1, -2.3, -1.6]},
-        {"query": "which came last? radio, phone", "prompt_ids": ["d", "b", "e"],
-         "prompt_texts": ["phone came last", "the dog barked", "field look stand"],
-         "scored_ids": ["d", "b", "e"],
-         "scored_texts": ["phone came last", "the dog barked", "field look stand"],
-         "scored_lm": [0.8, 0.3, 0.1], "scored_values": [-0.2, -1.2, -2.3]},
-    ]
-    return collate_examples(items)
-
-
 def test_encode_is_normalised_float32_and_batch_independent(tiny_config):
     model = BiEncoder(tiny_config)
     texts = ["a wonderful film", "the quick brown fox jumps over the lazy dog", "cat"]
@@ -47,7 +31,7 @@ def test_cls_pooling_without_normalisation(tiny_bert_path):
 
 
 @pytest.mark.parametrize("loss", ["info_nce", "info_nce+kl"])
-def test_one_training_step_changes_every_trainable_parameter(tiny_config, loss):
+def test_one_training_step_changes_every_trainable_parameter(tiny_config, loss, text_batch):
     torch.manual_seed(0)
     module = RetrieverModule(BiEncoder(tiny_config), lr=1e-2, loss=loss)
     trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
@@ -55,7 +39,7 @@ def test_one_training_step_changes_every_trainable_parameter(tiny_config, loss):
     assert any(n.startswith("model.prompt_encoder.") for n in trainable)
     before = {n: p.detach().clone() for n, p in trainable.items()}
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
-    loss_value = module.training_step(_batch(), 0)
+    loss_value = module.training_step(text_batch, 0)
     loss_value.backward()
     optimizer.step()
     unchanged = [n for n, p in trainable.items() if torch.equal(p, before[n])]

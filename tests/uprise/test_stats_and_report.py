@@ -50,3 +50,36 @@ def test_summary_averages_tasks_then_clusters():
         report["methods"]["trained"]["vs_zero_shot"]
     table = format_table(report)
     assert "sst2" in table and "trained" in table and "25.0" in table
+
+
+def test_prediction_changes_count_flips_against_zero_shot_by_hand():
+    from uprise.evaluation import prediction_changes
+    from uprise.report import markdown
+
+    queries = [Query(f"sst2:validation:{i}", "sst2", "sentiment", 0, "x", ["a", "b"], 0)
+               for i in range(4)]
+    queries.append(Query("nq_open:validation:0", "nq_open", "closed_book_qa", 0, "x", None,
+                         None, ["paris"]))
+
+    def rows(options, texts, values):
+        return [{"option": o, "prediction": t, "value": v}
+                for o, t, v in zip(options, texts, values, strict=True)]
+
+    zs = rows([0, 0, 1, 1, None], ["a", "a", "b", "b", "Paris"], [1, 1, 0, 0, 1.0])
+    # query 0 unchanged; 1 flips right->wrong; 2 flips wrong->right; 3 unchanged (same option,
+    # other text); the generation answer differs only by surrounding space: unchanged
+    tr = rows([0, 1, 0, 1, None], ["a", "b", "a", "b!", " Paris "], [1, 0, 1, 0, 1.0])
+    out = prediction_changes(queries, {"zero_shot": zs, "trained": tr})
+    assert set(out) == {"trained"}
+    c = out["trained"]
+    assert (c["changed"], c["fixed"], c["broken"], c["n"]) == (2, 1, 1, 5)
+    # stratified by task like the table's averages: (2/4 + 0/1) / 2
+    assert c["rate"] == pytest.approx(0.25)
+    assert c["low"] <= c["rate"] <= c["high"]
+    assert prediction_changes(queries, {"trained": tr}) == {}
+
+    report = summarise(queries, {"zero_shot": [r["value"] for r in zs],
+                                 "trained": [r["value"] for r in tr]})
+    report["methods"]["trained"]["changed_vs_zero_shot"] = c
+    assert "| answers changed vs zero-shot, % (95% CI) |  |  |  | 25.0 [" in markdown(report)
+    assert "changed vs zs" in format_table(report)

@@ -1,0 +1,226 @@
+"""Benchmark: the in-task rung (EPR-style). Does the trained retriever beat BM25 and the
+untrained encoder when pool, training queries and evaluation come from one task?
+
+    .venv/bin/python bench/intask.py --run /path/to/runs/intask --tasks sst2 openbookqa
+    .venv/bin/python bench/intask.py --run RUN --tasks sst2 openbookqa \
+        --eval-lm embedded:qwen2.5-coder-0.5b-instruct     # + a stronger evaluated LM
+
+Per task, the documented pipeline through the `uprise` CLI, one stage at a time (one heavy
+process, as a 2-core machine needs), each stage skipped when its output exists, so a rerun
+resumes: `uprise data --in-task TASK`, `uprise score`, `uprise train fit --config
+configs/train.yaml` (the defaults, nothing tuned), `uprise index`, `uprise eval --k K` (zero-shot,
+random, BM25, untrained, trained on the task's evaluation split; the ranking section ranks a
+shared sample of pool prompts for held-out queries against the LM's own scores). Collects each
+task's accuracy table with paired-bootstrap CIs, how often prompts change the LM's answer,
+the ranking section, the validation ranking history of training, stage wall times and the
+machine, prints a short table and writes JSON to --out. `--eval-lm` adds the paper's
+cross-model question: the same retrievers (labels from the scoring LM) in front of another LM,
+on a seeded subset of the evaluation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
+from retriever.index import MANIFEST_FILE  # noqa: E402
+from retriever.index_dir import is_indexed  # noqa: E402
+from uprise.stats import paired_bootstrap  # noqa: E402
+
+UPRISE = [sys.executable, "-m", "uprise"]
+
+
+def task_dir(args, task: str) -> Path:
+    """RUN/TASK, or RUN/TASK@LM when another LM scores (and evaluates) than the default."""
+    return args.run / (task if not args.scoring_lm else f"{task}@{_tag(args.scoring_lm)}")
+
+
+def _tag(lm: str) -> str:
+    return lm.removeprefix("embedded:").replace("/", "_")
+
+
+def stages(args, task: str) -> list[tuple[str, Path, list[str]]]:
+    """(name, output that marks it done, argv) of each stage of one task, in order."""
+    t = task_dir(args, task)
+    lm = ["--lm", args.scoring_lm] if args.scoring_lm else []
+    return [
+        ("data", t / "data" / "data_manifest.json",
+         ["data", "--in-task", task, "--output-dir", t / "data", "--seed", args.seed,
+          "--pool-per-task", args.pool, "--queries-per-task", args.queries,
+          "--n-candidates", args.candidates, "--eval-per-task", args.eval]),
+        ("score", None, ["score", "--data", t / "data", "--output-dir", t / "scores", *lm]),
+        ("train", t / "retriever" / "uprise_config.json",
+         ["train", "fit", "--config", REPO / "configs" / "train.yaml",
+          "--data.scores_path", t / "scores", "--data.queries_path",
+          t / "data" / "train_queries.jsonl", "--data.pool_path", t / "data" / "pool.jsonl",
+          "--trainer.default_root_dir", t / "train", "--export_dir", t / "retriever"]),
+        ("index", None if not is_indexed(t / "retriever") else t / "retriever" / MANIFEST_FILE,
+         ["index", "--retriever", t / "retriever", "--pool", t / "data" / "pool.jsonl"]),
+        ("eval", t / f"eval_k{args.k}" / "report.json",
+         ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
+          "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
+          "--output-dir", t / f"eval_k{args.k}", "--no-progress", "--methods", *args.methods,
+          *lm]),
+        *cross_model_stages(args, task),
+    ]
+
+
+def cross_model_stages(args, task: str) -> list[tuple[str, Path, list[str]]]:
+    """With --eval-lm: the same retrievers (trained on the scoring LM's labels) evaluated with
+    another LM on a seeded subset of the evaluation split (same pool, so the same index)."""
+    if not args.eval_lm:
+        return []
+    t, n = task_dir(args, task), args.eval_lm_queries
+    return [
+        ("data_subset", t / f"data_e{n}" / "data_manifest.json",
+         ["data", "--in-task", task, "--output-dir", t / f"data_e{n}", "--seed", args.seed,
+          "--pool-per-task", args.pool, "--queries-per-task", args.queries,
+          "--n-candidates", args.candidates, "--eval-per-task", n]),
+        ("eval_lm", cross_model_dir(args, task) / "report.json",
+         ["eval", "--data", t / f"data_e{n}", "--retriever", t / "retriever", "--k", args.k,
+          "--lm", args.eval_lm, "--ranking-per-task", 0, "--output-dir",
+          cross_model_dir(args, task), "--no-progress"]),
+    ]
+
+
+def cross_model_dir(args, task: str) -> Path:
+    return task_dir(args, task) / f"eval_{_tag(args.eval_lm)}_e{args.eval_lm_queries}_k{args.k}"
+
+
+def run_task(args, task: str) -> dict[str, float]:
+    """Runs the stages not done yet (`uprise score` always: it resumes and returns at once
+    when complete); returns their wall times in seconds."""
+    times = {}
+    log = task_dir(args, task) / "stages.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for name, done, argv in stages(args, task):
+        if done is not None and done.exists():
+            continue
+        print(f"[{task}] {name} ...", flush=True)
+        start = time.perf_counter()
+        with log.open("a") as out:
+            subprocess.run([*UPRISE, *map(str, argv)], check=True, cwd=REPO, stdout=out,
+                           stderr=subprocess.STDOUT)
+        times[name] = round(time.perf_counter() - start, 1)
+    return times
+
+
+def summary(args, task: str) -> dict:
+    """The task's evaluation report (methods, CIs, changed answers, ranking), training's
+    validation ranking history, and with --eval-lm the other LM's evaluation."""
+    t = task_dir(args, task)
+    out = {**evaluation(args, task, t / f"eval_k{args.k}"), "validation_ranking": ranking(t)}
+    if args.eval_lm:
+        out["cross_model"] = {"lm": args.eval_lm, **evaluation(args, task,
+                                                                cross_model_dir(args, task))}
+    return out
+
+
+def ranking(t: Path) -> dict:
+    logs = sorted((t / "train").rglob("ranking.json"), key=lambda f: f.stat().st_mtime)
+    return json.loads(logs[-1].read_text())  # the run that exported the retriever
+
+
+def evaluation(args, task: str, folder: Path) -> dict:
+    """One `uprise eval` report: per method the average, CIs, changed answers; trained minus
+    BM25 and minus untrained, paired bootstrap over the same queries."""
+    report = json.loads((folder / "report.json").read_text())
+    part = report["clusters"][next(iter(report["clusters"]))] if "clusters" in report else report
+    keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
+    methods = {m: {k: r[k] for k in keep if k in r} for m, r in part["methods"].items()}
+    values = {m: [json.loads(line)["value"] for line in
+                  (folder / "predictions" / f"{m}.jsonl").open()] for m in methods}
+    for base in {"bm25", "untrained"} & set(methods):  # the in-task claim: trained minus each
+        methods["trained"][f"vs_{base}"] = paired_bootstrap(values["trained"], values[base],
+                                                             seed=args.seed)
+    return {"n_eval": part["tasks"][task]["n"], "metric": part["tasks"][task]["metric"],
+            "methods": methods, "ranking": part.get("ranking"),
+            "eval_wall_s": report.get("wall_time_s")}
+
+
+def machine() -> dict:
+    return {"cpu": cpu_name(), "cpu_native_bf16": cpu_has_native_bf16(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.machine()}
+
+
+def print_table(results: dict) -> None:
+    print(f"{'task (LM)':24s} {'n':>4s} {'method':10s} {'metric':>7s} {'vs bm25':>22s} "
+          f"{'vs untrained':>22s} {'changed':>8s} {'ndcg@3':>7s} {'top1':>6s}")
+    for task, r in results["tasks"].items():
+        print_rows(f"{task} (scoring LM)", r)
+        if r.get("cross_model"):
+            print_rows(f"{task} ({r['cross_model']['lm'].removeprefix('embedded:')[:12]})",
+                       r["cross_model"])
+
+
+def print_rows(label: str, r: dict) -> None:
+    methods, rank = r["methods"], (r.get("ranking") or {}).get("methods", {})
+    for m, v in methods.items():
+        diffs = [_diff(methods, m, b) for b in ("bm25", "untrained")]
+        ch = v.get("changed_vs_zero_shot")
+        changed = "" if not ch else f"{100 * ch['rate']:.1f}"
+        rk = rank.get(m, {})
+        print(f"{label:24s} {r['n_eval']:4d} {m:10s} {100 * v['average']:7.1f} "
+              f"{diffs[0]:>22s} {diffs[1]:>22s} {changed:>8s} "
+              f"{rk.get('ndcg@3', {}).get('mean', float('nan')):7.3f} "
+              f"{rk.get('top1', {}).get('mean', float('nan')):6.3f}")
+
+
+def _diff(methods: dict, a: str, b: str) -> str:
+    """a - b in points with its paired-bootstrap 95% CI, where computed (trained only)."""
+    d = methods[a].get(f"vs_{b}")
+    if d is None:
+        return ""
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f},{100 * d['high']:+.1f}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="folder of the per-task runs")
+    ap.add_argument("--tasks", nargs="+", default=["sst2", "openbookqa"])
+    ap.add_argument("--pool", type=int, default=1000, help="pool prompts per task")
+    ap.add_argument("--queries", type=int, default=300, help="training queries per task")
+    ap.add_argument("--candidates", type=int, default=10, help="L, scored candidates per query")
+    ap.add_argument("--eval", type=int, default=500, help="evaluation queries per task")
+    ap.add_argument("--ranking", type=int, default=100, help="ranking-section queries")
+    ap.add_argument("--ranking-prompts", type=int, default=20)
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--scoring-lm", help="score (and evaluate) with this LM instead of the "
+                    "embedded default; runs under RUN/TASK@LM")
+    ap.add_argument("--methods", nargs="+", default=["zero_shot", "random", "bm25", "untrained",
+                                                     "trained"])
+    ap.add_argument("--eval-lm", help="also evaluate with this LM (e.g. "
+                    "embedded:qwen2.5-coder-0.5b-instruct after `uprise fetch-lm`)")
+    ap.add_argument("--eval-lm-queries", type=int, default=200,
+                    help="evaluation queries per task for --eval-lm")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "intask.json")
+    args = ap.parse_args()
+    results = {"setup": {**{k: str(v) if isinstance(v, Path) else v
+                            for k, v in vars(args).items()}, **machine()}, "tasks": {}}
+    if args.out.exists():  # one file for every task run so far, each with its own settings
+        results["tasks"] = json.loads(args.out.read_text()).get("tasks", {})
+    for task in args.tasks:
+        times = run_task(args, task)
+        results["tasks"][task_dir(args, task).name] = {
+            **summary(args, task), "stage_wall_s_this_call": times, "settings": results["setup"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print_table(results)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
