@@ -14,12 +14,20 @@ import torch
 import transformers
 from gpu_common import SHAPES, Clock, Sizes, dtype_name, peak_bytes, probe_batch, reset_peak
 from gpu_pairs import Pairs
-from scoring import BF16_TOLERANCE, flops, max_abs, plain_losses, timed
+from scoring import (
+    BF16_TOLERANCE,
+    engine_work,
+    flops,
+    gpt_neo_config,
+    max_abs,
+    plain_losses,
+    timed,
+)
 
 from proxy_lm import continuation_losses
 from proxy_lm.likelihood import tokenize
 from proxy_lm.loading import EMBEDDED_LM, LanguageModel, resolve_lm_path
-from proxy_lm.shared_prefix import WINDOW, plan, stage_tokens
+from proxy_lm.shared_prefix import WINDOW
 
 PRECISION_BATCH = 8  # batch size of the fp32/bf16 loss comparison
 
@@ -34,25 +42,13 @@ def lm_tokenizer():
 
 def build_lm(name: str, tok, device: str) -> LanguageModel:
     """A GPT-Neo of shape `SHAPES[name]`, random weights, built in fp32 on `device`."""
-    shape = SHAPES[name]
-    cfg = transformers.GPTNeoConfig(vocab_size=len(tok), max_position_embeddings=2048,
-                                    window_size=256, bos_token_id=tok.bos_token_id,
-                                    eos_token_id=tok.eos_token_id, **shape,
-                                    attention_types=[[["global", "local"],
-                                                      shape["num_layers"] // 2]])
+    cfg = gpt_neo_config(SHAPES[name], len(tok), bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     with torch.device(device):
         model = transformers.GPTNeoForCausalLM(cfg)
     model.eval().requires_grad_(False)
     return LanguageModel(model=model, tokenizer=tok, name=name, max_length=2048)
-
-
-def engine_work(lm: LanguageModel, pairs: Pairs, batch: int) -> dict:
-    """The work bench/scoring.py `engine_losses` counts, computed outside the timer."""
-    items = tokenize(lm, pairs.contexts, pairs.continuations)
-    work = stage_tokens(items, plan(items, pairs.groups, batch), batch)
-    logit_positions = len(items) + sum(len(o) - 1 for it in items for o in it.options)
-    return {"real_tokens": work["total"], "logit_positions": logit_positions}
 
 
 def run_engine(lm: LanguageModel, pairs: Pairs, batch: int) -> list:
@@ -135,8 +131,8 @@ def bench_scoring(pairs: Pairs, tok, sizes: Sizes, device: str, fast: torch.dtyp
     done = pairs.take(range(n))
     reset_peak(device)
     _, seconds = timed(lambda: run_engine(lm, done, b_engine), device)
-    engine = rate(lm, n, engine_work(lm, done, b_engine), seconds, peak, b_engine,
-                  peak_bytes(device))
+    work = engine_work(lm, done.contexts, done.continuations, done.groups, b_engine)
+    engine = rate(lm, n, work, seconds, peak, b_engine, peak_bytes(device))
     out["methods"] = {"plain": plain, "engine": engine}
     out["engine_over_plain"] = engine["pairs_per_s"] / plain["pairs_per_s"]
     return out

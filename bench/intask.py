@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
-from retriever.index import MANIFEST_FILE  # noqa: E402
 from retriever.index_dir import is_indexed  # noqa: E402
 from uprise.stats import paired_bootstrap  # noqa: E402
 
@@ -50,24 +49,29 @@ def _tag(lm: str) -> str:
     return lm.removeprefix("embedded:").replace("/", "_")
 
 
-def stages(args, task: str) -> list[tuple[str, Path, list[str]]]:
-    """(name, output that marks it done, argv) of each stage of one task, in order."""
+def data_argv(args, task: str, out: Path, n_eval: int) -> list:
+    return ["data", "--in-task", task, "--output-dir", out, "--seed", args.seed,
+            "--pool-per-task", args.pool, "--queries-per-task", args.queries,
+            "--n-candidates", args.candidates, "--eval-per-task", n_eval]
+
+
+def stages(args, task: str) -> list[tuple[str, bool, list]]:
+    """(name, whether its output is already complete, argv) of each stage of one task, in
+    order; `uprise score` always runs (it resumes, and returns at once when complete)."""
     t = task_dir(args, task)
     lm = ["--lm", args.scoring_lm] if args.scoring_lm else []
     return [
-        ("data", t / "data" / "data_manifest.json",
-         ["data", "--in-task", task, "--output-dir", t / "data", "--seed", args.seed,
-          "--pool-per-task", args.pool, "--queries-per-task", args.queries,
-          "--n-candidates", args.candidates, "--eval-per-task", args.eval]),
-        ("score", None, ["score", "--data", t / "data", "--output-dir", t / "scores", *lm]),
-        ("train", t / "retriever" / "uprise_config.json",
+        ("data", (t / "data" / "data_manifest.json").is_file(),
+         data_argv(args, task, t / "data", args.eval)),
+        ("score", False, ["score", "--data", t / "data", "--output-dir", t / "scores", *lm]),
+        ("train", (t / "retriever" / "uprise_config.json").is_file(),
          ["train", "fit", "--config", REPO / "configs" / "train.yaml",
           "--data.scores_path", t / "scores", "--data.queries_path",
           t / "data" / "train_queries.jsonl", "--data.pool_path", t / "data" / "pool.jsonl",
           "--trainer.default_root_dir", t / "train", "--export_dir", t / "retriever"]),
-        ("index", None if not is_indexed(t / "retriever") else t / "retriever" / MANIFEST_FILE,
+        ("index", is_indexed(t / "retriever"),
          ["index", "--retriever", t / "retriever", "--pool", t / "data" / "pool.jsonl"]),
-        ("eval", t / f"eval_k{args.k}" / "report.json",
+        ("eval", (t / f"eval_k{args.k}" / "report.json").is_file(),
          ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
           "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
           "--output-dir", t / f"eval_k{args.k}", "--no-progress", "--methods", *args.methods,
@@ -76,21 +80,19 @@ def stages(args, task: str) -> list[tuple[str, Path, list[str]]]:
     ]
 
 
-def cross_model_stages(args, task: str) -> list[tuple[str, Path, list[str]]]:
+def cross_model_stages(args, task: str) -> list[tuple[str, bool, list]]:
     """With --eval-lm: the same retrievers (trained on the scoring LM's labels) evaluated with
     another LM on a seeded subset of the evaluation split (same pool, so the same index)."""
     if not args.eval_lm:
         return []
     t, n = task_dir(args, task), args.eval_lm_queries
+    out = cross_model_dir(args, task)
     return [
-        ("data_subset", t / f"data_e{n}" / "data_manifest.json",
-         ["data", "--in-task", task, "--output-dir", t / f"data_e{n}", "--seed", args.seed,
-          "--pool-per-task", args.pool, "--queries-per-task", args.queries,
-          "--n-candidates", args.candidates, "--eval-per-task", n]),
-        ("eval_lm", cross_model_dir(args, task) / "report.json",
+        ("data_subset", (t / f"data_e{n}" / "data_manifest.json").is_file(),
+         data_argv(args, task, t / f"data_e{n}", n)),
+        ("eval_lm", (out / "report.json").is_file(),
          ["eval", "--data", t / f"data_e{n}", "--retriever", t / "retriever", "--k", args.k,
-          "--lm", args.eval_lm, "--ranking-per-task", 0, "--output-dir",
-          cross_model_dir(args, task), "--no-progress"]),
+          "--lm", args.eval_lm, "--ranking-per-task", 0, "--output-dir", out, "--no-progress"]),
     ]
 
 
@@ -99,13 +101,12 @@ def cross_model_dir(args, task: str) -> Path:
 
 
 def run_task(args, task: str) -> dict[str, float]:
-    """Runs the stages not done yet (`uprise score` always: it resumes and returns at once
-    when complete); returns their wall times in seconds."""
+    """Runs the stages not done yet; returns their wall times in seconds."""
     times = {}
     log = task_dir(args, task) / "stages.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for name, done, argv in stages(args, task):
-        if done is not None and done.exists():
+        if done:
             continue
         print(f"[{task}] {name} ...", flush=True)
         start = time.perf_counter()

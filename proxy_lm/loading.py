@@ -125,12 +125,9 @@ def embedded_lm_path(name: str = EMBEDDED_LM) -> Path:
 
 def _convert_optional(key: str, target: Path) -> Path:
     """An optional LM (`proxy_lm.fetch`): its fetched GGUF, sha256 checked again, converted."""
-    from proxy_lm.fetch import OPTIONAL_LMS, gguf_path, sha256_file
+    from proxy_lm.fetch import verified_gguf
 
-    gguf = gguf_path(key)
-    if sha256_file(gguf) != OPTIONAL_LMS[key].gguf_sha256:
-        raise ValueError(f"{gguf} no longer matches its pinned sha256: refused; delete it and run "
-                         f"`uprise fetch-lm {key}` again.")
+    gguf = verified_gguf(key)
     _convert_gguf(gguf.parent, gguf.name, target)
     return target
 

@@ -17,7 +17,6 @@ No pickle. The directory-level operations (`index_pool`, `add_prompts`, the mani
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -285,14 +284,6 @@ def load_index(index_dir: str | os.PathLike[str]) -> tuple[Any, list[Prompt]]:
     manifest = read_manifest(folder, required=False) or {}
     set_search_params(index, manifest.get("search_params"))
     return index, prompts
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _DIR_NAMES = ("index_pool", "add_prompts", "read_manifest", "write_manifest", "load_embeddings",

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from flan_data.schema import Prompt, read_jsonl, write_json, write_jsonl
+from flan_data.schema import Prompt, read_jsonl, sha256_file, write_json, write_jsonl
 from retriever.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -43,7 +43,6 @@ from retriever.index import (
     load_index,
     reconstructs_exactly,
     set_search_params,
-    sha256_file,
 )
 
 log = logging.getLogger(__name__)
@@ -90,13 +89,11 @@ def read_manifest(folder: str | os.PathLike[str], required: bool = True) -> dict
 def is_indexed(folder: str | os.PathLike[str]) -> bool:
     """Whether `folder` holds a complete index of this manifest version (the pipeline's "index
     stage done" test: an older version is indexed again rather than refused at load)."""
-    path = Path(folder) / MANIFEST_FILE
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        read_manifest(folder)
+    except (OSError, ValueError):  # missing, unreadable, or not this format version
         return False
-    return isinstance(manifest, dict) and (manifest.get("format"), manifest.get(
-        "format_version")) == (MANIFEST_FORMAT, MANIFEST_VERSION)
+    return True
 
 
 def reindex_command(folder: Path, manifest: dict[str, Any]) -> str:

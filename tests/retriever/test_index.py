@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from flan_data.schema import write_jsonl
+from flan_data.schema import sha256_file, write_jsonl
 from retriever.export import export_retriever
 from retriever.index import (
     build_index,
@@ -17,7 +17,6 @@ from retriever.index import (
     save_index,
     search,
     set_search_params,
-    sha256_file,
 )
 from retriever.model import BiEncoder
 
