@@ -8,6 +8,11 @@ computes the same last hidden state as a plain sequence of torch functional ops 
 own parameters, read on every call and never copied, so it cannot go stale. The pooling and
 normalisation after it stay the sentence-transformers modules of the route.
 
+In a batch, the tokens are packed: padding positions are dropped before the first layer, every
+matrix product runs on the real tokens only, and only attention sees them padded back to
+(batch, seq) (a batch of queries of unequal lengths otherwise spends its padding share of the
+FLOPs, about 20% for `bench/serve_load.py`'s queries; the vectors are the same to the bit).
+
 A fast path, not a fork: `LeanQueryEncoder.wrap(encoder)` accepts only the layout it reproduces
 (a `Router` whose "query" route is an unmodified `BertModel` with absolute positions and exact
 GELU, then `Pooling` and `Normalize`, as `retriever.export_retriever` writes it; no hooks), then
@@ -65,22 +70,34 @@ class LeanBert:
         x = F.embedding(input_ids, emb.word_embeddings.weight) \
             + F.embedding(token_type_ids, emb.token_type_embeddings.weight)  # (batch, seq, hidden)
         x = _norm(x + emb.position_embeddings.weight[:input_ids.shape[1]], emb.LayerNorm)
-        mask = None if bool(attention_mask.all()) \
-            else attention_mask[:, None, None, :].bool()  # (batch, 1, 1, seq)
-        for layer in self.model.encoder.layer:
-            x = self._layer(layer, x, mask)
-        return x
-
-    def _layer(self, layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
-        att = layer.attention
         batch, seq, hidden = x.shape
+        if bool(attention_mask.all()):
+            for layer in self.model.encoder.layer:
+                x = self._layer(layer, x.view(-1, hidden), None, None, (batch, seq))
+            return x.view(batch, seq, hidden)
+        mask = attention_mask[:, None, None, :].bool()  # (batch, 1, 1, seq)
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)  # (n_tokens,) non-padding rows
+        x = x.reshape(-1, hidden)[real]  # (n_tokens, hidden): padding never enters a matmul
+        for layer in self.model.encoder.layer:
+            x = self._layer(layer, x, mask, real, (batch, seq))
+        out = x.new_zeros(batch * seq, hidden)
+        out[real] = x
+        return out.view(batch, seq, hidden)  # padding positions are zeros (pooling masks them)
+
+    def _layer(self, layer: nn.Module, x: Tensor, mask: Tensor | None, real: Tensor | None,
+               shape: tuple[int, int]) -> Tensor:
+        """One encoder layer on the packed tokens `x` (n_tokens, hidden); only attention sees
+        them padded back to (batch, seq)."""
+        att = layer.attention
+        (batch, seq), hidden = shape, x.shape[-1]
         heads = (batch, seq, self.n_heads, hidden // self.n_heads)
-        q, k, v = (_dense(x, m).view(heads).transpose(1, 2)  # (batch, heads, seq, head_dim)
-                   for m in (att.self.query, att.self.key, att.self.value))
+        q, k, v = (_padded(_dense(x, m), real, batch * seq).view(heads).transpose(1, 2)
+                   for m in (att.self.query, att.self.key, att.self.value))  # (b, heads, seq, hd)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (batch, heads, seq, hd)
-        ctx = ctx.transpose(1, 2).reshape(batch, seq, hidden)  # (batch, seq, hidden)
+        ctx = ctx.transpose(1, 2).reshape(batch * seq, hidden)  # (batch * seq, hidden)
+        ctx = ctx if real is None else ctx[real]  # (n_tokens, hidden)
         x = _norm(_dense(ctx, att.output.dense) + x, att.output.LayerNorm)
-        h = F.gelu(_dense(x, layer.intermediate.dense))  # (batch, seq, intermediate)
+        h = F.gelu(_dense(x, layer.intermediate.dense))  # (n_tokens, intermediate)
         return _norm(_dense(h, layer.output.dense) + x, layer.output.LayerNorm)
 
     @staticmethod
@@ -172,6 +189,15 @@ def _unsupported_route(encoder: Any) -> str | None:
 
 def _dense(x: Tensor, linear: nn.Linear) -> Tensor:
     return F.linear(x, linear.weight, linear.bias)
+
+
+def _padded(x: Tensor, real: Tensor | None, rows: int) -> Tensor:
+    """Packed rows `x` (n_tokens, d) scattered to their places among `rows`, zeros elsewhere."""
+    if real is None:
+        return x
+    out = x.new_zeros(rows, x.shape[-1])
+    out[real] = x
+    return out
 
 
 def _norm(x: Tensor, layer_norm: nn.LayerNorm) -> Tensor:

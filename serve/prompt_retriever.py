@@ -131,6 +131,14 @@ class PromptRetriever:
         """The pool's cluster names, sorted (valid `cluster` / `exclude_cluster` values)."""
         return list(self._filterer.clusters)
 
+    def check_filters(self, filters: PromptFilter | dict | None) -> PromptFilter | None:
+        """`filters` as a `PromptFilter` (None for none), checked against this pool's tasks and
+        clusters: `ValueError` / `TypeError` naming the bad key or value otherwise."""
+        flt = PromptFilter.coerce(filters)
+        if flt is not None:
+            self._filterer.validate(flt)
+        return None if flt is None or flt.is_empty else flt
+
     def retrieve(self, query: str, k: int = 3, filters: PromptFilter | dict | None = None,
                  diversity: float = 0.0) -> list[RetrievedPrompt]:
         """The k best pool prompts for `query`, best first (fewer if fewer pass the filters)."""
@@ -142,6 +150,7 @@ class PromptRetriever:
         """`retrieve` for many queries at once; one list per query, in input order."""
         if isinstance(queries, str):
             raise TypeError("retrieve_batch takes a list of queries; use retrieve() for one.")
+        _check_queries(queries)
         _check_k_and_diversity(k, diversity)
         flt = PromptFilter.coerce(filters)
         if flt is not None:
@@ -226,7 +235,7 @@ class PromptRetriever:
         self._refresh()
 
 
-def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 32,
+def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 64,
                    lean: bool = True) -> np.ndarray:
     """`encoder.encode_query(queries)` as contiguous (n_queries, dim) float32.
 
@@ -264,6 +273,17 @@ def query_features(encoder: Any, queries: Sequence[str]) -> dict[str, Any]:
     features = encoder.preprocess(list(queries), prompt=encoder.prompts.get("query"),
                                   task="query")
     return batch_to_device(features, encoder.device)
+
+
+def _check_queries(queries: Sequence[Any]) -> None:
+    """Refuses a query that is not a string, or is empty or whitespace only, by its position."""
+    for i, query in enumerate(queries):
+        if not isinstance(query, str):
+            raise ValueError(f"query {i} is a {type(query).__name__} ({str(query)[:40]!r}); "
+                             "expected the task input as a string.")
+        if not query.strip():
+            raise ValueError(f"query {i} is {query!r}, empty or whitespace only; expected a task "
+                             "input. Drop it or fill it in.")
 
 
 def _check_k_and_diversity(k: Any, diversity: Any) -> None:

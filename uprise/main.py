@@ -9,6 +9,7 @@
     retrieve   serve       top-k prompts / augmented input for a query
     eval       uprise      held-out eval: zero-shot, random, BM25, untrained, trained (+abstain)
     demo       serve       Gradio app to inspect retrieved prompts
+    serve      serve       HTTP retrieval API + OpenAI-compatible augmenting proxy
     quickstart uprise      every stage end to end on the embedded models
 """
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "retrieve": ("serve.cli", "retrieve_main"),
     "eval": ("uprise.evaluation_cli", "eval_main"),
     "demo": ("serve.cli", "demo_main"),
+    "serve": ("serve.api.cli", "serve_main"),
     "quickstart": ("uprise.quickstart", "quickstart_main"),
 }
 
