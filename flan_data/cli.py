@@ -1,13 +1,17 @@
-"""`uprise data`: build the pool, training queries, candidates and evaluation queries."""
+"""`uprise data`: build the pool, training queries, candidates and evaluation queries.
+
+Contract: `check_data_arguments` refuses out-of-range counts and unknown task or cluster names
+(exit status 2, naming the option and the value) before the output folder is created.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from flan_data.catalogue import all_tasks
+from flan_data.catalogue import all_tasks, get_task
 from flan_data.loading import resolve_data_dir
-from flan_data.protocol import build_in_task_data, build_stage_data
+from flan_data.protocol import build_in_task_data, build_stage_data, check_clusters
 from flan_data.provenance import run_info
 from flan_data.schema import prepare_output_dir
 from flan_data.stage_io import write_stage_data
@@ -34,6 +38,30 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-per-task", type=int, default=None)
     parser.add_argument("--carve-fraction", type=float, default=0.5)
     parser.add_argument("--max-prompt-chars", type=int, default=1500)
+
+
+_COUNTS = {  # option: (smallest value, None allowed)
+    "seed": (0, False), "pool_per_task": (1, False), "queries_per_task": (1, False),
+    "n_candidates": (1, False), "eval_per_task": (1, True), "max_prompt_chars": (1, False),
+}
+
+
+def check_data_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses bad protocol options through `parser.error` (before anything is loaded or made)."""
+    for name, (low, optional) in _COUNTS.items():
+        value = getattr(args, name)
+        if not (value is None and optional) and (value is None or value < low):
+            parser.error(f"--{name.replace('_', '-')} {value}: expected an integer >= {low}"
+                         f"{' (omit it for all)' if optional else ''}")
+    if not 0.0 < args.carve_fraction <= 1.0:
+        parser.error(f"--carve-fraction {args.carve_fraction}: expected a fraction in (0, 1]")
+    try:
+        if getattr(args, "in_task", None):
+            get_task(args.in_task)
+        else:
+            check_clusters(args.held_out_cluster, args.train_clusters)
+    except ValueError as err:  # unknown task or cluster, or held-out cluster also trained on
+        parser.error(str(err))
 
 
 def stage_from_args(args: argparse.Namespace):
@@ -69,6 +97,7 @@ def data_main(argv: list[str] | None = None) -> None:
         return
     if not args.output_dir:
         parser.error("--output-dir is required (unless --list)")
+    check_data_arguments(parser, args)
     out = prepare_output_dir(args.output_dir, args.overwrite)
     stage = stage_from_args(args)
     stage.manifest["run_info"] = run_info()

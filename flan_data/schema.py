@@ -1,8 +1,9 @@
 """The records passed between pipeline stages and their JSONL files.
 
 Contract: every stage reads and writes these records only, one JSON object per line.
-Readers validate each line and raise `SchemaError` naming the file, the line and the field;
-writers are atomic (temp file + rename), so a crash never leaves a half-written file.
+Readers validate each line (fields present, known and of the annotated JSON type) and raise
+`SchemaError` naming the file, the line and the field; writers are atomic (temp file +
+rename), so a crash never leaves a half-written file.
 
     Prompt      a pool demonstration: a training example rendered with a template,
                 input followed by its gold answer (`text`).
@@ -19,10 +20,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 SEP = "\n\n"
 """Joins demonstrations with each other and with the query input."""
@@ -110,24 +113,82 @@ def from_dict(cls: type[Record], row: Any, where: str) -> Record:
     """Builds `cls` from a decoded JSON object, naming `where` and the field on error."""
     if not isinstance(row, dict):
         raise SchemaError(f"{where}: expected a JSON object for a {cls.__name__}, got {row!r:.80}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    required = [
-        n
-        for n, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
+    names, required, checks = _decoder(cls)
     missing = [n for n in required if n not in row]
     if missing:
         raise SchemaError(
             f"{where}: {cls.__name__} record lacks field(s) {missing}; "
-            f"expected fields {sorted(fields)}. Regenerate the file with the stage that writes it."
+            f"expected fields {sorted(names)}. Regenerate the file with the stage that writes it."
         )
-    unknown = sorted(set(row) - set(fields))
+    unknown = sorted(set(row) - names)
     if unknown:
         raise SchemaError(
-            f"{where}: unknown field(s) {unknown} for a {cls.__name__}; expected {sorted(fields)}."
+            f"{where}: unknown field(s) {unknown} for a {cls.__name__}; expected {sorted(names)}."
         )
+    for name, ok, expected in checks:
+        if name in row and not ok(row[name]):
+            raise SchemaError(
+                f"{where}: field {name!r} = {row[name]!r:.80} is {_value_type(row[name])}; "
+                f"a {cls.__name__} needs {expected}. Fix that line, or regenerate the file with "
+                "the stage that writes it."
+            )
     return cls(**row)
+
+
+_Check = Callable[[Any], bool]
+
+
+@cache
+def _decoder(cls: type) -> tuple[frozenset[str], list[str], list[tuple[str, _Check, str]]]:
+    """Field names, required names and one (name, check, expected type) per field of `cls`."""
+    hints = get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    checks = [(f.name, _type_check(hints[f.name]), _type_name(hints[f.name])) for f in fields]
+    return frozenset(f.name for f in fields), required, checks
+
+
+_JSON_TYPES: dict[Any, frozenset[type]] = {
+    str: frozenset({str}), int: frozenset({int}), bool: frozenset({bool}),
+    float: frozenset({float, int}),  # JSON writes 1.0 as 1.0, but other writers may write 1
+}
+
+
+def _type_check(tp: Any) -> _Check:
+    """A fast predicate for a JSON value of annotation `tp` (bool is not an int here)."""
+    if tp is type(None):
+        return lambda v: v is None
+    if tp in _JSON_TYPES:
+        allowed = _JSON_TYPES[tp]
+        return lambda v: type(v) in allowed
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is list and args[0] in _JSON_TYPES:
+        items = _JSON_TYPES[args[0]]
+        return lambda v: type(v) is list and set(map(type, v)) <= items
+    if origin in (Union, UnionType):
+        options = [_type_check(a) for a in args]
+        return lambda v: any(ok(v) for ok in options)
+    raise TypeError(f"no JSON check for field type {tp!r}; add one to schema._type_check")
+
+
+def _value_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list of " + (", ".join(sorted({type(v).__name__ for v in value})) or "nothing")
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if get_origin(tp) in (Union, UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if get_origin(tp) is list:
+        return f"a list of {get_args(tp)[0].__name__}"
+    return tp.__name__
 
 
 def read_jsonl(path: str | os.PathLike[str], cls: type[Record]) -> list[Record]:
@@ -167,13 +228,27 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write(path, [json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"])
 
 
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process umask (a `mkstemp` file is
+    0o600 whatever the umask, so atomic writers chmod their temp file to this)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):  # not Linux, or an old kernel
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], chunks: Iterable[str]) -> Path:
-    """Writes text chunks to a temp file beside `path`, fsyncs it, then renames it in place."""
+    """Writes text chunks to a temp file beside `path`, fsyncs it, then renames it in place.
+    The file gets the mode a plain `open()` would give it (`new_file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), new_file_mode())
             for chunk in chunks:
                 fh.write(chunk)
             fh.flush()

@@ -2,18 +2,22 @@
 
 The same command runs on one CPU, N GPUs (`--devices N`) or several nodes (`--num-nodes M`,
 started by your cluster launcher, e.g. SLURM's srun or torchrun) through Lightning; rerun it
-to resume. Scores already in the persistent score cache are not recomputed.
+to resume. Scores already in the persistent score cache are not recomputed. Options are
+checked and the data folder read before the output folder is made; the run then holds the
+folder's lock (`proxy_lm.shards.score_folder_lock`), so a second run on it fails at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from contextlib import nullcontext
 from pathlib import Path
 
-from flan_data import read_stage_data
+from flan_data import StageData, read_stage_data
 from proxy_lm.distributed import score_candidates_distributed
 from proxy_lm.loading import EMBEDDED_LM, load_lm
-from proxy_lm.shards import read_scores
+from proxy_lm.shards import read_scores, score_folder_lock
 
 
 def _devices(value: str) -> int | str:
@@ -44,8 +48,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def score_main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for flag, value in (("--batch-size", args.batch_size), ("--shard-size", args.shard_size),
+                        ("--num-nodes", args.num_nodes)):
+        if value < 1:
+            parser.error(f"{flag} {value}: expected a positive integer")
+    if isinstance(args.devices, int) and args.devices < 1:
+        parser.error(f"--devices {args.devices}: expected a positive integer or 'auto'")
     stage = read_stage_data(args.data)
+    lock = score_folder_lock(args.output_dir) if _launcher_rank() == 0 else nullcontext()
+    with lock:
+        _score(args, stage)
+
+
+def _launcher_rank() -> int:
+    """This process's rank as a launcher (torchrun, SLURM, Lightning's DDP) sets it; 0 when
+    none does. Only the global-zero process takes the folder's lock: the others run within it."""
+    ranks = [os.environ.get(name, "0") for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK",
+                                                    "NODE_RANK", "GROUP_RANK")]
+    return max(int(r) if r.isdigit() else 0 for r in ranks)
+
+
+def _score(args: argparse.Namespace, stage: StageData) -> None:
     lm = load_lm(args.lm, dtype=args.dtype, device=_dtype_device(args.accelerator))
     zero = score_candidates_distributed(
         lm,

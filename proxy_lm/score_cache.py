@@ -23,6 +23,11 @@ Every `put` writes one new segment (temp file, fsync, rename) and never touches 
 file, so concurrent writers (DDP ranks, nodes on a shared filesystem) cannot conflict and a
 killed writer leaves no partial segment. Readers scan the segments once, keeping only the
 keys they ask for. Delete a namespace folder to drop its entries; nothing is ever evicted.
+
+Damage never blocks a run: a segment line that is not a `{"k": str, "l": [numbers]}` object
+(truncated, corrupt, hand-edited) or a segment that cannot be read is skipped with a warning
+naming the file and line, counted in `ScoreCache.damaged`, and its pairs are computed again
+(the new losses go to a new segment).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 ENGINE_VERSION = 1
 """Bump when the loss definition changes; old entries then stop matching."""
 _COUNTER = itertools.count()
+_WARNINGS_PER_SEGMENT = 5
 
 
 def default_root() -> Path:
@@ -87,6 +93,8 @@ class ScoreCache:
         self._known: dict[str, list[float]] = {}
         self._wanted: set[str] = set()  # segments are read for these keys only
         self._scanned: set[str] = set()
+        self.damaged = 0
+        """Damaged entries (lines) and unreadable segments skipped so far."""
 
     @classmethod
     def for_lm(cls, lm: LanguageModel, root: str | Path | None = None) -> ScoreCache:
@@ -126,9 +134,42 @@ class ScoreCache:
         for path in sorted(self.folder.glob("seg-*.jsonl")):
             if path.name in self._scanned:
                 continue
-            with path.open(encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
-                    if row["k"] in self._wanted:
-                        self._known[row["k"]] = row["l"]
+            self._scan_segment(path)
             self._scanned.add(path.name)
+
+    def _scan_segment(self, path: Path) -> None:
+        damaged = 0
+        try:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for number, line in enumerate(fh, start=1):
+                    row = _entry(line)
+                    if row is None:
+                        damaged += 1
+                        if damaged <= _WARNINGS_PER_SEGMENT:
+                            log.warning("score cache: skipping damaged entry %s line %d (%r); "
+                                        "its pair is computed again", path, number, line[:80])
+                    elif row[0] in self._wanted:
+                        self._known[row[0]] = row[1]
+        except OSError as err:
+            damaged += 1
+            log.warning("score cache: skipping unreadable segment %s (%s); its pairs are "
+                        "computed again", path, err)
+        if damaged > _WARNINGS_PER_SEGMENT:
+            log.warning("score cache: %s has %d damaged entries in all; delete the file to "
+                        "silence this", path, damaged)
+        self.damaged += damaged
+
+
+def _entry(line: str) -> tuple[str, list[float]] | None:
+    """(key, losses) of one segment line, or None when the line is damaged."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("k"), str):
+        return None
+    losses = row.get("l")
+    if not isinstance(losses, list) or not losses or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in losses):
+        return None
+    return row["k"], losses

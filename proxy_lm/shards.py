@@ -13,14 +13,24 @@ marks those shards complete (a run killed between a shard and the manifest loses
 and any process may write shards while one process (rank 0) owns the manifest. Shard names
 depend on the shard index only, so a run can resume on a different number of devices.
 `read_scores` returns the scores in shard (work) order after checking every shard.
+
+`score_folder_lock(out_dir)` holds an exclusive, non-blocking `flock` on `LOCK_FILE` inside the
+folder for one scoring run (its global-zero process): a second run on the same folder fails at
+once instead of computing everything again. The lock file stays (it is empty); the lock goes
+with the process, so a killed run never leaves the folder locked.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flan_data.schema import Score, read_jsonl, write_json
@@ -29,6 +39,34 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ORDER = "by_prompt"
+LOCK_FILE = ".uprise-score.lock"
+
+
+class ScoreFolderLocked(RuntimeError):
+    """Another scoring run holds the score folder's lock."""
+
+
+@contextmanager
+def score_folder_lock(out_dir: str | Path) -> Iterator[Path]:
+    """Creates `out_dir` if needed and holds its exclusive lock until the block ends; raises
+    `ScoreFolderLocked` at once when another process holds it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise ScoreFolderLocked(
+                f"{out_dir}: another `uprise score` run holds this score folder (lock "
+                f"{out_dir / LOCK_FILE}); wait for it to finish, or score into another "
+                "--output-dir."
+            ) from err
+        yield out_dir
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def work_order(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -76,7 +114,7 @@ def open_manifest(out_dir: Path, lm_name: str, pairs: list[tuple[str, str]],
         log.info("resuming %s: %d of %d shards complete", out_dir,
                  sum(e["complete"] for e in old["shards"]), len(old["shards"]))
         return old
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         raise FileExistsError(
             f"{out_dir} is not empty and has no {MANIFEST}; choose an empty output directory."
         )

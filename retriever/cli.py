@@ -11,14 +11,19 @@ so a config reads
     trainer: {max_epochs: 3, default_root_dir: runs/train}
     export_dir: runs/retriever
 
-`seed_everything` also seeds the data split and shuffling (linked to `data.seed`). The resolved
+`seed_everything` also seeds the data split and shuffling (linked to `data.seed`) and each
+training batch's dropout (linked to `model.seed`), so `--ckpt_path` resumes exactly. The resolved
 config is saved as `config.yaml` in the run's log dir by LightningCLI's SaveConfigCallback with
 `overwrite=True`: a rerun into the same directory replaces it, so the file always describes the
 latest run (loggers version their directories, so normally nothing clashes). Library versions go
 to `run_info.json` beside it. Before `fit`, one validation pass measures the untrained towers'
 ranking quality (the reference); after `fit`, the best epoch's weights by validation `ndcg@3`
 are restored (`model.select_best`), every pass is written to `ranking.json` in the log dir,
-and the model is exported to `--export_dir` with that record in its metadata.
+and the model is exported to `--export_dir` with that record in its metadata. A non-empty
+`--export_dir` (without `--overwrite_export`) is refused before any model is built or fitted.
+
+`uprise index` refuses a directory that already holds an index unless `--overwrite` is given,
+and checks its options and `--pool` before anything is loaded or created.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from flan_data.provenance import run_info
 from flan_data.schema import write_json
 from retriever.data import RetrieverDataModule
 from retriever.export import export_retriever
+from retriever.index import INDEX_FILE, MANIFEST_FILE
 from retriever.model import EMBEDDED_ENCODER, BiEncoder, BiEncoderConfig
 from retriever.module import SELECT_METRIC, RetrieverModule
 
@@ -58,6 +64,7 @@ class RetrieverCLI(LightningCLI):
         parser.link_arguments("encoder", "model.model", compute_fn=BiEncoder,
                               apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
+        parser.link_arguments("seed_everything", "model.seed")
         parser.link_arguments("model.loss", "data.batch_all_candidates",
                               compute_fn=lambda loss: loss == "info_nce+kl")
         parser.add_argument("--export_dir", type=str | None, default=None,
@@ -66,6 +73,11 @@ class RetrieverCLI(LightningCLI):
                             help="replace a non-empty --export_dir")
         parser.add_argument("--metadata", type=dict[str, Any], default={},
                             help="extra facts recorded in the export (scoring LM, clusters, ...)")
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":
+            cfg = self.config[self.subcommand]
+            check_export_dir(cfg.export_dir, cfg.overwrite_export)
 
     def before_fit(self) -> None:
         self.datamodule.setup("fit")
@@ -104,6 +116,21 @@ class RetrieverCLI(LightningCLI):
         }
         export_retriever(self.model.model, cfg.export_dir, metadata,
                          overwrite=cfg.overwrite_export)
+
+
+def check_export_dir(export_dir: str | Path | None, overwrite: bool) -> None:
+    """Refuses, before fitting, the export directory that `export_retriever` would refuse after."""
+    if not export_dir:
+        return
+    out = Path(export_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--export_dir {out} exists and is not a directory; choose another "
+                              "export path.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"--export_dir {out} is not empty; pass --overwrite_export=true (overwrite=True in "
+            "train_retriever) to replace it after training, or choose another directory."
+        )
 
 
 def _cli(args: list[str] | None) -> RetrieverCLI:
@@ -215,7 +242,10 @@ def index_main(args: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the index already in the output directory")
     ns = parser.parse_args(args)
+    _check_index_arguments(parser, ns)
     if ns.add:
         out = add_prompts(ns.retriever, ns.pool, batch_size=ns.batch_size, device=ns.device,
                           progress=not ns.no_progress)
@@ -226,6 +256,34 @@ def index_main(args: list[str] | None = None) -> None:
                      factory=ns.factory, device=ns.device, progress=not ns.no_progress,
                      search_params=params or None, seed=ns.seed)
     print(f"indexed {ns.pool} -> {out}")
+
+
+def _check_index_arguments(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """`uprise index`'s options, the pool file and the output directory, before any load."""
+    for flag, value in (("--batch-size", ns.batch_size), ("--nprobe", ns.nprobe),
+                        ("--ef-search", ns.ef_search)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} {value}: expected a positive integer")
+    if ns.seed < 0:
+        parser.error(f"--seed {ns.seed}: expected an integer >= 0")
+    if not Path(ns.retriever).is_dir():
+        parser.error(f"--retriever {ns.retriever}: no such directory; pass the folder written by "
+                     "`uprise train ... --export_dir`")
+    if not Path(ns.pool).is_file():
+        parser.error(f"--pool {ns.pool}: no such file; pass a JSONL of Prompt records (e.g. "
+                     "DATA/pool.jsonl from `uprise data`)")
+    if ns.add:
+        if ns.overwrite or ns.output_dir:
+            parser.error("--add appends to the index in --retriever itself; drop --overwrite "
+                         "and --output-dir")
+        return
+    out = Path(ns.output_dir or ns.retriever)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--output-dir {out} exists and is not a directory; choose another path")
+    if (out / MANIFEST_FILE).is_file() and not ns.overwrite:
+        parser.error(f"{out} already holds an index ({MANIFEST_FILE}, {INDEX_FILE}); pass "
+                     "--overwrite to replace it, --add to append prompts to it, or choose another "
+                     "--output-dir")
 
 
 def mine_main(args: list[str] | None = None) -> None:

@@ -6,6 +6,11 @@ the `RetrieverModule` tokenizes them with its own encoder's tokenizer, so the da
 depends on which encoder is trained. Each batch also carries every scored candidate of its
 queries (for distillation and the validation ranking diagnostics) and, optionally, random
 prompts of other tasks as extra negatives.
+
+Training order is resumable: epoch `e` visits the training queries in a permutation seeded by
+`seed + e` (`EpochSampler`), and the train loader's position (`ResumableLoader`: epoch, batches
+delivered) is saved in every checkpoint by the DataModule's `state_dict`, so a run resumed from
+a checkpoint written mid-epoch continues with the batch after it, not at batch 0 of the epoch.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from flan_data.schema import Prompt, Query, SchemaError, Score, read_jsonl
+from flan_data.stage_io import read_stage_file
 from retriever.labels import TrainingExample, build_training_examples
 
 log = logging.getLogger(__name__)
@@ -196,6 +202,58 @@ def _random_others(pool_ids: list[str], pool: dict[str, Prompt], task: str, n: i
     return out
 
 
+class EpochSampler(DistributedSampler):
+    """The training order: a permutation seeded by `seed + epoch` (Lightning calls `set_epoch`),
+    this replica's share of it, from index `start` on (`start` applies to one pass, then resets).
+
+    A `DistributedSampler` so that Lightning keeps it under DDP instead of wrapping it; on one
+    device it is one replica holding every index. `len()` stays the full share even while
+    `start` skips some: Lightning counts a resumed epoch's batches from the checkpoint's batch.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return iter(list(super().__iter__())[start:])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an `EpochSampler` whose state is (epoch, batches delivered in it).
+
+    `load_state_dict` (from `RetrieverDataModule.load_state_dict` on resume) takes effect at the
+    next pass, which then skips the batches the checkpoint had already trained on. Batches are
+    counted as they reach the training loop (Lightning does not prefetch from a loader with a
+    length), so worker prefetching is not counted. A state saved in another epoch than the one
+    resumed skips nothing.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered = 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        epoch = getattr(self.sampler, "epoch", 0)
+        skip = resume["batches"] if resume and resume["epoch"] == epoch else 0
+        if skip and isinstance(self.sampler, EpochSampler):
+            self.sampler.start = skip * self.batch_size
+        self._delivered = skip if isinstance(self.sampler, EpochSampler) else 0
+        for batch in super().__iter__():
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._delivered}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state_dict["epoch"]), "batches": int(state_dict["batches"])}
+
+
 class RetrieverDataModule(L.LightningDataModule):
     """Scores + queries + pool -> shuffled, seeded train/val batches of texts.
 
@@ -217,7 +275,8 @@ class RetrieverDataModule(L.LightningDataModule):
         batch_all_candidates: put every scored candidate of a query into its training batch
             (needed by the `info_nce+kl` loss; more prompts to encode per step).
         val_fraction: share of the scored queries held out for validation (0 = none).
-        seed: seeds the train/val split, the shuffling and the random negatives.
+        seed: seeds the train/val split, the shuffling (epoch `e`: `seed + e`) and the random
+            negatives.
         num_workers: DataLoader worker processes.
     """
 
@@ -250,14 +309,16 @@ class RetrieverDataModule(L.LightningDataModule):
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
         self.train_set: ExampleDataset | None = None
         self.val_set: ExampleDataset | None = None
+        self._train_loader: ResumableLoader | None = None
+        self._train_resume: dict[str, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         hp = self.hparams
         scores = read_scores(self.scores_path)
-        queries = {q.id: q for q in read_jsonl(self.queries_path, Query)}
-        pool = {p.id: p for p in read_jsonl(self.pool_path, Prompt)}
+        queries = {q.id: q for q in read_stage_file(self.queries_path, Query)}  # count-checked
+        pool = {p.id: p for p in read_stage_file(self.pool_path, Prompt)}
         scored = {s.query_id for s in scores}
         unknown = sorted(scored - queries.keys())
         if unknown:
@@ -289,14 +350,36 @@ class RetrieverDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
-        return DataLoader(
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        self._train_loader = ResumableLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            sampler=EpochSampler(self.train_set, self.seed, replicas, rank),
             collate_fn=collate_examples,
             num_workers=self.num_workers,
         )
+        if self._train_resume is not None:
+            self._train_loader.load_state_dict(self._train_resume)
+            self._train_resume = None
+        return self._train_loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The train loader's position; Lightning saves it in every checkpoint.
+
+        The loader's own `state_dict` is in the checkpoint too, but Lightning (2.5-2.6, issue
+        #20550) does not hand it back when `configure_optimizers` asked for
+        `estimated_stepping_batches` (as `RetrieverModule` does): the DataModule's state is
+        restored either way, before or after the loader exists (it applies at its next pass).
+        """
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        resume = state_dict.get("train_loader")
+        if resume is not None and self._train_loader is not None:
+            self._train_loader.load_state_dict(resume)
+        else:
+            self._train_resume = resume
 
     def val_dataloader(self) -> DataLoader | list:
         assert self.val_set is not None, "call setup() first"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from flan_data.schema import Prompt, read_jsonl, write_jsonl
+from flan_data.schema import Prompt, new_file_mode, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,11 @@ def _write_index_tmp(index: Any, out: Path) -> str:
     if "Gpu" in type(index).__name__:
         index = faiss.index_gpu_to_cpu(index)
     fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=out)
-    os.close(fd)
     try:
+        try:
+            os.fchmod(fd, new_file_mode())  # mkstemp's 0o600 -> what open() would give
+        finally:
+            os.close(fd)
         faiss.write_index(index, tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

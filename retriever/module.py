@@ -10,11 +10,20 @@ Every validation pass is kept in `ranking_history` (a `trainer.validate` before 
 untrained reference); with `select_best`, the weights of the best fit epoch by `val/ndcg@3`
 are kept in memory and `restore_best()` puts them back before export. The network itself is
 not saved in the hyperparameters: export it with `retriever.export_retriever`.
+
+Resuming from a checkpoint (`fit(ckpt_path=...)`) gives the weights of an uninterrupted run:
+before every training batch the torch RNG is reseeded from (`seed`, epoch, batch index, rank),
+so dropout draws the same masks whether or not the run was interrupted (fairseq seeds each
+update the same way), and the validation history with the best epoch's weights travel in the
+checkpoint (`SELECTION_KEY`), so `select_best` chooses among every epoch, not only the resumed
+ones (an epoch whose validation the checkpoint preceded is validated on resume,
+`on_train_start`). The data order is the DataModule's part (`retriever.data.ResumableLoader`).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
 from typing import Any, Literal
 
@@ -31,6 +40,8 @@ from retriever.ranking import METRICS, ranking_metrics
 LossName = Literal["info_nce", "info_nce+kl"]
 SELECT_METRIC = METRICS[0]
 """The validation ranking metric that picks the exported epoch."""
+SELECTION_KEY = "retriever_selection"
+"""The checkpoint entry holding the validation history and the best epoch's weights."""
 
 
 class RetrieverModule(L.LightningModule):
@@ -53,6 +64,8 @@ class RetrieverModule(L.LightningModule):
             (`retriever.grad_cache`): large batches (many negatives) at one chunk's activation
             memory, for one extra forward per chunk; switches to manual optimisation, one
             device only.
+        seed: seeds dropout: each training batch reseeds the torch RNG from (seed, epoch, batch
+            index, rank), so a resumed run repeats the masks (the CLI links `seed_everything`).
     """
 
     def __init__(
@@ -68,6 +81,7 @@ class RetrieverModule(L.LightningModule):
         select_best: bool = True,
         gather_negatives: bool = True,
         grad_cache_chunk: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if loss not in ("info_nce", "info_nce+kl"):
@@ -86,6 +100,8 @@ class RetrieverModule(L.LightningModule):
         self.best_ranking: dict[str, Any] | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._val_rank: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._pending_validation: int | None = None  # see `on_train_start`
+        self._validated_epoch: int | None = None  # the last fit epoch validated
 
     def _tokenized(self, texts: list[str], tokenize) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tokenize(texts).items()}
@@ -139,6 +155,10 @@ class RetrieverModule(L.LightningModule):
         scheduler.step()
         return loss
 
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.hparams.seed, self.current_epoch, batch_idx,
+                                    self.global_rank))
+
     def on_fit_start(self) -> None:
         if self.hparams.grad_cache_chunk and self.trainer.world_size > 1:
             raise ValueError(
@@ -161,6 +181,9 @@ class RetrieverModule(L.LightningModule):
                 self._val_rank[name].append(values)
 
     def on_validation_epoch_end(self) -> None:
+        epoch = self.current_epoch if self._pending_validation is None else self._pending_validation
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self._validated_epoch = epoch
         if not self._val_rank:
             return
         values = {name: torch.cat(parts) for name, parts in self._val_rank.items()}
@@ -172,7 +195,7 @@ class RetrieverModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         reference = self.trainer.state.fn == TrainerFn.VALIDATING
-        record = {"stage": "reference" if reference else "fit", "epoch": self.current_epoch,
+        record = {"stage": "reference" if reference else "fit", "epoch": epoch,
                   "global_step": self.global_step,
                   "n_queries": int((~values[SELECT_METRIC].isnan()).sum()), **means}
         self.ranking_history.append(record)
@@ -181,6 +204,45 @@ class RetrieverModule(L.LightningModule):
             self.best_ranking = record
             self._best_state = {k: v.detach().to("cpu", copy=True)
                                 for k, v in self.model.state_dict().items()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[SELECTION_KEY] = {"ranking_history": self.ranking_history,
+                                     "best_ranking": self.best_ranking,
+                                     "best_state": self._best_state,
+                                     "pending_validation": self._validation_due()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(SELECTION_KEY)
+        if saved is not None:
+            self.ranking_history = list(saved["ranking_history"])
+            self.best_ranking, self._best_state = saved["best_ranking"], saved["best_state"]
+            self._pending_validation = saved.get("pending_validation")
+
+    def _validation_due(self) -> int | None:
+        """The epoch whose end-of-epoch validation is still to run when a checkpoint is written
+        after its last training batch (`every_n_train_steps`), else None."""
+        trainer = self.trainer
+        every = trainer.check_val_every_n_epoch
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if (trainer.training and last and trainer.enable_validation
+                and self._validated_epoch != self.current_epoch
+                and (every is None or (self.current_epoch + 1) % every == 0)):
+            return self.current_epoch
+        return None
+
+    def on_train_start(self) -> None:
+        """Resumed from a checkpoint written after an epoch's last batch but before its
+        validation: Lightning counts that epoch as done and would skip the validation, so
+        `select_best` would miss it. Run it now, on the checkpoint's (that epoch's) weights."""
+        if self._pending_validation is None:
+            return
+        trainer = self.trainer
+        trainer.validating = True
+        try:
+            trainer.fit_loop.epoch_loop.val_loop.run()
+        finally:
+            trainer.training = True
+            self._pending_validation = None
 
     def restore_best(self) -> dict[str, Any] | None:
         """Loads the best validated fit epoch's weights into the model; returns its record."""
@@ -210,3 +272,8 @@ class RetrieverModule(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "step"}}
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
+    """The torch seed of one training batch: a hash of its position, not of the run's history."""
+    return random.Random(f"{seed}:dropout:{epoch}:{batch_idx}:{rank}").getrandbits(63)

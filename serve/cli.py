@@ -117,6 +117,9 @@ def demo_main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error(f"--concurrency {args.concurrency}: expected a positive integer")
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: expected a TCP port from 1 to 65535 "
+                     "(e.g. the default 7860)")
     try:
         import gradio  # noqa: F401
     except ImportError:

@@ -8,13 +8,18 @@ instead of crashing. `build_demo` assembles the `gradio.Blocks` (gradio is impor
 input box, k slider, task/cluster include and task exclude dropdowns filled from the pool, a
 diversity slider, the table, the augmented prompt and clickable examples; components carry
 stable `elem_id`s (`ELEM_IDS`) for browser tests, and the callback is the API endpoint
-`/retrieve` (`API_NAME`) with inputs in `API_INPUTS` order. `launch_demo` loads a retriever
-directory and serves the app on 127.0.0.1 unless told otherwise, until interrupted.
+`/retrieve` (`API_NAME`) with inputs in `API_INPUTS` order. That endpoint takes the raw
+values (no Gradio preprocessing) and `parse_api_inputs` checks them, so an API call with a bad
+k, diversity or filter gets a Gradio error naming the input, not a silent `{"error": null}`.
+`launch_demo` loads a retriever directory and serves the app on 127.0.0.1 unless told
+otherwise, until interrupted; the app has no upload component, so Gradio's upload endpoint is
+capped at `MAX_FILE_SIZE`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -42,6 +47,10 @@ ELEM_IDS = {
 }
 API_NAME = "retrieve"
 API_INPUTS = ["query", "k", "task", "cluster", "exclude_task", "diversity"]
+K_RANGE = (1, 10)
+MAX_FILE_SIZE = "1kb"
+"""Gradio's upload endpoint accepts files from anyone who can reach the app; nothing here
+takes a file, so uploads are capped at (almost) nothing."""
 DEFAULT_EXAMPLES = [
     "Review: a gorgeous, moving film that stays with you.\nIs this review positive or negative?",
     "Premise: A man is playing a guitar on stage.\nHypothesis: A musician is performing.\n"
@@ -78,11 +87,36 @@ def retrieve_for_display(
     return rows, build_context(query, hits)
 
 
-def ui_filters(task: Sequence[str] | None, cluster: Sequence[str] | None,
-               exclude_task: Sequence[str] | None) -> PromptFilter:
-    """The dropdowns' selections (None or lists) as a `PromptFilter`."""
-    return PromptFilter(task=tuple(task or ()), cluster=tuple(cluster or ()),
-                        exclude_task=tuple(exclude_task or ()))
+def ui_filters(task: Sequence[str] | str | None, cluster: Sequence[str] | str | None,
+               exclude_task: Sequence[str] | str | None) -> PromptFilter:
+    """The dropdowns' selections (None, one name or a list of names) as a `PromptFilter`;
+    raises `DemoInputError` naming the input for anything else."""
+    chosen = {"task": task, "cluster": cluster, "exclude_task": exclude_task}
+    for name, value in chosen.items():
+        if value is not None and not isinstance(value, str) and not (
+                isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)):
+            raise DemoInputError(f"{name}: got {value!r}; expected a name or a list of names.")
+    return PromptFilter(**{name: value or () for name, value in chosen.items()})
+
+
+def parse_api_inputs(query: Any, k: Any, task: Any, cluster: Any, exclude_task: Any,
+                     diversity: Any) -> tuple[str, int, PromptFilter, float]:
+    """The endpoint's raw inputs (`API_INPUTS` order) checked -> (query, k, filters, diversity);
+    raises `DemoInputError` naming the bad input, its value and what is expected."""
+    if query is not None and not isinstance(query, str):
+        raise DemoInputError(f"query: got a {type(query).__name__}; expected the task input as "
+                             "text.")
+    if not _is_number(k) or k != int(k) or not K_RANGE[0] <= k <= K_RANGE[1]:
+        raise DemoInputError(f"k: got {k!r}; expected a whole number of prompts from "
+                             f"{K_RANGE[0]} to {K_RANGE[1]}.")
+    if not _is_number(diversity) or not 0.0 <= diversity <= 1.0:
+        raise DemoInputError(f"diversity: got {diversity!r}; expected a number from 0 to 1 "
+                             "(0 = plain top-k).")
+    return query or "", int(k), ui_filters(task, cluster, exclude_task), float(diversity)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def build_demo(
@@ -97,11 +131,10 @@ def build_demo(
     """
     import gradio as gr
 
-    def on_retrieve(query: str, k: float, task: list[str] | None, cluster: list[str] | None,
-                    exclude_task: list[str] | None, diversity: float):
+    def on_retrieve(*raw: Any):
         try:
-            return retrieve_for_display(retriever, query, int(k), max_input_chars,
-                                        ui_filters(task, cluster, exclude_task), diversity)
+            query, k, filters, diversity = parse_api_inputs(*raw)
+            return retrieve_for_display(retriever, query, k, max_input_chars, filters, diversity)
         except (DemoInputError, ValueError, TypeError) as err:
             raise gr.Error(str(err)) from err
 
@@ -123,7 +156,8 @@ def build_demo(
                     inputs=[inputs["query"]], label="Examples (click one)")
         args = [inputs[name] for name in API_INPUTS]
         gr.on([inputs["button"].click, inputs["query"].submit], on_retrieve, inputs=args,
-              outputs=[table, augmented], api_name=API_NAME, concurrency_limit=concurrency_limit)
+              outputs=[table, augmented], api_name=API_NAME, concurrency_limit=concurrency_limit,
+              preprocess=False)  # raw values, checked by parse_api_inputs
     return demo
 
 
@@ -134,7 +168,8 @@ def _input_components(gr: Any, retriever: PromptRetriever) -> dict[str, Any]:
         c["query"] = gr.Textbox(label="Task input", lines=4, elem_id=ELEM_IDS["query"],
                                 placeholder="Paste a task input, e.g. a review to classify.")
         with gr.Column(scale=0, min_width=220):
-            c["k"] = gr.Slider(1, 10, value=3, step=1, label="k (prompts)", elem_id=ELEM_IDS["k"])
+            c["k"] = gr.Slider(*K_RANGE, value=3, step=1, label="k (prompts)",
+                               elem_id=ELEM_IDS["k"])
             c["diversity"] = gr.Slider(0.0, 1.0, value=0.0, step=0.05,
                                        label="diversity (MMR; 0 = plain top-k)",
                                        elem_id=ELEM_IDS["diversity"])
@@ -161,4 +196,4 @@ def launch_demo(
     retriever = PromptRetriever.from_pretrained(retriever_dir)
     demo = build_demo(retriever, concurrency_limit=concurrency_limit)
     log.info("serving the demo for %s on http://%s:%d", retriever_dir, host, port)
-    demo.launch(server_name=host, server_port=port, share=share)
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE)

@@ -4,6 +4,9 @@ data -> score -> train -> export + index -> untrained baseline export + index ->
 (zero-shot, random, untrained retriever, trained retriever; same LM, same examples).
 Each stage writes its files under --output-dir and is skipped on `--resume` when its
 completion marker exists, so an interrupted quickstart goes on where it stopped.
+`QuickstartConfig` checks every field's type and range, and its cluster names against the
+catalogue, when it is built, so a bad value fails before any stage runs and is never saved
+into a run folder.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -27,10 +31,24 @@ from flan_data import (
     write_json,
     write_stage_data,
 )
+from flan_data.protocol import check_clusters
 from flan_data.provenance import run_info
 
 log = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+LM_DTYPES = ("auto", "float32", "bfloat16", "float16")
+LOSSES = ("info_nce", "info_nce+kl")
+_INTS = {  # field: (smallest value, None allowed)
+    "seed": (0, False), "pool_per_task": (1, True), "queries_per_task": (1, True),
+    "n_candidates": (1, False), "eval_per_task": (0, True), "max_prompt_chars": (1, True),
+    "score_batch_size": (1, False), "epochs": (1, False), "train_batch_size": (1, False),
+    "n_hard_negatives": (0, False), "n_random_negatives": (0, False), "k": (1, False),
+    "eval_batch_size": (1, False),
+}
+_POSITIVE_FLOATS = ("lm_temperature", "lr")
+_BOOLS = ("label_copy_correction", "drop_chance_tasks")
+_STRINGS = {"held_out_cluster": None, "lm": None, "encoder": None, "lm_dtype": LM_DTYPES,
+            "loss": LOSSES}
 
 
 @dataclass(frozen=True)
@@ -61,17 +79,71 @@ class QuickstartConfig:
     k: int = 3
     eval_batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        if isinstance(self.train_clusters, list):
+            object.__setattr__(self, "train_clusters", tuple(self.train_clusters))
+        for name, (low, optional) in _INTS.items():
+            _check_int(name, getattr(self, name), low, optional)
+        for name in _POSITIVE_FLOATS:
+            value = getattr(self, name)
+            if not _is_number(value) or value <= 0:
+                _bad(name, value, "a number > 0 (write 3.0e-5, not 3e-5, in YAML)")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                _bad(name, getattr(self, name), "true or false")
+        for name, choices in _STRINGS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                _bad(name, value, "a non-empty string")
+            if choices and value not in choices:
+                _bad(name, value, f"one of {list(choices)}")
+        if self.data_dir is not None and (not isinstance(self.data_dir, str)
+                                          or not self.data_dir.strip()):
+            _bad("data_dir", self.data_dir, "a folder path, 'hub' or null")
+        clusters = self.train_clusters
+        if clusters is not None and (not isinstance(clusters, tuple) or not clusters
+                                     or not all(isinstance(c, str) for c in clusters)):
+            _bad("train_clusters", clusters, "a non-empty list of cluster names, e.g. "
+                 "[sentiment, nli], or null for every other cluster")
+        try:
+            check_clusters(self.held_out_cluster, list(clusters) if clusters else None)
+        except ValueError as err:  # unknown name, or the held-out cluster among train_clusters
+            raise type(err)(f"quickstart config held_out_cluster / train_clusters: {err}") from err
+
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> QuickstartConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: holds a YAML {type(raw).__name__}, expected a mapping of "
+                             "QuickstartConfig fields (see configs/quickstart.yaml).")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown}; expected keys {sorted(known)}.")
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        if raw.get("train_clusters") is not None:
-            raw["train_clusters"] = tuple(raw["train_clusters"])
         return cls(**raw)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bad(name: str, value: Any, expected: str) -> None:
+    raise ValueError(f"quickstart config {name}: got {value!r} ({type(value).__name__}), expected "
+                     f"{expected}; fix it in the --config YAML or the matching option.")
+
+
+def _check_int(name: str, value: Any, low: int, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        _bad(name, value, f"an integer >= {low}" + (" or null" if optional else ""))
+
+
+def check_evaluates(cfg: QuickstartConfig) -> None:
+    """The quickstart evaluates at the end, so it needs evaluation queries (`loco` uses 0)."""
+    if cfg.eval_per_task == 0:
+        _bad("eval_per_task", 0, "an integer >= 1, or null for all, in the quickstart")
 
 
 def check_resumable(cfg: QuickstartConfig, out: Path) -> None:
@@ -96,6 +168,7 @@ def run_quickstart(
     from proxy_lm import load_lm
     from uprise.stages import evaluate_stage, index_stage, score_stage, train_stage
 
+    check_evaluates(cfg)
     if resume:
         check_resumable(cfg, out)
     else:
@@ -159,6 +232,7 @@ def quickstart_main(argv: list[str] | None = None) -> None:
         encoder=args.encoder, seed=args.seed, eval_per_task=args.eval_per_task,
         queries_per_task=args.queries_per_task,
     )
+    check_evaluates(cfg)
     out = Path(args.output_dir)
     if not args.resume:
         prepare_output_dir(out, args.overwrite)

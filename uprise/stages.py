@@ -29,17 +29,21 @@ log = logging.getLogger(__name__)
 
 
 def score_stage(lm: Any, stage: StageData, out_dir: Path, batch_size: int, progress: bool):
+    """Scores the stage's candidates into `out_dir`, holding the folder's lock (a second
+    quickstart or `uprise score` on the same folder stops at once)."""
     from proxy_lm import score_candidates
+    from proxy_lm.shards import score_folder_lock
 
-    return score_candidates(
-        lm,
-        queries={q.id: q for q in stage.train_queries},
-        prompts={p.id: p for p in stage.pool},
-        candidates=stage.candidates,
-        out_dir=out_dir,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    with score_folder_lock(out_dir):
+        return score_candidates(
+            lm,
+            queries={q.id: q for q in stage.train_queries},
+            prompts={p.id: p for p in stage.pool},
+            candidates=stage.candidates,
+            out_dir=out_dir,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
 
 def _metadata(cfg: Any) -> dict[str, Any]:

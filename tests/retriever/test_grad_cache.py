@@ -31,10 +31,13 @@ def _grads(model: BiEncoder) -> dict[str, torch.Tensor]:
     return grads
 
 
-def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                 atol: float = 1e-6) -> None:
     assert a.keys() == b.keys() and len(a) > 10
     for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-4, msg=name)
+        diff = float((a[name] - b[name]).abs().max())
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=1e-4,
+                                   msg=f"{name}: max |diff| {diff:.3g}")
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])
@@ -127,7 +130,9 @@ def test_a_lightning_step_with_grad_cache_equals_the_plain_step(tiny_config, tmp
         results.append((grads.grads, {n: p.detach().clone()
                                       for n, p in module.model.named_parameters()}))
     (plain_grads, plain_weights), (cached_grads, cached_weights) = results
-    _assert_same(cached_grads, plain_grads)
+    # float32 sums over chunks and over the whole batch round differently: position-embedding
+    # gradients sum hundreds of token terms, so allow 1e-5 here (1e-6 above, without Lightning)
+    _assert_same(cached_grads, plain_grads, atol=1e-5)
     # AdamW's first step moves each weight by about lr * sign(grad): compare where the gradient
     # is clearly non-zero (some are zero in exact arithmetic, e.g. attention key biases)
     moved = 0

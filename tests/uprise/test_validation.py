@@ -1,0 +1,96 @@
+"""Bad options fail before the expensive part: the quickstart config is checked when built, and
+`uprise data` checks its counts and names before it creates the output folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uprise.main import main
+from uprise.quickstart import DEFAULT_CONFIG, QuickstartConfig, quickstart_main, run_quickstart
+
+
+def _yaml(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw.update(changes)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"k": 0}, r"k: got 0 \(int\), expected an integer >= 1"),
+    ({"pool_per_task": "8"}, r"pool_per_task: got '8' \(str\), expected an integer >= 1 or null"),
+    ({"train_clusters": "sentiment"}, r"train_clusters: got 'sentiment' \(str\), expected a "
+                                      "non-empty list of cluster names"),
+    ({"train_clusters": []}, "train_clusters: got"),
+    ({"train_clusters": ["sentiment", "nope"]}, "train_clusters: unknown cluster 'nope'"),
+    ({"held_out_cluster": "sentiment"}, "also listed in train_clusters"),
+    ({"n_candidates": -4}, "n_candidates: got -4"),
+    ({"epochs": 1.5}, "epochs: got 1.5"),
+    ({"seed": True}, "seed: got True"),
+    ({"lr": "3e-5"}, r"lr: got '3e-5' \(str\), expected a number > 0"),
+    ({"lm_temperature": 0}, "lm_temperature: got 0"),
+    ({"loss": "infonce"}, r"loss: got 'infonce' \(str\), expected one of \['info_nce'"),
+    ({"lm_dtype": "fp16"}, "lm_dtype: got 'fp16'"),
+    ({"drop_chance_tasks": "yes"}, "drop_chance_tasks: got 'yes'"),
+    ({"n_hard_negatives": -1}, "n_hard_negatives: got -1"),
+    ({"encoder": ""}, "encoder: got ''"),
+])
+def test_config_refuses_bad_fields_when_loaded(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        QuickstartConfig.from_yaml(_yaml(tmp_path, **changes))
+
+
+def test_config_accepts_the_shipped_file_and_a_list_of_clusters():
+    cfg = QuickstartConfig.from_yaml(DEFAULT_CONFIG)
+    assert isinstance(cfg.train_clusters, tuple) and "sentiment" in cfg.train_clusters
+    assert QuickstartConfig(train_clusters=["nli"]).train_clusters == ("nli",)
+    assert QuickstartConfig(train_clusters=None, pool_per_task=None).train_clusters is None
+    with pytest.raises(ValueError, match="k: got 0"):
+        dataclasses.replace(cfg, k=0)  # replace() goes through the same checks
+
+
+def test_quickstart_refuses_a_bad_config_before_making_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="k: got 0"):
+        quickstart_main(["--config", str(_yaml(tmp_path, k=0)), "--output-dir", str(out)])
+    with pytest.raises(ValueError, match="eval_per_task: got 0"):
+        quickstart_main(["--config", str(_yaml(tmp_path, eval_per_task=0)),
+                         "--output-dir", str(out)])
+    assert not out.exists()
+    with pytest.raises(ValueError, match="eval_per_task: got 0"):
+        run_quickstart(QuickstartConfig(eval_per_task=0), out)
+    assert not out.exists()
+
+
+def test_a_non_mapping_config_file_is_refused(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- k\n- 3\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        QuickstartConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--queries-per-task", "0"], "--queries-per-task 0: expected an integer >= 1"),
+    (["--n-candidates", "0"], "--n-candidates 0: expected an integer >= 1"),
+    (["--n-candidates", "-4"], "--n-candidates -4: expected an integer >= 1"),
+    (["--pool-per-task", "0"], "--pool-per-task 0"),
+    (["--eval-per-task", "0"], "--eval-per-task 0"),
+    (["--max-prompt-chars", "0"], "--max-prompt-chars 0"),
+    (["--carve-fraction", "0"], "--carve-fraction 0.0"),
+    (["--held-out-cluster", "nope"], "unknown cluster 'nope'"),
+    (["--train-clusters", "nli", "nope"], "unknown cluster 'nope'"),
+    (["--train-clusters", "sentiment"], "also listed in train_clusters"),
+    (["--in-task", "nope"], "unknown task 'nope'"),
+])
+def test_data_refuses_bad_options_before_making_the_folder(tmp_path, capsys, option, message):
+    out = tmp_path / "data"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "--output-dir", str(out), "--data-dir", str(tmp_path / "mirror"), *option])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
