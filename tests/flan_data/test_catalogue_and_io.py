@@ -97,3 +97,26 @@ def test_metrics_on_hand_cases():
     assert example_metric("exact_match", gen, "Paris") == 0.0
     assert example_metric("rouge_l", gen, "the eiffel tower") == pytest.approx(1.0)
     assert 0 < example_metric("rouge_l", gen, "tower of pisa") < 1
+
+
+def test_registering_a_task_first_keeps_the_built_in_ones(monkeypatch):
+    """`register` before any lookup used to hide every built-in task (the registry was loaded
+    only while empty)."""
+    import sys
+
+    import flan_data
+    from flan_data import catalogue
+
+    monkeypatch.setattr(catalogue, "_REGISTRY", {})  # a fresh process's state
+    monkeypatch.setattr(catalogue, "_BUILTINS", {"loaded": False}, raising=False)
+    monkeypatch.delitem(sys.modules, "flan_data.tasks")
+    monkeypatch.delattr(flan_data, "tasks", raising=False)
+    mine = catalogue.Task(name="my_reviews", cluster="sentiment", hf_path="local",
+                          hf_config=None, mirror_name="my_reviews", eval_split="test",
+                          kind="choice", metric="accuracy", convert=lambda row: None,
+                          templates=("{text}",))
+    catalogue.register(mine)
+    assert catalogue.get_task("sst2").cluster == "sentiment"
+    assert catalogue.get_task("my_reviews") is mine
+    with pytest.raises(ValueError, match="registered twice"):
+        catalogue.register(mine)

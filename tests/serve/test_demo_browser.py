@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+
+from tests.serve.live_server import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -26,19 +27,13 @@ QUERY = "Premise: the cat sat on the mat. Hypothesis: an animal sat."
 TIMEOUT_MS = 60_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def demo_url(prompt_retriever):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
     from serve import build_demo
 
     demo = build_demo(prompt_retriever, examples=[QUERY], max_input_chars=200)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"

@@ -4,11 +4,10 @@ given as a string is one task, not its characters); the launched demo caps uploa
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from serve.demo import DemoInputError, parse_api_inputs, ui_filters
+from tests.serve.live_server import free_port
 
 QUERY = "Premise: the cat sat on the mat. Hypothesis: an animal sat."
 
@@ -53,19 +52,13 @@ def test_a_task_given_as_a_string_is_one_task():
     assert (query, k, flt.task, diversity) == (QUERY, 2, ("rte",), 0.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def demo_url(prompt_retriever):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
     from serve import build_demo
 
     demo = build_demo(prompt_retriever)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"

@@ -72,3 +72,10 @@ def test_retrieve_filters_and_diversity_match_the_python_api(retriever_dir, caps
 def test_retrieve_unknown_filter_value_exits_naming_it(retriever_dir):
     with pytest.raises(SystemExit, match="names no cluster in this pool.*known clusters"):
         retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "--cluster", "nope"])
+
+
+
+def test_filters_that_exclude_everything_say_so(retriever_dir):
+    with pytest.raises(SystemExit, match="no pool prompt passes the filters"):
+        retrieve_main(["--retriever", str(retriever_dir), "--query", QUERY, "--task", "rte",
+                       "--exclude-cluster", "nli"])
