@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
-from retriever.index_dir import is_indexed  # noqa: E402
+from retriever.index_manifest import is_indexed  # noqa: E402
 from uprise.stats import paired_bootstrap  # noqa: E402
 
 UPRISE = [sys.executable, "-m", "uprise"]

@@ -1,80 +1,28 @@
 """The task catalogue: which dataset is which task, its cluster, templates, answers and metric.
 
 Contract: `get_task(name)` and `tasks_in(cluster)` are the only lookups; unknown names raise
-`UnknownNameError` listing what exists. A `Task` turns one raw dataset row (Hugging Face column
-schema) into an `Example` (template fields + answer) and renders it with one of its templates;
-the template is chosen per example with an explicit `random.Random(seed)` seeded from the
-example id, so the same example always gets the same template for the same seed.
+`UnknownNameError` listing what exists. The built-in tasks (`flan_data.tasks.BUILTIN_TASKS`) are
+registered at the first lookup or `register` call, whatever was registered before; `register`
+adds a task (a custom one) and refuses a name already taken. `Task` and `Example` are defined in
+`flan_data.task_types` and importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from flan_data.task_types import Example, Metric, Task, TaskKind
+from flan_data.tasks import BUILTIN_TASKS
 
-TaskKind = Literal["choice", "generation"]
-Metric = Literal["accuracy", "exact_match", "rouge_l"]
+__all__ = ["Example", "Metric", "Task", "TaskKind", "UnknownNameError", "all_tasks", "clusters",
+           "get_task", "register", "tasks_in"]
 
 
 class UnknownNameError(ValueError):
     """A task or cluster name is not in the catalogue."""
 
 
-@dataclass(frozen=True)
-class Example:
-    """One row, ready to render: template `fields`, and `options` + `gold` or `references`."""
-
-    fields: dict[str, str]
-    options: list[str] | None = None
-    gold: int | None = None
-    references: list[str] = field(default_factory=list)
-
-    @property
-    def target(self) -> str:
-        if self.options is not None:
-            assert self.gold is not None
-            return self.options[self.gold]
-        return self.references[0]
-
-
-@dataclass(frozen=True)
-class Task:
-    """A FLAN-style task over one Hugging Face dataset.
-
-    name: short unique id (`sst2`). cluster: the UPRISE task cluster. hf_path/hf_config: the Hub
-    dataset. mirror_name: the folder of the offline mirror. eval_split: the split UPRISE evaluates
-    on. train_split: the Hub's training split (carved out of `eval_split` where a source lacks it).
-    convert: raw row -> Example, or None to skip the row (e.g. an unlabelled row).
-    templates: instruction templates over Example.fields; each renders the input only, the
-    answer is appended after a space.
-    """
-
-    name: str
-    cluster: str
-    hf_path: str
-    hf_config: str | None
-    mirror_name: str
-    eval_split: str
-    kind: TaskKind
-    metric: Metric
-    convert: Callable[[Mapping[str, Any]], Example | None]
-    templates: tuple[str, ...]
-    train_split: str | None = "train"
-
-    def template_for(self, example_id: str, seed: int) -> int:
-        """Deterministic template choice for one example (explicit RNG, never the global one)."""
-        digest = hashlib.sha256(f"{seed}:{self.name}:{example_id}".encode()).digest()
-        return random.Random(int.from_bytes(digest[:8], "big")).randrange(len(self.templates))
-
-    def render(self, example: Example, template: int) -> str:
-        return self.templates[template].format(**example.fields).strip()
-
-
 _REGISTRY: dict[str, Task] = {}
 _BUILTINS = {"loaded": False}
+"""Whether `BUILTIN_TASKS` are in `_REGISTRY` (they go in at the first lookup or register)."""
 
 
 def register(task: Task) -> Task:
@@ -89,8 +37,9 @@ def register(task: Task) -> Task:
 def _ensure_loaded() -> None:
     """Registers the built-in tasks once, whatever was registered first."""
     if not _BUILTINS["loaded"]:
-        _BUILTINS["loaded"] = True  # before the import: flan_data.tasks calls register()
-        from flan_data import tasks  # noqa: F401  (registers the built-in tasks)
+        _BUILTINS["loaded"] = True
+        for task in BUILTIN_TASKS:
+            register(task)
 
 
 def all_tasks() -> list[Task]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flan_data.catalogue import Example, Task, register
+from flan_data.task_types import Example, Task
 
 YES_NO = ["yes", "no"]
 NO_YES = ["no", "yes"]
@@ -41,12 +41,15 @@ def _generation(fields: dict[str, str], references: list[str]) -> Example | None
     return Example(fields=fields, references=references) if references else None
 
 
+_BUILTIN: list[Task] = []
+
+
 def _task(name: str, cluster: str, hf: str, config: str | None, eval_split: str, kind, metric,
           convert, templates: tuple[str, ...], mirror: str | None = None,
           train_split: str | None = "train") -> None:
     mirror = mirror or (hf if config is None else f"{hf}-{config}")
-    register(Task(name, cluster, hf, config, mirror, eval_split, kind, metric, convert,
-                  templates, train_split))
+    _BUILTIN.append(Task(name, cluster, hf, config, mirror, eval_split, kind, metric, convert,
+                         templates, train_split))
 
 
 # --- sentiment ---------------------------------------------------------------------------
@@ -196,3 +199,6 @@ _task("ag_news", "summarization", "ag_news", None, "test", "choice", "accuracy",
       ("News: {text}\nWhich topic is this article about: World, Sports, Business or Science?",
        "{text}\nTopic:",
        "What is this news story about?\n{text}\nAnswer:"))
+
+BUILTIN_TASKS: tuple[Task, ...] = tuple(_BUILTIN)
+"""Every built-in task, in catalogue order (`flan_data.catalogue` registers them)."""

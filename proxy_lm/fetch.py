@@ -28,6 +28,7 @@ from pathlib import Path
 
 from flan_data.errors import CommandError
 from flan_data.schema import sha256_file
+from proxy_lm.paths import cache_root
 
 log = logging.getLogger(__name__)
 PART_MEMBER = re.compile(r"(?:[^/]+/)?data/part\d+\.bin")
@@ -78,8 +79,6 @@ def _spec(name: str) -> OptionalLM:
 
 
 def gguf_dir() -> Path:
-    from proxy_lm.loading import cache_root
-
     return cache_root() / "gguf"
 
 

@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+from proxy_lm.fetch import OPTIONAL_LMS, verified_gguf
+from proxy_lm.paths import cache_root
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_LM = "embedded:smollm2-135m-instruct"
@@ -53,10 +56,6 @@ class LanguageModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("UPRISE_CACHE") or Path.home() / ".cache" / "uprise")
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -92,8 +91,6 @@ def cpu_has_native_bf16() -> bool:
 
 def embedded_lm_path(name: str = EMBEDDED_LM) -> Path:
     """The converted safetensors folder of an embedded LM, converting it on first use."""
-    from proxy_lm.fetch import OPTIONAL_LMS
-
     key = name.removeprefix("embedded:")
     if key not in _EMBEDDED and key not in OPTIONAL_LMS:
         raise ValueError(
@@ -125,8 +122,6 @@ def embedded_lm_path(name: str = EMBEDDED_LM) -> Path:
 
 def _convert_optional(key: str, target: Path) -> Path:
     """An optional LM (`proxy_lm.fetch`): its fetched GGUF, sha256 checked again, converted."""
-    from proxy_lm.fetch import verified_gguf
-
     gguf = verified_gguf(key)
     _convert_gguf(gguf.parent, gguf.name, target)
     return target

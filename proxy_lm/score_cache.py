@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from flan_data.schema import atomic_write, write_json
-from proxy_lm.loading import LanguageModel, cache_root
+from proxy_lm.loading import LanguageModel
+from proxy_lm.paths import cache_root
 
 log = logging.getLogger(__name__)
 

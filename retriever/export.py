@@ -7,8 +7,8 @@ Contract: `export_retriever` writes a directory that plain
 `uprise_config.json` (the `BiEncoderConfig`, prefixes, similarity, training metadata, library
 versions) and a Hugging Face style model card `README.md`. The write is atomic: everything goes
 to a temporary sibling directory which is renamed into place last. The untrained baseline is the
-same function applied to a freshly initialised `BiEncoder`. `update_model_card` adds evaluation
-numbers from a report.json to the card (YAML front matter and a table). No pickle is written:
+same function applied to a freshly initialised `BiEncoder`. `model_card` renders the card, with
+evaluation numbers when `retriever.index_dir.update_model_card` rewrites it. No pickle is written:
 sentence-transformers saves JSON configs, tokenizer files and `model.safetensors` per tower.
 """
 
@@ -62,7 +62,7 @@ def export_retriever(
         export = tmp / "export"
         config = _uprise_config(model, metadata)
         write_json(export / CONFIG_NAME, config)
-        atomic_write(export / "README.md", [_model_card(config)])
+        atomic_write(export / "README.md", [model_card(config)])
         _replace_dir(export, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -172,7 +172,7 @@ def _model_index(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
 _CARD_FACTS = ("scoring_lm", "held_out_cluster", "train_clusters", "loss", "seed", "global_steps")
 
 
-def _model_card(config: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
+def model_card(config: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
     enc, meta = config["encoder"], config["metadata"]
     base = HUB_IDS.get(enc["base_model"], enc["base_model"])
     trained = meta.get("trained", True)
@@ -251,28 +251,6 @@ def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
         entry["average"] = round(float(single if single is not None else
                                        sum(values) / max(len(values), 1)), 4)
     return {"methods": methods}
-
-
-def update_model_card(export_dir: str | os.PathLike[str],
-                      report: dict[str, Any] | str | os.PathLike[str]) -> Path:
-    """Rewrites the export's README.md with the evaluation numbers of `report` (dict or a path
-    to report.json) in its YAML front matter (`model-index` for the Hub, `uprise.evaluation`) and
-    an Evaluation table. In an indexed directory the files are verified first and the manifest
-    then records the new card (`retriever.index_dir.record_rewrite`)."""
-    folder = Path(export_dir)
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a uprise retriever export (no {CONFIG_NAME}); "
-                                "pass the directory written by `uprise train`.")
-    if not isinstance(report, dict):
-        report = json.loads(Path(report).read_text(encoding="utf-8"))
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    from retriever.index_dir import record_rewrite
-
-    with record_rewrite(folder, "README.md"):  # an indexed directory stays verifiable
-        atomic_write(folder / "README.md", [_model_card(config, evaluation_summary(report))])
-    log.info("model card %s updated with evaluation numbers", folder / "README.md")
-    return folder / "README.md"
 
 
 def load_retriever_encoder(path: str | os.PathLike[str], device: str | None = None):

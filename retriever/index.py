@@ -1,31 +1,20 @@
-"""FAISS index over prompt embeddings: build, save, load, search (optionally on a subset), grow.
+"""FAISS indexes over prompt embeddings, in memory: build, search (optionally on a subset of
+ids), search parameters, reconstruction.
 
-Contract: an index directory holds `index.faiss` (a CPU index written by `faiss.write_index`,
-inner-product metric), `prompts.jsonl` (Prompt records; row i is FAISS id i), optionally
-`prompt_embeddings.safetensors` (the exact, normalised prompt embeddings, written when the index
-cannot give them back exactly, e.g. PQ), and `manifest.json` written last as the completion
-marker: embedding dim, factory string, index class, search parameters (`nprobe`, `efSearch`),
-prompt count and the sha256 of every other file in the directory (the export's too), which
-`retriever.index_dir.verify_files` checks. `load_index` applies the recorded search parameters.
-`add_prompts` appends to an indexed directory: new rows get the next ids, every file is
-rewritten under a temporary name and renamed in only after the old manifest is gone, so a crash
-leaves a directory that loaders refuse rather than one that lies. The index is
-built (and trained, seeded) on a GPU when faiss has one, but is always saved as a CPU index.
-No pickle. The directory-level operations (`index_pool`, `add_prompts`, the manifest) live in
-`retriever.index_dir` and are importable from here too.
+Contract: indexes use the inner-product metric; `build_index(p_emb, factory, seed)` builds
+(and trains, seeded) one from a faiss factory string, on a GPU when faiss has one, returning a
+CPU index; `search` returns (scores, ids), -1-padded, restricted to `allowed` ids when given;
+`set_search_params` / `get_search_params` handle `nprobe` / `efSearch`; `reconstruct` gives back
+stored vectors where the index can. Everything on disk (the index directory, its files and
+manifest, `save_index` / `load_index`) is `retriever.index_dir`'s; this module never imports it.
+The file names of that directory are named here, beside the index they describe.
 """
-
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from flan_data.schema import Prompt, new_file_mode, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -234,68 +223,3 @@ def reconstructs_exactly(index: Any, p_emb: np.ndarray, n_check: int = 64) -> bo
         return bool(np.allclose(reconstruct(index, ids), p_emb[ids], atol=1e-6))
     except RuntimeError:
         return False
-
-
-def save_index(index: Any, prompts: list[Prompt], out_dir: str | os.PathLike[str]) -> Path:
-    """Writes `index.faiss` (CPU copy) and `prompts.jsonl` into `out_dir`, each atomically."""
-    if index.ntotal != len(prompts):
-        raise ValueError(f"index holds {index.ntotal} vectors but {len(prompts)} prompts were "
-                         "given; row i of prompts must be FAISS id i.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / PROMPTS_FILE, prompts)
-    os.replace(_write_index_tmp(index, out), out / INDEX_FILE)
-    return out
-
-
-def _write_index_tmp(index: Any, out: Path) -> str:
-    import faiss
-
-    if "Gpu" in type(index).__name__:
-        index = faiss.index_gpu_to_cpu(index)
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=out)
-    try:
-        try:
-            os.fchmod(fd, new_file_mode())  # mkstemp's 0o600 -> what open() would give
-        finally:
-            os.close(fd)
-        faiss.write_index(index, tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def load_index(index_dir: str | os.PathLike[str]) -> tuple[Any, list[Prompt]]:
-    """Reads an index directory -> (faiss index with the manifest's search parameters, prompts)."""
-    import faiss
-
-    from retriever.index_dir import read_manifest
-
-    folder = Path(index_dir)
-    if not (folder / INDEX_FILE).is_file():
-        raise FileNotFoundError(f"{folder / INDEX_FILE} not found; build it with `uprise index "
-                                f"--retriever {folder} --pool POOL.jsonl`.")
-    index = faiss.read_index(str(folder / INDEX_FILE))
-    prompts = read_jsonl(folder / PROMPTS_FILE, Prompt)
-    if index.ntotal != len(prompts):
-        raise ValueError(
-            f"{folder}: {INDEX_FILE} holds {index.ntotal} vectors but {PROMPTS_FILE} has "
-            f"{len(prompts)} prompts; the files are from different runs. "
-            "Rebuild them with `uprise index`."
-        )
-    manifest = read_manifest(folder, required=False) or {}
-    set_search_params(index, manifest.get("search_params"))
-    return index, prompts
-
-
-_DIR_NAMES = ("index_pool", "add_prompts", "read_manifest", "write_manifest", "load_embeddings",
-              "verify_files")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DIR_NAMES:  # lazily, since retriever.index_dir imports this module
-        from retriever import index_dir
-
-        return getattr(index_dir, name)
-    raise AttributeError(f"module 'retriever.index' has no attribute {name!r}")

@@ -1,171 +1,47 @@
-"""An indexed retriever directory as a whole: `index_pool`, `add_prompts` and its manifest.
+"""An indexed retriever directory as a whole: `index_pool`, `add_prompts`, its files on disk.
 
 Contract: `index_pool` encodes a pool with an export's prompt tower and writes `index.faiss`,
 `prompts.jsonl` and, when the index cannot give the embeddings back exactly (PQ, SQ, PCA...),
 `prompt_embeddings.safetensors`; `add_prompts` appends new prompts to such a directory, keeping
 row i of `prompts.jsonl` = FAISS id i = row i of the embeddings. Both commit the same way: every
 new file is written under a temporary name first, the old `manifest.json` is removed, the files
-are renamed into place, and a new manifest (dim, factory, index class, search parameters, prompt
-count, and the sha256 of every other file in the directory, recursively: the export's configs,
-weights, tokenizers and model card as well as the index files) is written last. A directory
-without a manifest is incomplete and loaders refuse it.
-
-`verify_files` is the one check of that table: the table must be there, every listed file must
-exist with its recorded sha256, and a file the table does not list is refused. The only files it
-passes over (with a warning) are the temporaries of an interrupted commit (`TEMPORARY_PATTERNS`),
-which the next commit deletes. A manifest of another format version is refused with the command
-that rebuilds it.
+are renamed into place, and a new manifest (`retriever.index_manifest`) is written last. A
+directory without a manifest is incomplete and loaders refuse it. The directory's files are read
+and written here only: `save_index` / `load_index` (the index and prompts; `load_index` applies
+the manifest's search parameters), `load_embeddings`, and `update_model_card` (the export's card
+with evaluation numbers, verified before and recorded after in an indexed directory).
 """
-
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from fnmatch import fnmatchcase
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flan_data.schema import Prompt, read_jsonl, sha256_file, write_json, write_jsonl
+from flan_data.schema import Prompt, atomic_write, new_file_mode, read_jsonl, write_jsonl
 from retriever.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
     PROMPTS_FILE,
-    _write_index_tmp,
     build_index,
-    get_search_params,
-    index_class,
-    load_index,
     reconstructs_exactly,
     set_search_params,
 )
+from retriever.index_manifest import (
+    directory_files,
+    read_manifest,
+    record_rewrite,
+    verify_files,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FORMAT, MANIFEST_VERSION = "uprise-index", 3
-FILES_KEY = "sha256"
-"""The manifest's table {path relative to the directory: sha256} of every file but itself."""
-INDEX_FILES = (INDEX_FILE, PROMPTS_FILE, EMBEDDINGS_FILE)
-TEMPORARY_PATTERNS = (f".{INDEX_FILE}.*.tmp", f".{PROMPTS_FILE}.new", f".{EMBEDDINGS_FILE}.new",
-                      f".{MANIFEST_FILE}.*.tmp")
-"""Top-level names `_commit` writes before renaming (`_write_index_tmp`, `write_json`)."""
-
-
-def read_manifest(folder: str | os.PathLike[str], required: bool = True) -> dict[str, Any] | None:
-    """`manifest.json` of an index directory (this format version only); None when absent and
-    not `required`."""
-    path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
-        if not required:
-            return None
-        raise FileNotFoundError(
-            f"{Path(folder)} has no {MANIFEST_FILE}, so its index is missing or incomplete; build "
-            f"it with `uprise index --retriever {Path(folder)} --pool POOL.jsonl`."
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err.msg}); rebuild the index with "
-                         f"`uprise index --retriever {Path(folder)} --pool POOL.jsonl`.") from err
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object; "
-                         f"rebuild the index with `uprise index --retriever {Path(folder)} "
-                         "--pool POOL.jsonl`.")
-    found = (manifest.get("format"), manifest.get("format_version"))
-    if found != (MANIFEST_FORMAT, MANIFEST_VERSION):
-        raise ValueError(
-            f"{path} is format {found[0]!r} version {found[1]!r}, but this uprise reads "
-            f"{MANIFEST_FORMAT!r} version {MANIFEST_VERSION} (which checksums every file of the "
-            f"directory); rebuild it with {reindex_command(Path(folder), manifest)}."
-        )
-    return manifest
-
-
-def is_indexed(folder: str | os.PathLike[str]) -> bool:
-    """Whether `folder` holds a complete index of this manifest version (the pipeline's "index
-    stage done" test: an older version is indexed again rather than refused at load)."""
-    try:
-        read_manifest(folder)
-    except (OSError, ValueError):  # missing, unreadable, or not this format version
-        return False
-    return True
-
-
-def reindex_command(folder: Path, manifest: dict[str, Any]) -> str:
-    """The `uprise index` command that rebuilds `folder` as `manifest` records it (pool, factory,
-    search parameters, prompts added since), for error messages."""
-    from retriever.export import CONFIG_NAME
-
-    in_place = (folder / CONFIG_NAME).is_file() or not manifest.get("encoder_dir")
-    encoder_dir = folder if in_place else Path(manifest["encoder_dir"])
-    parts = ["uprise index --retriever", str(encoder_dir)]
-    if not in_place:
-        parts += ["--output-dir", str(folder)]
-    parts += ["--pool", str(manifest.get("pool_path") or "POOL.jsonl")]
-    if manifest.get("index_factory") not in (None, "Flat"):
-        parts += ["--factory", repr(manifest["index_factory"])]
-    if manifest.get("seed") not in (None, 0):
-        parts += ["--seed", str(manifest["seed"])]
-    params = manifest.get("search_params")
-    for name, flag in (("nprobe", "--nprobe"), ("efSearch", "--ef-search")):
-        if isinstance(params, dict) and name in params:
-            parts += [flag, str(params[name])]
-    added = (f", then add the {manifest['n_added']} prompts added since with `--add`"
-             if manifest.get("n_added") else "")
-    return f"`{' '.join(parts)}`{added}"
-
-
-def directory_files(folder: Path) -> tuple[list[str], list[str]]:
-    """(every file under `folder` but the manifest, leftover commit temporaries), each a sorted
-    list of paths relative to `folder`. Refuses what is not a file or a directory (a link to a
-    directory, a broken link), since no checksum can vouch for it."""
-    files, temporaries = [], []
-    for path in sorted(folder.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
-            continue  # its files are listed themselves
-        name = path.relative_to(folder).as_posix()
-        if not path.is_file():
-            raise ValueError(
-                f"{path} is not a regular file (a link to a directory, a broken link or a special "
-                "file), so the index manifest cannot vouch for it; replace it with a copy of what "
-                "it points to, or delete it."
-            )
-        if name == MANIFEST_FILE:
-            continue
-        is_temporary = "/" not in name and any(fnmatchcase(name, p) for p in TEMPORARY_PATTERNS)
-        (temporaries if is_temporary else files).append(name)
-    return files, temporaries
-
-
-def write_manifest(folder: Path, index: Any, n_prompts: int, factory: str,
-                   extra: dict[str, Any]) -> dict[str, Any]:
-    """Writes `manifest.json` (atomically) describing the files now in `folder`, with the
-    sha256 of every one of them (`directory_files`)."""
-    import faiss
-
-    embeddings = (folder / EMBEDDINGS_FILE).is_file()
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "format_version": MANIFEST_VERSION,
-        "embedding_dim": int(index.d),
-        "index_factory": factory,
-        "index_class": index_class(factory, int(index.d)),
-        "metric": "inner_product",
-        "search_params": get_search_params(index),
-        "n_prompts": n_prompts,
-        "embeddings_file": EMBEDDINGS_FILE if embeddings else None,
-        "faiss_version": faiss.__version__,
-        **extra,
-        FILES_KEY: {n: sha256_file(folder / n) for n in directory_files(folder)[0]},
-    }
-    write_json(folder / MANIFEST_FILE, manifest)
-    return manifest
-
 
 def load_embeddings(folder: str | os.PathLike[str]) -> np.ndarray | None:
     """The saved exact prompt embeddings (n_prompts, dim), or None when the index holds them."""
@@ -175,6 +51,57 @@ def load_embeddings(folder: str | os.PathLike[str]) -> np.ndarray | None:
     from safetensors.numpy import load_file
 
     return load_file(str(path))["p_emb"]  # (n_prompts, dim)
+
+
+def save_index(index: Any, prompts: list[Prompt], out_dir: str | os.PathLike[str]) -> Path:
+    """Writes `index.faiss` (CPU copy) and `prompts.jsonl` into `out_dir`, each atomically."""
+    if index.ntotal != len(prompts):
+        raise ValueError(f"index holds {index.ntotal} vectors but {len(prompts)} prompts were "
+                         "given; row i of prompts must be FAISS id i.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / PROMPTS_FILE, prompts)
+    os.replace(_write_index_tmp(index, out), out / INDEX_FILE)
+    return out
+
+
+def _write_index_tmp(index: Any, out: Path) -> str:
+    import faiss
+
+    if "Gpu" in type(index).__name__:
+        index = faiss.index_gpu_to_cpu(index)
+    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=out)
+    try:
+        try:
+            os.fchmod(fd, new_file_mode())  # mkstemp's 0o600 -> what open() would give
+        finally:
+            os.close(fd)
+        faiss.write_index(index, tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def load_index(index_dir: str | os.PathLike[str]) -> tuple[Any, list[Prompt]]:
+    """Reads an index directory -> (faiss index with the manifest's search parameters, prompts)."""
+    import faiss
+
+    folder = Path(index_dir)
+    if not (folder / INDEX_FILE).is_file():
+        raise FileNotFoundError(f"{folder / INDEX_FILE} not found; build it with `uprise index "
+                                f"--retriever {folder} --pool POOL.jsonl`.")
+    index = faiss.read_index(str(folder / INDEX_FILE))
+    prompts = read_jsonl(folder / PROMPTS_FILE, Prompt)
+    if index.ntotal != len(prompts):
+        raise ValueError(
+            f"{folder}: {INDEX_FILE} holds {index.ntotal} vectors but {PROMPTS_FILE} has "
+            f"{len(prompts)} prompts; the files are from different runs. "
+            "Rebuild them with `uprise index`."
+        )
+    manifest = read_manifest(folder, required=False) or {}
+    set_search_params(index, manifest.get("search_params"))
+    return index, prompts
 
 
 def encode_prompts(encoder: Any, prompts: Sequence[Prompt], batch_size: int = 64,
@@ -299,72 +226,23 @@ def _check_unique_ids(new: Sequence[Prompt], old: Sequence[Prompt], where: Any) 
                          "prompts); each prompt needs a unique id.")
 
 
-def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
-    """Refuses `folder` unless its files are exactly the manifest's table, each with its sha256.
+def update_model_card(export_dir: str | os.PathLike[str],
+                      report: dict[str, Any] | str | os.PathLike[str]) -> Path:
+    """Rewrites the export's README.md with the evaluation numbers of `report` (dict or a path
+    to report.json) in its YAML front matter (`model-index` for the Hub, `uprise.evaluation`) and
+    an Evaluation table. In an indexed directory the files are verified first and the manifest
+    then records the new card (`retriever.index_manifest.record_rewrite`)."""
+    from retriever.export import CONFIG_NAME, evaluation_summary, model_card
 
-    Missing table, listed file missing, unlisted file: refused before anything is hashed; then
-    every listed file is hashed once. Leftover commit temporaries are only logged.
-    """
-    table = manifest.get(FILES_KEY)
-    if not isinstance(table, dict) or not table:
-        raise ValueError(f"{folder / MANIFEST_FILE} has no {FILES_KEY!r} table of file checksums, "
-                         f"so nothing in {folder} can be verified; rebuild the index with "
-                         f"{reindex_command(folder, manifest)}.")
-    files, temporaries = directory_files(folder)
-    missing = sorted(set(table) - set(files))
-    if missing:
-        raise ValueError(f"{folder / missing[0]} is missing but {MANIFEST_FILE} lists it "
-                         f"(missing: {missing[:5]}); {_fix(folder, manifest, missing[0])}.")
-    unlisted = [n for n in files if n not in table]
-    if unlisted:
-        raise ValueError(
-            f"{folder / unlisted[0]} is not listed in {MANIFEST_FILE} (unlisted: {unlisted[:5]}), "
-            "so nothing vouches for it; delete it, or if it belongs there rebuild the index with "
-            f"{reindex_command(folder, manifest)} to record it."
-        )
-    for name in sorted(table):
-        actual = sha256_file(folder / name)
-        if actual != table[name]:
-            raise ValueError(f"{folder / name}: sha256 is {actual} but {MANIFEST_FILE} records "
-                             f"{table[name]}, so the file changed since it was indexed; "
-                             f"{_fix(folder, manifest, name)}.")
-    if temporaries:
-        log.warning("%s: ignoring %s, left by an interrupted `uprise index` (the next one deletes "
-                    "them)", folder, temporaries)
-
-
-@contextmanager
-def record_rewrite(folder: Path, name: str) -> Iterator[None]:
-    """For a deliberate rewrite of one file of an indexed directory (e.g. the model card): the
-    directory is verified before, and the manifest records the file's new sha256 after. Without
-    a manifest (not indexed yet) it only runs the rewrite."""
-    manifest = read_manifest(folder, required=False)
-    if manifest is not None:
-        verify_files(folder, manifest)
-    yield
-    if manifest is not None:
-        manifest[FILES_KEY][name] = sha256_file(folder / name)
-        write_json(folder / MANIFEST_FILE, manifest)
-
-
-def _fix(folder: Path, manifest: dict[str, Any], name: str) -> str:
-    if name in INDEX_FILES:
-        return f"rebuild the index with {reindex_command(folder, manifest)}"
-    return ("restore it from the exported retriever (written by `uprise train ... --export_dir`), "
-            f"or, if the change is deliberate, record it with {reindex_command(folder, manifest)}")
-
-
-def check_index_class(folder: Path, manifest: dict[str, Any], index: Any) -> None:
-    """Refuses an index whose class or metric differs from what the manifest's factory builds."""
-    import faiss
-
-    factory = manifest.get("index_factory")
-    if factory is not None and index_class(factory, index.d) != type(index).__name__:
-        raise ValueError(
-            f"{folder}: {MANIFEST_FILE} says index_factory {factory!r} "
-            f"({index_class(factory, index.d)}) but {INDEX_FILE} is a {type(index).__name__}; "
-            "the files come from different runs. Rebuild the index with `uprise index`."
-        )
-    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError(f"{folder / INDEX_FILE} does not use the inner-product metric; "
-                         "rebuild it with `uprise index`.")
+    folder = Path(export_dir)
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a uprise retriever export (no {CONFIG_NAME}); "
+                                "pass the directory written by `uprise train`.")
+    if not isinstance(report, dict):
+        report = json.loads(Path(report).read_text(encoding="utf-8"))
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    with record_rewrite(folder, "README.md"):  # an indexed directory stays verifiable
+        atomic_write(folder / "README.md", [model_card(config, evaluation_summary(report))])
+    log.info("model card %s updated with evaluation numbers", folder / "README.md")
+    return folder / "README.md"

@@ -5,7 +5,7 @@ Contract: `check_checksums(folder, manifest)` (run first, before any file is des
 `RetrieverDirError` naming the path and both values when the manifest disagrees with the files:
 prompt count, embedding dimension (manifest, index, export config), index class for the recorded
 factory string, metric, and the sha256 of every file in the directory
-(`retriever.index_dir.verify_files`: the manifest's table is required, a listed file that is
+(`retriever.index_manifest.verify_files`: the manifest's table is required, a listed file that is
 missing or changed and a file the table does not list are each refused).
 """
 
@@ -24,8 +24,8 @@ class RetrieverDirError(ValueError):
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """`retriever.index_dir.read_manifest`, its errors raised as `RetrieverDirError`."""
-    from retriever.index_dir import read_manifest as read_index_manifest
+    """`retriever.index_manifest.read_manifest`, its errors raised as `RetrieverDirError`."""
+    from retriever import read_manifest as read_index_manifest
 
     try:
         return read_index_manifest(folder)
@@ -60,7 +60,7 @@ def _check_consistency(folder: Path, manifest: dict[str, Any], index: Any,
 
 
 def _check_index_type(folder: Path, manifest: dict[str, Any], index: Any) -> None:
-    from retriever.index_dir import check_index_class
+    from retriever import check_index_class
 
     try:
         check_index_class(folder, manifest, index)
@@ -69,8 +69,8 @@ def _check_index_type(folder: Path, manifest: dict[str, Any], index: Any) -> Non
 
 
 def check_checksums(folder: Path, manifest: dict[str, Any]) -> None:
-    """`retriever.index_dir.verify_files`, its errors raised as `RetrieverDirError`."""
-    from retriever.index_dir import verify_files
+    """`retriever.index_manifest.verify_files`, its errors raised as `RetrieverDirError`."""
+    from retriever import verify_files
 
     try:
         verify_files(folder, manifest)

@@ -37,7 +37,7 @@ from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 from torch import Tensor, nn
 from transformers import BertModel
 
-from serve.prompt_retriever import query_features
+from serve.features import query_features
 
 log = logging.getLogger(__name__)
 

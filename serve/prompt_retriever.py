@@ -39,6 +39,7 @@ from serve.checks import (
     read_manifest,
 )
 from serve.context import build_context, count_tokens
+from serve.features import query_features
 from serve.filters import PoolFilterer, PromptFilter
 from serve.mmr import mmr_order
 
@@ -85,7 +86,7 @@ class PromptRetriever:
         self._refresh()
 
     def _refresh(self) -> None:
-        from retriever.index import to_gpu
+        from retriever import to_gpu
 
         self._filterer = PoolFilterer(self.prompts)
         self._gpu_index = to_gpu(self.index) if self._gpu is not False else None
@@ -100,8 +101,7 @@ class PromptRetriever:
         recorded sha256 (towers, tokenizers, configs, model card, index, prompts).
         `gpu` None searches unfiltered queries on a GPU copy of the index when faiss has one.
         """
-        from retriever import load_index, load_retriever_encoder
-        from retriever.index_dir import load_embeddings
+        from retriever import load_embeddings, load_index, load_retriever_encoder
 
         folder = Path(path)
         if not folder.is_dir():
@@ -166,7 +166,7 @@ class PromptRetriever:
     def search_embeddings(self, q_emb: np.ndarray, k: int, filters: PromptFilter | None = None,
                           diversity: float = 0.0) -> list[list[RetrievedPrompt]]:
         """Retrieval from already-encoded queries (n_queries, dim)."""
-        from retriever.index import search
+        from retriever import search
 
         allowed = None if filters is None or filters.is_empty else self._filterer.mask(filters)
         depth = k if diversity == 0.0 else max(MMR_DEPTH * k, 20)
@@ -186,7 +186,7 @@ class PromptRetriever:
 
     def prompt_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Exact prompt embeddings of FAISS `ids` -> (len(ids), dim)."""
-        from retriever.index import reconstruct
+        from retriever import reconstruct
 
         ids = np.asarray(ids, dtype=np.int64)
         if self.embeddings is not None:
@@ -220,7 +220,7 @@ class PromptRetriever:
 
         To grow the directory on disk, use `retriever.index_dir.add_prompts`.
         """
-        from retriever.index_dir import encode_prompts
+        from retriever import encode_prompts
 
         known = {p.id for p in self.prompts}
         dupes = [p.id for p in prompts if p.id in known]
@@ -264,15 +264,6 @@ def encode_queries(encoder: Any, queries: Sequence[str], batch_size: int = 64,
         out = fast(features) if fast is not None else encoder(features, task="query")
     q_emb = out["sentence_embedding"].float().cpu().numpy()  # (n_queries, dim)
     return np.ascontiguousarray(q_emb, dtype=np.float32)
-
-
-def query_features(encoder: Any, queries: Sequence[str]) -> dict[str, Any]:
-    """The query route's input features (tokenised with its prompt) on the encoder's device."""
-    from sentence_transformers.util import batch_to_device
-
-    features = encoder.preprocess(list(queries), prompt=encoder.prompts.get("query"),
-                                  task="query")
-    return batch_to_device(features, encoder.device)
 
 
 def _check_queries(queries: Sequence[Any]) -> None:

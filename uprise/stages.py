@@ -90,7 +90,7 @@ def build_untrained_retriever(encoder: str, pool_path: Path, out_dir: Path,
                               metadata: dict[str, Any]) -> Path:
     """The untrained baseline: the same export and index code path on fresh towers."""
     from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
-    from retriever.index_dir import is_indexed
+    from retriever.index_manifest import is_indexed
 
     if not is_indexed(out_dir):
         export_retriever(BiEncoder(BiEncoderConfig(base_model=encoder)), out_dir,
@@ -101,7 +101,7 @@ def build_untrained_retriever(encoder: str, pool_path: Path, out_dir: Path,
 
 def index_stage(cfg: Any, out: Path) -> None:
     from retriever import index_pool
-    from retriever.index_dir import is_indexed
+    from retriever.index_manifest import is_indexed
 
     pool_path = out / "data" / POOL
     if not is_indexed(out / "retriever"):

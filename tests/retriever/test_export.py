@@ -122,7 +122,7 @@ def _method(value: float, cluster: str) -> dict:
 
 
 def test_update_model_card_adds_evaluation_numbers(tmp_path, trained_like):
-    from retriever.export import update_model_card
+    from retriever import update_model_card
 
     out = export_retriever(trained_like, tmp_path / "exp", {"held_out_cluster": "nli"})
     report = {"tasks": {"rte": {"cluster": "nli", "metric": "accuracy", "n": 10}},

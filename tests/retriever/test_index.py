@@ -9,15 +9,8 @@ import pytest
 
 from flan_data.schema import sha256_file, write_jsonl
 from retriever.export import export_retriever
-from retriever.index import (
-    build_index,
-    get_search_params,
-    index_pool,
-    load_index,
-    save_index,
-    search,
-    set_search_params,
-)
+from retriever.index import build_index, get_search_params, search, set_search_params
+from retriever.index_dir import index_pool, load_index, save_index
 from retriever.model import BiEncoder
 
 
@@ -168,7 +161,8 @@ def test_add_prompts_keeps_ids_rows_and_checksums_consistent(tmp_path, tiny_conf
 
 
 def test_index_in_its_own_directory_checksums_exactly_its_files(tmp_path, tiny_config, make_pool):
-    from retriever.index_dir import add_prompts, read_manifest, verify_files
+    from retriever.index_dir import add_prompts
+    from retriever.index_manifest import read_manifest, verify_files
 
     export = export_retriever(BiEncoder(tiny_config), tmp_path / "exp", {})
     write_jsonl(tmp_path / "pool.jsonl", make_pool(20))
