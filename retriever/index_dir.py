@@ -53,15 +53,16 @@ def load_embeddings(folder: str | os.PathLike[str]) -> np.ndarray | None:
     return load_file(str(path))["p_emb"]  # (n_prompts, dim)
 
 
-def save_index(index: Any, prompts: list[Prompt], out_dir: str | os.PathLike[str]) -> Path:
-    """Writes `index.faiss` (CPU copy) and `prompts.jsonl` into `out_dir`, each atomically."""
+def save_index(index: Any, prompts: list[Prompt], out_dir: str | os.PathLike[str],
+               factory: str = "Flat") -> Path:
+    """Writes a complete index directory: `index.faiss` (CPU copy), `prompts.jsonl` and the
+    manifest, committed as `index_pool` commits (`factory`: the string `index` was built from,
+    `build_index`'s default as default)."""
     if index.ntotal != len(prompts):
         raise ValueError(f"index holds {index.ntotal} vectors but {len(prompts)} prompts were "
                          "given; row i of prompts must be FAISS id i.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / PROMPTS_FILE, prompts)
-    os.replace(_write_index_tmp(index, out), out / INDEX_FILE)
+    _commit(out, index, prompts, None, factory, {})
     return out
 
 

@@ -11,6 +11,7 @@ from flan_data.schema import sha256_file, write_jsonl
 from retriever.export import export_retriever
 from retriever.index import build_index, get_search_params, search, set_search_params
 from retriever.index_dir import index_pool, load_index, save_index
+from retriever.index_manifest import read_manifest, verify_files
 from retriever.model import BiEncoder
 
 
@@ -45,6 +46,7 @@ def test_save_load_round_trip_and_count_mismatch(tmp_path, make_pool):
     save_index(index, prompts, tmp_path)
     loaded, loaded_prompts = load_index(tmp_path)
     assert loaded.ntotal == 6 and loaded_prompts == prompts
+    verify_files(tmp_path, read_manifest(tmp_path))  # a complete directory, manifest and all
     write_jsonl(tmp_path / "prompts.jsonl", prompts[:4])
     with pytest.raises(ValueError, match="holds 6 vectors but prompts.jsonl has 4 prompts"):
         load_index(tmp_path)
@@ -159,10 +161,8 @@ def test_add_prompts_keeps_ids_rows_and_checksums_consistent(tmp_path, tiny_conf
         add_prompts(out, make_pool(40)[36:])
 
 
-
 def test_index_in_its_own_directory_checksums_exactly_its_files(tmp_path, tiny_config, make_pool):
     from retriever.index_dir import add_prompts
-    from retriever.index_manifest import read_manifest, verify_files
 
     export = export_retriever(BiEncoder(tiny_config), tmp_path / "exp", {})
     write_jsonl(tmp_path / "pool.jsonl", make_pool(20))
@@ -203,7 +203,7 @@ def test_gpu_build_writes_a_cpu_index_equal_to_the_cpu_build(tmp_path, make_pool
     p_emb, q_emb = _seeded(2000), _seeded(10, seed=9)
     gpu_built = build_index(p_emb, "IVF16,Flat", gpu=True)
     assert "Gpu" not in type(gpu_built).__name__
-    save_index(gpu_built, make_pool(2000), tmp_path)
+    save_index(gpu_built, make_pool(2000), tmp_path, "IVF16,Flat")
     loaded, _ = load_index(tmp_path)
     _, ids = search(loaded, q_emb, k=3)
     _, expected = search(build_index(p_emb, "Flat"), q_emb, k=3)
