@@ -8,9 +8,9 @@ queries (for distillation and the validation ranking diagnostics) and, optionall
 prompts of other tasks as extra negatives.
 
 Training order is resumable: epoch `e` visits the training queries in a permutation seeded by
-`seed + e` (`EpochSampler`), and the train loader's position (`ResumableLoader`: epoch, batches
-delivered) is saved in every checkpoint by the DataModule's `state_dict`, so a run resumed from
-a checkpoint written mid-epoch continues with the batch after it, not at batch 0 of the epoch.
+`seed + e` (`retriever.resumable`), and the train loader's position (epoch, batches delivered)
+is saved in every checkpoint by the DataModule's `state_dict`, so a run resumed from a
+checkpoint written mid-epoch continues with the batch after it, not at batch 0 of the epoch.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from flan_data.schema import Prompt, Query, SchemaError, Score, read_jsonl
 from flan_data.stage_io import read_stage_file
 from retriever.labels import TrainingExample, build_training_examples
+from retriever.resumable import EpochSampler, ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -200,58 +201,6 @@ def _random_others(pool_ids: list[str], pool: dict[str, Prompt], task: str, n: i
             if len(out) == n:
                 break
     return out
-
-
-class EpochSampler(DistributedSampler):
-    """The training order: a permutation seeded by `seed + epoch` (Lightning calls `set_epoch`),
-    this replica's share of it, from index `start` on (`start` applies to one pass, then resets).
-
-    A `DistributedSampler` so that Lightning keeps it under DDP instead of wrapping it; on one
-    device it is one replica holding every index. `len()` stays the full share even while
-    `start` skips some: Lightning counts a resumed epoch's batches from the checkpoint's batch.
-    """
-
-    def __init__(self, dataset: torch.utils.data.Dataset, seed: int, num_replicas: int = 1,
-                 rank: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.start = 0
-
-    def __iter__(self):
-        start, self.start = self.start, 0
-        return iter(list(super().__iter__())[start:])
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader over an `EpochSampler` whose state is (epoch, batches delivered in it).
-
-    `load_state_dict` (from `RetrieverDataModule.load_state_dict` on resume) takes effect at the
-    next pass, which then skips the batches the checkpoint had already trained on. Batches are
-    counted as they reach the training loop (Lightning does not prefetch from a loader with a
-    length), so worker prefetching is not counted. A state saved in another epoch than the one
-    resumed skips nothing.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._delivered = 0
-        self._resume: dict[str, int] | None = None
-
-    def __iter__(self):
-        resume, self._resume = self._resume, None
-        epoch = getattr(self.sampler, "epoch", 0)
-        skip = resume["batches"] if resume and resume["epoch"] == epoch else 0
-        if skip and isinstance(self.sampler, EpochSampler):
-            self.sampler.start = skip * self.batch_size
-        self._delivered = skip if isinstance(self.sampler, EpochSampler) else 0
-        for batch in super().__iter__():
-            self._delivered += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._delivered}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = {"epoch": int(state_dict["epoch"]), "batches": int(state_dict["batches"])}
 
 
 class RetrieverDataModule(L.LightningDataModule):
