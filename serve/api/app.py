@@ -51,9 +51,8 @@ from serve.api.schemas import (
     RetrieveRequest,
     RetrieveResponse,
     check_limits,
-    prompt_rows,
 )
-from serve.api.settings import ServeSettings
+from serve.api.settings import LOG_FIELDS, ServeSettings
 from serve.context import build_context
 
 log = logging.getLogger(__name__)
@@ -99,14 +98,14 @@ def create_app(retriever: Any, settings: ServeSettings | None = None,
         """Top-k pool prompts per query, best first (`PromptRetriever.retrieve_batch`)."""
         rows, _ = await retrieve_rows(req, request)
         if req.query is not None:
-            return {"prompts": prompt_rows(rows[0])}
-        return {"results": [{"prompts": prompt_rows(r)} for r in rows]}
+            return {"prompts": rows[0]}
+        return {"results": [{"prompts": r} for r in rows]}
 
     @app.post("/v1/augment", response_model=RetrieveResponse, response_model_exclude_none=True)
     async def augment(req: AugmentRequest, request: Request) -> dict[str, Any]:
         """Each query preceded by its prompts (`PromptRetriever.augment_batch`)."""
         rows, _ = await retrieve_rows(req, request)
-        out = [{"prompts": prompt_rows(r), "augmented": build_context(q, r, req.max_tokens,
+        out = [{"prompts": r, "augmented": build_context(q, r, req.max_tokens,
                                                                       tokenizer)}
                for q, r in zip(req.texts(), rows, strict=True)]
         return out[0] if req.query is not None else {"results": out}
@@ -288,4 +287,5 @@ class ServiceMiddleware:
         record = {"method": scope["method"], "path": scope["path"], "status": status,
                   "ms": round(1e3 * (time.perf_counter() - t0), 2),
                   **scope.get("state", {}).get("log_fields", {})}
-        log.info(json.dumps(record, ensure_ascii=False))
+        log.info("%s %s %d %.1f ms", record["method"], record["path"], status, record["ms"],
+                 extra={LOG_FIELDS: record})

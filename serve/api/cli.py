@@ -4,7 +4,7 @@ Contract: `serve_main(argv)` checks every option (`ServeSettings`) before the re
 then loads and verifies the retriever directory, and serves with uvicorn until SIGINT/SIGTERM;
 on a signal it stops accepting connections, lets requests in flight finish (up to
 `--graceful-timeout` seconds) and stops the encoder worker. Logs go to stderr as one JSON object
-per line (`ts`, `level`, `logger`, then the message's fields).
+per line (`ts`, `level`, `logger`, then the record's fields or its message).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import fields
 
-from serve.api.settings import INSERT_MODES, ServeSettings
+from serve.api.settings import INSERT_MODES, LOG_FIELDS, ServeSettings
 
 OPTION_HELP = {
     "host": "address to bind (default 127.0.0.1; 0.0.0.0 exposes it on the network)",
@@ -102,17 +102,14 @@ def serve_main(argv: list[str] | None = None) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record; a message that is itself a JSON object is merged in."""
+    """One JSON object per record: the record's structured fields (`extra={LOG_FIELDS: {...}}`,
+    as the service's request lines carry) where it has them, else its message."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
                "level": record.levelname, "logger": record.name}
-        message = record.getMessage()
-        try:
-            parsed = json.loads(message) if message.startswith("{") else None
-        except ValueError:
-            parsed = None
-        out.update(parsed if isinstance(parsed, dict) else {"message": message})
+        fields = getattr(record, LOG_FIELDS, None)
+        out.update(fields if isinstance(fields, dict) else {"message": record.getMessage()})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)

@@ -18,6 +18,9 @@ INSERT_MODES = ("user", "system")
 """Where the proxy puts retrieved prompts: before the user's last message (UPRISE's own format,
 the same text as `PromptRetriever.augment`), or in a system message before the conversation."""
 
+LOG_FIELDS = "uprise_fields"
+"""The `extra` key of a request's log record holding its fields (`serve.api.cli.JsonFormatter`)."""
+
 DEFAULT_SYSTEM_TEMPLATE = "Examples of similar tasks and their answers:\n\n{prompts}"
 
 
