@@ -153,3 +153,13 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"offline data mirror not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """This process computes with one thread, like the child processes that bitwise
+    comparisons run against (scoring shards, a killed and resumed training run)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

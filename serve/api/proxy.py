@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from flan_data.schema import SEP
-from serve.api.schemas import RequestError, check_k
+from serve.api.schemas import RequestError, check_diversity, check_k
 from serve.api.settings import ServeSettings
 from serve.context import build_context
 
@@ -71,10 +71,7 @@ def proxy_options(body: dict[str, Any], headers: Mapping[str, str],
     if k != 0:
         check_k(k, settings, "uprise.k")
     diversity = extra.get("diversity", 0.0)
-    if isinstance(diversity, bool) or not isinstance(diversity, int | float) \
-            or not 0.0 <= diversity <= 1.0:
-        raise RequestError(422, f"uprise.diversity={diversity!r}; expected a number in [0, 1].",
-                           "uprise.diversity")
+    check_diversity(diversity, "uprise.diversity")
     filters = extra.get("filters")
     if filters is not None and not isinstance(filters, dict):
         raise RequestError(422, f"uprise.filters={filters!r}; expected an object such as "

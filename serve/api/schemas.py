@@ -12,12 +12,12 @@ The proxy reads its per-request options from the body's extra `uprise` object
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from serve.api.settings import ServeSettings
+from serve.prompt_retriever import RetrievedPrompt
 
 
 class RequestError(Exception):
@@ -59,24 +59,15 @@ class AugmentRequest(RetrieveRequest):
     max_tokens: StrictInt | None = Field(None, description="budget of the augmented input")
 
 
-class Prompt(BaseModel):
-    id: str
-    text: str
-    task: str
-    cluster: str
-    score: float
-    rank: int
-
-
 class QueryResult(BaseModel):
-    prompts: list[Prompt]
+    prompts: list[RetrievedPrompt]
     augmented: str | None = None
 
 
 class RetrieveResponse(BaseModel):
     """`query` requests get `prompts` (and `augmented`); `queries` requests get `results`."""
 
-    prompts: list[Prompt] | None = None
+    prompts: list[RetrievedPrompt] | None = None
     augmented: str | None = None
     results: list[QueryResult] | None = None
 
@@ -101,9 +92,7 @@ def check_limits(req: RetrieveRequest, settings: ServeSettings) -> int:
                                f"{settings.max_query_chars}.", where)
     k = settings.default_k if req.k is None else req.k
     check_k(k, settings, "k")
-    if not 0.0 <= req.diversity <= 1.0:
-        raise RequestError(422, f"diversity={req.diversity}; expected a number in [0, 1].",
-                           "diversity")
+    check_diversity(req.diversity, "diversity")
     if isinstance(req, AugmentRequest) and req.max_tokens is not None and req.max_tokens < 1:
         raise RequestError(422, f"max_tokens={req.max_tokens}; expected a positive integer.",
                            "max_tokens")
@@ -116,5 +105,6 @@ def check_k(k: Any, settings: ServeSettings, param: str) -> None:
                            f"{settings.max_k} (the service's --max-k).", param)
 
 
-def prompt_rows(hits: list[Any]) -> list[dict[str, Any]]:
-    return [asdict(h) for h in hits]
+def check_diversity(value: Any, param: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise RequestError(422, f"{param}={value!r}; expected a number in [0, 1].", param)

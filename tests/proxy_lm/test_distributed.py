@@ -32,17 +32,6 @@ SCORE_TOLERANCE = 1e-4  # nats per option loss; the README states the same figur
 
 
 @pytest.fixture
-def one_thread():
-    """This process computes with one thread, like the child processes of `_env`."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def stage_dir(scoring_data, tmp_path) -> Path:
     queries, prompts, candidates = scoring_data  # 18 pairs
     stage = StageData(pool=list(prompts.values()), train_queries=list(queries.values()),

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,14 +29,6 @@ from retriever.cli import train_main
 HERE = Path(__file__).resolve().parent
 BATCHES_PER_EPOCH, EPOCHS = 3, 3  # 6 training queries (8, 2 held out) in batches of 2
 KILL_AFTER_STEP = 4  # epoch 1, after its first batch
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _args(train_files, tiny_bert_path, run: Path) -> list[str]:

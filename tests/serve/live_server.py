@@ -2,6 +2,7 @@
 
 `serving(app)` runs an ASGI app with uvicorn in a background thread on a free 127.0.0.1 port and
 yields its base URL; leaving the block shuts it down as a signal would (lifespan included).
+`launched(demo)` does the same for a Gradio demo.
 `upstream_app()` is a small real OpenAI-compatible server: it echoes what it received (body and
 Authorization) as a chat or text completion, streams server-sent events when asked, and behaves
 badly on demand by model name: "fail" answers 500, "hang" never answers, "slow-stream" sends one
@@ -49,6 +50,17 @@ def serving(app, timeout_s: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout_s)
+
+
+@contextmanager
+def launched(demo) -> Iterator[str]:
+    """A Gradio `demo` served on a free 127.0.0.1 port; yields its URL, closes it after."""
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
 
 
 def events(body: dict) -> list[bytes]:

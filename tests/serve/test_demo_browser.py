@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.live_server import free_port
+from tests.serve.live_server import launched
 
 pytestmark = pytest.mark.browser
 
@@ -32,13 +32,8 @@ def demo_url(prompt_retriever):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
     from serve import build_demo
 
-    demo = build_demo(prompt_retriever, examples=[QUERY], max_input_chars=200)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with launched(build_demo(prompt_retriever, examples=[QUERY], max_input_chars=200)) as url:
+        yield url
 
 
 @pytest.fixture

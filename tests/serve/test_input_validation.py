@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from serve.demo import DemoInputError, parse_api_inputs, ui_filters
-from tests.serve.live_server import free_port
+from tests.serve.live_server import launched
 
 QUERY = "Premise: the cat sat on the mat. Hypothesis: an animal sat."
 
@@ -57,13 +57,8 @@ def demo_url(prompt_retriever):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install uprise[demo])")
     from serve import build_demo
 
-    demo = build_demo(prompt_retriever)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with launched(build_demo(prompt_retriever)) as url:
+        yield url
 
 
 def test_the_api_endpoint_names_a_bad_k_and_keeps_a_string_task_whole(demo_url):
