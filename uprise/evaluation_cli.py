@@ -80,7 +80,7 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
                     help="calibrate a retrieval-score threshold on training-cluster validation")
     ab.add_argument("--calibration-per-task", type=int, default=10)
     loco = p.add_argument_group("leave-one-cluster-out (--clusters / --task-file)")
-    loco.add_argument("--config", help="stage sizes (default: configs/quickstart.yaml)")
+    loco.add_argument("--config", help="stage sizes (default: configs/loco.yaml)")
     loco.add_argument("--work-dir", default="runs/loco",
                       help="cache of per-cluster data, scores and retrievers (reused)")
     loco.add_argument("--data-dir")
@@ -221,14 +221,14 @@ def _single_effect(report: dict[str, Any]) -> dict[str, Any]:
 
 def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Leave-one-cluster-out over --clusters, or over the clusters of --task-file's tasks."""
-    from uprise.loco import EvalSettings, available_clusters, run_loco
-    from uprise.quickstart import DEFAULT_CONFIG, QuickstartConfig
+    from uprise.loco import LOCO_CONFIG, EvalSettings, available_clusters, run_loco
+    from uprise.quickstart import QuickstartConfig
 
     overrides = {"data_dir": args.data_dir, "lm": args.scoring_lm, "encoder": args.encoder,
                  "seed": args.seed, "pool_per_task": args.pool_per_task,
                  "queries_per_task": args.queries_per_task, "n_candidates": args.n_candidates,
                  "epochs": args.epochs}
-    base = QuickstartConfig.from_yaml(args.config or DEFAULT_CONFIG, **overrides)
+    base = QuickstartConfig.from_yaml(args.config or LOCO_CONFIG, **overrides)
     tasks = None
     if args.task_file:
         held_out, tasks = _register_task_file(args.task_file, out)

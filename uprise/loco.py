@@ -41,6 +41,7 @@ from uprise.quickstart import QuickstartConfig, check_resumable
 from uprise.ranking_eval import ranking_section, standard_rankers
 
 log = logging.getLogger(__name__)
+LOCO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "loco.yaml"  # default stage sizes
 
 
 @dataclass(frozen=True)

@@ -54,15 +54,14 @@ _STRINGS = {"held_out_cluster": None, "lm": None, "encoder": None, "lm_dtype": L
 @dataclass(frozen=True)
 class QuickstartConfig:
     held_out_cluster: str = "closed_book_qa"
-    train_clusters: tuple[str, ...] | None = (
-        "sentiment", "nli", "paraphrase", "commonsense", "coreference")
+    train_clusters: tuple[str, ...] | None = ("reading_comprehension", "commonsense", "sentiment")
     data_dir: str | None = None
     seed: int = 42
-    pool_per_task: int | None = 300
-    queries_per_task: int | None = 60
-    n_candidates: int = 10
-    eval_per_task: int | None = 200
-    max_prompt_chars: int | None = 600
+    pool_per_task: int | None = 200
+    queries_per_task: int | None = 30
+    n_candidates: int = 8
+    eval_per_task: int | None = 80
+    max_prompt_chars: int | None = 400
     lm: str = "embedded:smollm2-135m-instruct"
     lm_dtype: str = "auto"
     score_batch_size: int = 16

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from uprise.evaluation_cli import eval_main
 
@@ -16,10 +17,10 @@ ALL = {"zero_shot", "random", "bm25", "untrained", "trained", "trained+abstain"}
 
 
 def _config(folder: Path) -> Path:
-    """The quickstart config with short demonstrations: the tiny LMs have a 512-token window."""
-    text = (REPO / "configs" / "quickstart.yaml").read_text()
+    """The LOCO config with short demonstrations: the tiny LMs have a 512-token window."""
+    raw = yaml.safe_load((REPO / "configs" / "loco.yaml").read_text())
     path = folder / "tiny.yaml"
-    path.write_text(text.replace("max_prompt_chars: 600", "max_prompt_chars: 150"))
+    path.write_text(yaml.safe_dump({**raw, "max_prompt_chars": 150}))
     return path
 
 

@@ -47,6 +47,7 @@ def test_config_refuses_bad_fields_when_loaded(tmp_path, changes, message):
 
 def test_config_accepts_the_shipped_file_and_a_list_of_clusters():
     cfg = QuickstartConfig.from_yaml(DEFAULT_CONFIG)
+    assert cfg == QuickstartConfig()  # the shipped file and the dataclass defaults agree
     assert isinstance(cfg.train_clusters, tuple) and "sentiment" in cfg.train_clusters
     assert QuickstartConfig(train_clusters=["nli"]).train_clusters == ("nli",)
     assert QuickstartConfig(train_clusters=None, pool_per_task=None).train_clusters is None
