@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever.index_manifest import is_indexed  # noqa: E402
-from uprise.stats import paired_bootstrap  # noqa: E402
+from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 UPRISE = [sys.executable, "-m", "uprise"]
 

@@ -36,7 +36,7 @@ from retriever.data import RetrieverDataModule  # noqa: E402
 from retriever.export import load_retriever_encoder  # noqa: E402
 from retriever.labels import task_accuracy  # noqa: E402
 from retriever.ranking import METRICS, ranking_metrics  # noqa: E402
-from uprise.stats import paired_bootstrap  # noqa: E402
+from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 VARIANTS = {  # name -> train_retriever options
     "uprise": {},

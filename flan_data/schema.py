@@ -97,6 +97,22 @@ class Score:
     correct: bool | None
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """An evaluated LM's answer to `query_id` (local or API-served, see `uprise.evaluation`).
+
+    prediction: the option index (choice) or the generated text (generation); text: the option's
+    text, the generated text, or an API model's raw reply; correct: None for generation;
+    parsed: False when an API reply named no option (then prediction is -1 and wrong).
+    """
+
+    query_id: str
+    prediction: int | str
+    text: str
+    correct: bool | None
+    parsed: bool = True
+
+
 Record = TypeVar("Record", Prompt, Query, Candidates, Score)
 
 

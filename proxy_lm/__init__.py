@@ -20,7 +20,7 @@ _EXPORTS = {
     "read_scores": "proxy_lm.scoring",
     "score_candidates_distributed": "proxy_lm.distributed",
     "ScoreCache": "proxy_lm.score_cache",
-    "Prediction": "proxy_lm.evaluate",
+    "Prediction": "flan_data.schema",
     "predict": "proxy_lm.evaluate",
     "generate": "proxy_lm.evaluate",
 }

@@ -1,7 +1,7 @@
 """Downstream predictions of an LM given demonstrations as data (no retriever import here).
 
-Contract: `predict(lm, queries, demonstrations)` returns one `Prediction` per query, in order.
-`demonstrations[i]` holds the prompt texts for query i with the BEST one LAST (nearest the
+Contract: `predict(lm, queries, demonstrations)` returns one `flan_data.Prediction` per query,
+in order. `demonstrations[i]` holds the prompt texts for query i with the BEST one LAST (nearest the
 input); an empty list is zero-shot. The context is `join_context(demonstrations[i], input)`.
 Choice queries predict the option with the lowest mean per-token NLL (`continuation_losses`);
 generation queries decode greedily, keep the first non-empty line and strip it. Metrics are
@@ -11,27 +11,16 @@ computed elsewhere (`flan_data.metrics`); `correct` is set for choice queries on
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from transformers import StoppingCriteria
 
-from flan_data.schema import Query, join_context
+from flan_data.schema import Prediction, Query, join_context
 from proxy_lm.kv_cache import keep_logits, left_pad
 from proxy_lm.likelihood import continuation_losses
 from proxy_lm.loading import LanguageModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """`prediction`: the option index (choice) or the generated text (generation)."""
-
-    query_id: str
-    prediction: int | str
-    text: str
-    correct: bool | None
 
 
 def predict(

@@ -22,6 +22,7 @@ _EXPORTS = {
     "export_retriever": "retriever.export",
     "load_retriever_encoder": "retriever.export",
     "build_index": "retriever.index",
+    "PROMPTS_FILE": "retriever.index",
     "save_index": "retriever.index_dir",
     "load_index": "retriever.index_dir",
     "search": "retriever.index",

@@ -1,7 +1,7 @@
 """The import graph's rules (ARCHITECTURE.md floors): no cycles between first-party modules,
-`proxy_lm` never imports `retriever`, and `serve` reaches `retriever` only through its public
-names. Read from the source with `ast`, function-level imports included (a cycle hidden inside a
-function is still a cycle)."""
+`proxy_lm` never imports `retriever`, `uprise.evaluation` imports nothing else of `uprise`, and
+`serve` reaches `retriever` only through its public names. Read from the source with `ast`,
+function-level imports included (a cycle hidden inside a function is still a cycle)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,16 @@ def test_proxy_lm_never_imports_retriever():
     bad = {v: sorted(w for w in ws if w.split(".")[0] == "retriever")
            for v, ws in graph().items() if v.split(".")[0] == "proxy_lm"}
     assert {v: ws for v, ws in bad.items() if ws} == {}
+
+
+def test_evaluation_depends_on_no_other_part_of_uprise():
+    """`uprise.evaluation` sits below the dispatcher, the pipeline and the CLIs."""
+    edges = graph()
+    bad = {v: sorted(w for w in ws if w.split(".")[0] == "uprise"
+                     and not w.startswith("uprise.evaluation"))
+           for v, ws in edges.items() if v.startswith("uprise.evaluation")}
+    assert {v: ws for v, ws in bad.items() if ws} == {}
+    assert "uprise.evaluation.run" in edges  # the rule is not vacuous
 
 
 def test_serve_uses_only_retriever_s_public_names():

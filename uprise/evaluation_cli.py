@@ -24,10 +24,26 @@ from typing import Any
 
 from flan_data import prepare_output_dir, read_stage_data, resolve_data_dir, write_json
 from flan_data.provenance import run_info
+from flan_data.stage_io import POOL
+from uprise.evaluation import (
+    ABSTAIN,
+    DEFAULT_METHODS,
+    REPORT_FILE,
+    LocalLM,
+    Predictor,
+    build_methods,
+    check_pool_leakage,
+    evaluate_methods,
+    json_safe,
+    write_report_files,
+)
+from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
+from uprise.evaluation.ranking import ranking_section, standard_rankers
+from uprise.evaluation.report import REPORT_MD, markdown
 
 log = logging.getLogger(__name__)
-METHODS = ("zero_shot", "random", "bm25", "untrained", "trained")
 EMBEDDED_LM = "embedded:smollm2-135m-instruct"
+EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", help="single run: trained retriever export")
     p.add_argument("--baseline-retriever", help="single run: untrained export (default: built)")
     p.add_argument("--encoder", help="retriever base encoder (default: the config's)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=DEFAULT_METHODS)
     p.add_argument("--lm", "--eval-lm", dest="lm",
                    help="evaluated LM: HF causal LM id or path (default: the scoring LM)")
     p.add_argument("--dtype", default="auto")
@@ -91,11 +107,11 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
         loco.add_argument(f"--{name}", type=int)
 
 
-def make_eval_lm(lm: str | None, dtype: str, api: dict[str, Any], fallback: Any = None) -> Any:
-    """The evaluated LM: an `ApiLM` when `api["base"]` is set, else `fallback` when `lm` is
-    None, else `proxy_lm.load_lm(lm)`."""
+def make_eval_lm(lm: str | None, dtype: str, api: dict[str, Any]) -> Predictor:
+    """The evaluated LM: an `ApiLM` when `api["base"]` is set, else `proxy_lm.load_lm(lm)` (the
+    embedded LM when `lm` is None) as a `LocalLM`."""
     if api.get("base"):
-        from uprise.api_lm import ApiLM
+        from uprise.evaluation.api_lm import ApiLM
 
         key = None
         if api.get("key_env"):
@@ -105,11 +121,9 @@ def make_eval_lm(lm: str | None, dtype: str, api: dict[str, Any], fallback: Any 
                                  "is not set; export it or drop the option")
         return ApiLM(api["base"], api["model"], key, api["endpoint"], api["timeout"],
                      api["retries"], api["concurrency"])
-    if lm is None and fallback is not None:
-        return fallback
     from proxy_lm import load_lm
 
-    return load_lm(lm or EMBEDDED_LM, dtype=dtype)
+    return LocalLM(load_lm(lm or EMBEDDED_LM, dtype=dtype))
 
 
 def _api(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,21 +155,16 @@ def eval_main(argv: list[str] | None = None) -> None:
         report, title = _multi_run(args, out), "leave-one-cluster-out evaluation"
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     report["run_info"] = run_info()
-    from uprise.report import json_safe, markdown, write_report_files
-
-    write_json(out / "report.json", json_safe(report))
-
+    write_json(out / REPORT_FILE, json_safe(report))
     write_report_files(report, out, title=title)
     print(markdown(report, title))
-    print(f"wall time {report['wall_time_s']:.0f} s; report: {out / 'report.md'}")
+    print(f"wall time {report['wall_time_s']:.0f} s; report: {out / REPORT_MD}")
 
 
 def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One held-out cluster from `uprise data` files and a trained export."""
     from flan_data import write_jsonl
-    from uprise.abstain import calibrate, calibration_queries
-    from uprise.evaluation import check_pool_leakage, evaluate_methods
-    from uprise.stages import build_methods
+    from uprise.stages import build_untrained_retriever
 
     stage = read_stage_data(args.data)
     retrievers = [d for d in (args.retriever, args.baseline_retriever) if d]
@@ -172,11 +181,14 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                                       args.calibration_per_task)
         calibration = calibrate(lm, args.retriever, queries, args.k, args.batch_size,
                                 not args.no_progress)
-        names.append("trained+abstain")
+        names.append(ABSTAIN)
+    untrained = args.baseline_retriever
+    if untrained is None and "untrained" in names:
+        untrained = build_untrained_retriever(args.encoder or EMBEDDED_ENCODER,
+                                              Path(args.data) / POOL, out / "untrained_retriever",
+                                              {"seed": args.seed})
     methods = build_methods(
-        names, stage.pool, Path(args.data) / "pool.jsonl", args.k, args.seed,
-        trained_dir=args.retriever, untrained_dir=args.baseline_retriever,
-        encoder=args.encoder or "embedded:all-MiniLM-L6-v2", work_dir=out,
+        names, stage.pool, args.k, args.seed, trained_dir=args.retriever, untrained_dir=untrained,
         abstain_threshold=calibration["threshold"] if calibration else None)
     report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
                                            progress=not args.no_progress, seed=args.seed)
@@ -194,15 +206,15 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) -> dict[str, Any]:
     """The ranking section of a single run (see `uprise.ranking_eval`)."""
-    from uprise.ranking_eval import ranking_section, standard_rankers
     from uprise.stages import build_untrained_retriever
 
     untrained = args.baseline_retriever or build_untrained_retriever(
-        args.encoder or "embedded:all-MiniLM-L6-v2", Path(args.data) / "pool.jsonl",
-        out / "untrained_retriever", {"seed": args.seed})
-    same = not args.api_base and args.ranking_lm in (None, args.lm)  # the local evaluated LM
+        args.encoder or EMBEDDED_ENCODER, Path(args.data) / POOL, out / "untrained_retriever",
+        {"seed": args.seed})
+    same = isinstance(lm, LocalLM) and args.ranking_lm in (None, args.lm)
     judge = lm if same else make_eval_lm(args.ranking_lm or EMBEDDED_LM, args.dtype, {})
-    return ranking_section(judge, stage.eval_queries, stage.pool,
+    assert isinstance(judge, LocalLM)  # no API: the ranking section scores with a local LM
+    return ranking_section(judge.lm, stage.eval_queries, stage.pool,
                            standard_rankers(args.retriever, untrained, args.seed),
                            out / "ranking_scores", args.ranking_per_task, args.ranking_prompts,
                            args.seed, batch_size=args.batch_size,
@@ -210,8 +222,6 @@ def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) ->
 
 
 def _single_effect(report: dict[str, Any]) -> dict[str, Any]:
-    from uprise.abstain import abstain_effect
-
     by_cluster: dict[str, dict[str, float]] = {}
     for method, result in report["methods"].items():
         for cluster, value in result["clusters"].items():
@@ -242,7 +252,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         tasks_in(cluster)  # an unknown name fails here, before any model loads
     scoring_lm = _lazy_lm(base.lm, base.lm_dtype)
     same = args.lm in (None, base.lm) and not args.api_base
-    eval_lm = scoring_lm() if same else make_eval_lm(args.lm, args.dtype, _api(args))
+    eval_lm = LocalLM(scoring_lm()) if same else make_eval_lm(args.lm, args.dtype, _api(args))
     eval_per_task = args.eval_per_task if args.eval_per_task is not None else base.eval_per_task
     settings = EvalSettings(tuple(args.methods), args.k, args.seed, args.batch_size,
                             args.abstain, args.calibration_per_task, eval_per_task, tasks,

@@ -36,9 +36,23 @@ from flan_data import (
     write_stage_data,
 )
 from flan_data.loading import available_splits
-from flan_data.stage_io import POOL
+from uprise.evaluation import (
+    ABSTAIN,
+    DEFAULT_METHODS,
+    REPORT_FILE,
+    MethodName,
+    Predictor,
+    build_methods,
+    check_pool_leakage,
+    evaluate_methods,
+    json_safe,
+    write_report_files,
+)
+from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
+from uprise.evaluation.ranking import ranking_section, standard_rankers
+from uprise.evaluation.report import summary
 from uprise.quickstart import QuickstartConfig, check_resumable
-from uprise.ranking_eval import ranking_section, standard_rankers
+from uprise.stages import index_stage, score_stage, train_stage
 
 log = logging.getLogger(__name__)
 LOCO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "loco.yaml"  # default stage sizes
@@ -48,7 +62,7 @@ LOCO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "loco.yaml"  # d
 class EvalSettings:
     """How each held-out cluster is evaluated (the same for every cluster)."""
 
-    methods: tuple[str, ...] = ("zero_shot", "random", "bm25", "untrained", "trained")
+    methods: tuple[MethodName, ...] = DEFAULT_METHODS
     k: int = 3
     seed: int = 42
     batch_size: int = 16
@@ -60,7 +74,7 @@ class EvalSettings:
     """Evaluate only these tasks of the held-out cluster (e.g. a user's task); None: all."""
     progress: bool = True
     ranking_per_task: int = 0
-    """Held-out queries per task for the ranking section (`uprise.ranking_eval`); 0: none."""
+    """Held-out queries per task for the ranking section (`uprise.evaluation.ranking`); 0: none."""
     ranking_prompts: int = 20
     """Shared pool prompts every ranking query is scored with."""
 
@@ -92,8 +106,6 @@ def cluster_config(base: QuickstartConfig, cluster: str,
 def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
                     scoring_lm: Callable[[], Any], progress: bool) -> StageData:
     """Data, scores, trained + untrained retrievers for one held-out cluster (cached)."""
-    from uprise.stages import index_stage, score_stage, train_stage
-
     cluster_dir.mkdir(parents=True, exist_ok=True)
     check_resumable(cfg, cluster_dir)
     write_json(cluster_dir / "quickstart_config.json", {"config": dataclasses.asdict(cfg)})
@@ -116,12 +128,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
 
 
-def calibrated_threshold(lm: Any, stage: StageData, cluster_dir: Path, data_dir: Path | None,
+def calibrated_threshold(lm: Predictor, stage: StageData, cluster_dir: Path, data_dir: Path | None,
                          settings: EvalSettings) -> dict[str, Any]:
     """The abstention threshold for this cluster's trained retriever and this LM (cached)."""
-    from uprise.abstain import calibrate, calibration_queries
-    from uprise.report import json_safe
-
     path = cluster_dir / "abstain" / f"{_slug(lm.name)}-k{settings.k}.json"
     key = {"per_task": settings.calibration_per_task, "seed": settings.seed,
            "hits": "other_clusters", "lm": lm.name, "k": settings.k,
@@ -138,14 +147,11 @@ def calibrated_threshold(lm: Any, stage: StageData, cluster_dir: Path, data_dir:
     return result
 
 
-def evaluate_cluster(lm: Any, cfg: QuickstartConfig, cluster_dir: Path, stage: StageData,
+def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, stage: StageData,
                      settings: EvalSettings, scoring_lm: Callable[[], Any] | None = None,
                      ) -> tuple[dict[str, Any], dict[str, list]]:
     """Every method on the held-out cluster's evaluation queries (see the module docstring);
     with `settings.ranking_per_task`, also the ranking section judged by `scoring_lm()`."""
-    from uprise.evaluation import check_pool_leakage, evaluate_methods
-    from uprise.stages import build_methods
-
     data_dir = resolve_data_dir(cfg.data_dir)
     queries = evaluation_queries(cfg.held_out_cluster, data_dir, cfg.seed,
                                  settings.eval_per_task)
@@ -158,11 +164,11 @@ def evaluate_cluster(lm: Any, cfg: QuickstartConfig, cluster_dir: Path, stage: S
     calibration = None
     if settings.abstain:
         calibration = calibrated_threshold(lm, stage, cluster_dir, data_dir, settings)
-        names.append("trained+abstain")
+        names.append(ABSTAIN)
     methods = build_methods(
-        names, stage.pool, cluster_dir / "data" / POOL, settings.k, settings.seed,
-        cluster_dir / "retriever", cluster_dir / "untrained_retriever", cfg.encoder,
-        cluster_dir, abstain_threshold=float(calibration["threshold"]) if calibration else None)
+        names, stage.pool, settings.k, settings.seed, cluster_dir / "retriever",
+        cluster_dir / "untrained_retriever",
+        abstain_threshold=float(calibration["threshold"]) if calibration else None)
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)
     report["data_manifest"] = stage.manifest
@@ -179,13 +185,10 @@ def evaluate_cluster(lm: Any, cfg: QuickstartConfig, cluster_dir: Path, stage: S
 
 
 def run_loco(base: QuickstartConfig, held_out: list[str], train_clusters: list[str] | None,
-             work_dir: Path, out: Path, eval_lm: Any, scoring_lm: Callable[[], Any],
+             work_dir: Path, out: Path, eval_lm: Predictor, scoring_lm: Callable[[], Any],
              settings: EvalSettings) -> dict[str, Any]:
     """Prepares and evaluates each held-out cluster; writes out/<cluster>/ reports and
     predictions; returns {"clusters": {cluster: report}, "summary", "abstain"}."""
-    from uprise.abstain import abstain_effect
-    from uprise.report import json_safe, summary, write_report_files
-
     reports: dict[str, dict[str, Any]] = {}
     for cluster in held_out:
         log.info("held-out cluster %s", cluster)
@@ -195,7 +198,7 @@ def run_loco(base: QuickstartConfig, held_out: list[str], train_clusters: list[s
                                                scoring_lm)
         for name, rows in predictions.items():
             write_jsonl(out / cluster / "predictions" / f"{name}.jsonl", rows)
-        write_json(out / cluster / "report.json", json_safe(report))
+        write_json(out / cluster / REPORT_FILE, json_safe(report))
         write_report_files(report, out / cluster, title=f"held-out cluster {cluster}")
         reports[cluster] = report
     combined: dict[str, Any] = {"clusters": reports, "summary": summary(reports)}

@@ -12,18 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flan_data import Prompt, StageData, write_jsonl
+from flan_data import StageData, write_jsonl
 from flan_data.provenance import run_info
 from flan_data.stage_io import POOL, TRAIN_QUERIES
-from uprise.abstain import abstaining_prompts
-from uprise.evaluation import (
-    Method,
-    bm25_prompts,
-    evaluate_methods,
-    random_prompts,
-    retrieved_prompts,
-    zero_shot,
-)
+from uprise.evaluation import LocalLM, build_methods, evaluate_methods, write_report_files
 
 log = logging.getLogger(__name__)
 
@@ -109,56 +101,12 @@ def index_stage(cfg: Any, out: Path) -> None:
     build_untrained_retriever(cfg.encoder, pool_path, out / "untrained_retriever", _metadata(cfg))
 
 
-METHOD_NAMES = ("zero_shot", "random", "bm25", "untrained", "trained", "trained+abstain")
-
-
-def build_methods(
-    names: list[str],
-    pool: list[Prompt],
-    pool_path: Path,
-    k: int,
-    seed: int,
-    trained_dir: str | Path | None,
-    untrained_dir: str | Path | None,
-    encoder: str,
-    work_dir: Path,
-    abstain_threshold: float | None = None,
-) -> dict[str, Method]:
-    """Named methods (`METHOD_NAMES`); 'trained+abstain' needs `abstain_threshold`."""
-    methods: dict[str, Method] = {}
-    for name in names:
-        if name == "zero_shot":
-            methods[name] = zero_shot
-        elif name == "random":
-            methods[name] = random_prompts(pool, k, seed)
-        elif name == "bm25":
-            methods[name] = bm25_prompts(pool, k)
-        elif name == "untrained":
-            if untrained_dir is None:
-                untrained_dir = build_untrained_retriever(
-                    encoder, pool_path, work_dir / "untrained_retriever", {"seed": seed})
-            methods[name] = retrieved_prompts(str(untrained_dir), k)
-        elif name == "trained":
-            methods[name] = retrieved_prompts(str(trained_dir), k)
-        elif name == "trained+abstain":
-            if abstain_threshold is None:
-                raise ValueError("'trained+abstain' needs a calibrated threshold; pass --abstain")
-            methods[name] = abstaining_prompts(str(trained_dir), k, abstain_threshold)
-        else:
-            raise ValueError(f"unknown method {name!r}; expected one of {METHOD_NAMES}")
-    return methods
-
-
 def evaluate_stage(cfg: Any, lm: Any, stage: StageData, out: Path, progress: bool) -> dict:
     """The quickstart's evaluation: the four methods below; writes predictions, report.md and
     report.png (the caller writes report.json)."""
-    from uprise.report import write_report_files
-
-    methods = build_methods(
-        ["zero_shot", "random", "untrained", "trained"], stage.pool, out / "data" / POOL,
-        cfg.k, cfg.seed, out / "retriever", out / "untrained_retriever", cfg.encoder, out,
-    )
-    report, predictions = evaluate_methods(lm, stage.eval_queries, methods,
+    methods = build_methods(["zero_shot", "random", "untrained", "trained"], stage.pool, cfg.k,
+                            cfg.seed, out / "retriever", out / "untrained_retriever")
+    report, predictions = evaluate_methods(LocalLM(lm), stage.eval_queries, methods,
                                            cfg.eval_batch_size, progress=progress, seed=cfg.seed)
     for name, rows in predictions.items():
         write_jsonl(out / "predictions" / f"{name}.jsonl", rows)

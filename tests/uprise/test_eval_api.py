@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from flan_data import Query, build_stage_data, write_stage_data
-from uprise.api_lm import ApiLM, parse_choice
+from uprise.evaluation.api_lm import ApiLM, parse_choice
 from uprise.evaluation_cli import eval_main
 
 

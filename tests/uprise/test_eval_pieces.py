@@ -11,10 +11,11 @@ import pytest
 
 from flan_data import LeakageError, Prompt, Query, build_stage_data, tasks_in, write_jsonl
 from flan_data.metrics import token_f1
-from uprise.abstain import abstain_effect, calibration_queries, choose_threshold
-from uprise.evaluation import bm25_prompts, check_pool_leakage, summarise
-from uprise.report import markdown, write_report_files
-from uprise.stats import paired_bootstrap
+from uprise.evaluation import check_pool_leakage, summarise
+from uprise.evaluation.abstain import abstain_effect, calibration_queries, choose_threshold
+from uprise.evaluation.methods import bm25_prompts
+from uprise.evaluation.report import markdown, write_report_files
+from uprise.evaluation.stats import paired_bootstrap
 
 
 def test_stratified_bootstrap_by_hand():
@@ -128,7 +129,7 @@ def test_report_markdown_and_png(tmp_path):
 def test_calibration_hits_skip_the_query_own_cluster(tmp_path, tiny_bert_path):
     from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
     from serve import PromptRetriever
-    from uprise.abstain import top_scores
+    from uprise.evaluation.methods import top_scores
 
     pool = [Prompt(f"{task}:train:{i}", task, cluster, 0, f"{task} example {i} yes")
             for task, cluster in (("rte", "nli"), ("mrpc", "paraphrase")) for i in range(6)]
@@ -145,7 +146,7 @@ def test_calibration_hits_skip_the_query_own_cluster(tmp_path, tiny_bert_path):
 
 def test_corpus_metrics_as_the_paper_reports_them():
     from flan_data.metrics import corpus_metric
-    from uprise.evaluation import paper_metrics
+    from uprise.evaluation.summary import paper_metrics
 
     golds, preds = [1, 1, 1, 0], [1, 1, 0, 0]  # tp 2, 3 gold positives, 2 predicted: F1 0.8
     assert corpus_metric("f1", golds, preds) == pytest.approx(0.8)
@@ -160,7 +161,7 @@ def test_corpus_metrics_as_the_paper_reports_them():
 def test_reports_are_strict_json_even_with_an_infinite_threshold():
     import json
 
-    from uprise.report import json_safe
+    from uprise.evaluation.report import json_safe
 
     report = {"abstain": {"threshold": -math.inf, "scores": [1.0, math.inf]}}
     text = json.dumps(json_safe(report), allow_nan=False)

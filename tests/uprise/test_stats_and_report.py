@@ -7,7 +7,7 @@ import pytest
 
 from flan_data import Query
 from uprise.evaluation import format_table, summarise
-from uprise.stats import paired_bootstrap
+from uprise.evaluation.stats import paired_bootstrap
 
 
 def test_paired_bootstrap_matches_a_hand_computed_resampling():
@@ -53,8 +53,8 @@ def test_summary_averages_tasks_then_clusters():
 
 
 def test_prediction_changes_count_flips_against_zero_shot_by_hand():
-    from uprise.evaluation import prediction_changes
-    from uprise.report import markdown
+    from uprise.evaluation.report import markdown
+    from uprise.evaluation.summary import prediction_changes
 
     queries = [Query(f"sst2:validation:{i}", "sst2", "sentiment", 0, "x", ["a", "b"], 0)
                for i in range(4)]

@@ -1,11 +1,13 @@
 """The evaluation report as files: report.md (tables) and report.png (bar chart).
 
-Contract: a *cluster report* is what `uprise.evaluation.summarise` returns (per method: task
+Contract: a *cluster report* is what `summary.summarise` returns (per method: task
 values, cluster averages with `cluster_ci`, differences to zero-shot and to the best
 baseline), optionally with "unparsable" counts per method and an "abstain" section. A
 *multi-cluster report* holds `{"clusters": {cluster: cluster report}, "summary": ...}`.
 `write_report_files(report, out)` writes `out/report.md` and `out/report.png` (matplotlib,
-Agg backend) for either kind; report.json is written by the caller. Values are shown in points.
+Agg backend) for either kind; `format_table(report)` is a cluster report as plain text (the
+quickstart prints it); report.json is written by the caller. Values are shown in points. This
+module is the only reader of the report dict.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from statistics import mean
 from typing import Any
 
 from flan_data import atomic_write
-from uprise.evaluation import changed_cell
+from uprise.evaluation.methods import ABSTAIN
 
 log = logging.getLogger(__name__)
+REPORT_FILE, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 
 
 def json_safe(obj: Any) -> Any:
@@ -97,7 +100,7 @@ def cluster_markdown(report: dict[str, Any]) -> list[str]:
 
 
 def ranking_markdown(section: dict[str, Any]) -> list[str]:
-    """The ranking section (`uprise.ranking_eval`): each ranker's mean per metric against the
+    """The ranking section (`ranking.py`): each ranker's mean per metric against the
     LM's scores, and its difference from the reference ranker with a 95% CI."""
     ref = section["reference"]
     metrics = list(next(iter(section["methods"].values())))
@@ -136,10 +139,10 @@ def _abstain_markdown(abstain: dict[str, Any]) -> list[str]:
         lines += ["", f"Regressions (trained < zero-shot) removed: "
                   f"{effect['regressions_removed']} of {effect['regressions']}; gains kept "
                   f"(trained+abstain >= trained): {effect['gains_kept']} of {effect['gains']}.", ""]
-        rows = [[c, *(f"{100 * r[m]:.1f}" for m in ("zero_shot", "trained", "trained+abstain")),
+        rows = [[c, *(f"{100 * r[m]:.1f}" for m in ("zero_shot", "trained", ABSTAIN)),
                  "yes" if r["regression"] else "no", "yes" if r["regression_removed"] else "no",
                  "yes" if r["gain_kept"] else "no"] for c, r in effect["clusters"].items()]
-        lines += _table(["cluster", "zero_shot", "trained", "trained+abstain", "regression",
+        lines += _table(["cluster", "zero_shot", "trained", ABSTAIN, "regression",
                          "removed", "gain kept"], rows)
     return lines
 
@@ -196,6 +199,46 @@ def plot(report: dict[str, Any], path: Path, title: str = "") -> Path:
 
 def write_report_files(report: dict[str, Any], out: str | Path, title: str = "Evaluation") -> None:
     out = Path(out)
-    atomic_write(out / "report.md", [markdown(report, title)])
-    plot(report, out / "report.png", title)
-    log.info("wrote %s and %s", out / "report.md", out / "report.png")
+    atomic_write(out / REPORT_MD, [markdown(report, title)])
+    plot(report, out / REPORT_PNG, title)
+    log.info("wrote %s and %s", out / REPORT_MD, out / REPORT_PNG)
+
+
+def _ci_cells(report: dict[str, Any], methods: list[str], key: str) -> list[str]:
+    cells = []
+    for m in methods:
+        d = report["methods"][m].get(key)
+        cells.append(f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f},{100 * d['high']:+.1f}]"
+                     if d else "")
+    return cells
+
+
+def changed_cell(result: dict[str, Any]) -> str:
+    """'rate [low,high]' in % of queries whose answer differs from zero-shot's, or ''."""
+    c = result.get("changed_vs_zero_shot")
+    return f"{100 * c['rate']:.1f} [{100 * c['low']:.1f},{100 * c['high']:.1f}]" if c else ""
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table: one row per task plus the average, one column per method, and the
+    paired-bootstrap difference to zero-shot (and to the best baseline, when that is another
+    method) with its 95% CI (all in points)."""
+    methods = list(report["methods"])
+    extra = [("vs zero-shot", _ci_cells(report, methods, "vs_zero_shot"))]
+    if report.get("best_baseline") not in (None, "zero_shot"):
+        extra.append((f"vs {report['best_baseline']}",
+                      _ci_cells(report, methods, "vs_best_baseline")))
+    width = max([12, *map(len, methods), *(len(c) for _, cells in extra for c in cells)])
+    rows = [(task, info["metric"], str(info["n"]),
+             [f"{100 * report['methods'][m]['tasks'][task]:.1f}" for m in methods])
+            for task, info in report["tasks"].items()]
+    rows.append(("average", "", "", [f"{100 * report['methods'][m]['average']:.1f}"
+                                     for m in methods]))
+    rows += [(label, "", "", cells) for label, cells in extra]
+    if any("changed_vs_zero_shot" in report["methods"][m] for m in methods):
+        rows.append(("changed vs zs", "", "",
+                     [changed_cell(report["methods"][m]) for m in methods]))
+    lines = [f"{task:16s} {metric:12s} {n:>5s} " + " ".join(f"{c:>{width}s}" for c in cells)
+             for task, metric, n, cells in [("task", "metric", "n", methods), *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

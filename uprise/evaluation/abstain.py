@@ -1,8 +1,8 @@
 """Abstention: the trained retriever gives no prompts when its top retrieval score is low.
 
-Contract: `abstaining_prompts(retriever_dir, k, threshold)` is a `Method` returning the trained
-retriever's top-k prompts (best last) when the best prompt's score (inner product) is at least
-`threshold`, else none (zero-shot). The threshold is calibrated on *training-cluster*
+Contract: `methods.abstaining_prompts(retriever_dir, k, threshold)` is a method returning the
+trained retriever's top-k prompts (best last) when the best prompt's score (inner product) is at
+least `threshold`, else none (zero-shot). The threshold is calibrated on *training-cluster*
 validation queries that are in neither the pool nor the training queries
 (`calibration_queries`): `calibrate` evaluates the LM on them with and without the retrieved
 prompts, and `choose_threshold` picks the threshold that maximises the mean metric when
@@ -23,42 +23,11 @@ from statistics import mean
 from typing import Any
 
 from flan_data import Query, StageData, evaluation_queries
+from uprise.evaluation.methods import ABSTAIN, top_scores
+from uprise.evaluation.predictors import Predictor
+from uprise.evaluation.run import metric_values
 
 log = logging.getLogger(__name__)
-SEARCH_DEPTH = 200
-"""Hits searched per calibration query to find k prompts outside the query's own cluster."""
-
-
-def top_scores(prompt_retriever: Any, queries: list[Query], k: int,
-               exclude_own_cluster: bool = False) -> list[tuple[float, list]]:
-    """(top score, hits best first) per query; -inf for a query with no hit.
-
-    `exclude_own_cluster`: drop prompts of the query's own cluster (searching deeper, up to
-    `SEARCH_DEPTH` hits), so a training-cluster query sees the pool as a held-out one would.
-    """
-    depth = min(len(prompt_retriever.prompts), max(SEARCH_DEPTH, k)) if exclude_own_cluster else k
-    hits = prompt_retriever.retrieve_batch([q.input for q in queries], k=depth)
-    if exclude_own_cluster:
-        hits = [[h for h in row if h.cluster != q.cluster][:k]
-                for q, row in zip(queries, hits, strict=True)]
-    return [(row[0].score if row else -math.inf, row) for row in hits]
-
-
-def abstaining_prompts(retriever_dir: str, k: int, threshold: float):
-    """The trained retriever's prompts, or none when its top score is below `threshold`."""
-    from serve import PromptRetriever
-
-    prompt_retriever = PromptRetriever.from_pretrained(retriever_dir)
-
-    def method(queries: list[Query]) -> list[list[str]]:
-        scored = top_scores(prompt_retriever, queries, k)
-        out = [[h.text for h in reversed(row)] if top >= threshold else []
-               for top, row in scored]
-        log.info("abstained on %d of %d queries (threshold %.4f)",
-                 sum(not d for d in out), len(out), threshold)
-        return out
-
-    return method
 
 
 def choose_threshold(scores: list[float], with_prompts: list[float],
@@ -104,21 +73,18 @@ def calibration_queries(stage: StageData, data_dir: Any, seed: int,
     return out
 
 
-def calibrate(lm: Any, retriever_dir: str, queries: list[Query], k: int, batch_size: int = 16,
+def calibrate(lm: Predictor, retriever_dir: str, queries: list[Query], k: int, batch_size: int = 16,
               progress: bool = True) -> dict[str, Any]:
     """Evaluates the LM with/without the trained retriever's prompts; returns the threshold."""
-    from flan_data import example_metric, get_task
     from serve import PromptRetriever
-    from uprise.evaluation import run_predictions
 
     scored = top_scores(PromptRetriever.from_pretrained(retriever_dir), queries, k,
                         exclude_own_cluster=True)
     values = {}
     for name, demos in (("with", [[h.text for h in reversed(r)] for _, r in scored]),
                         ("without", [[] for _ in queries])):
-        preds = run_predictions(lm, queries, demos, batch_size, 32, progress)
-        values[name] = [example_metric(get_task(q.task).metric, q, p.prediction)
-                        for q, p in zip(queries, preds, strict=True)]
+        preds = lm.predict(queries, demos, batch_size=batch_size, progress=progress)
+        values[name] = metric_values(queries, preds)
     result = choose_threshold([s for s, _ in scored], values["with"], values["without"])
     result["tasks"] = sorted({q.task for q in queries})
     log.info("abstention threshold %.4f (calibration metric %.3f on %d queries)",
@@ -131,8 +97,8 @@ def abstain_effect(cluster_averages: dict[str, dict[str, float]]) -> dict[str, A
     zero-shot) and keep gains (trained > zero-shot)?"""
     rows, removed, kept, regressions, gains = {}, 0, 0, 0, 0
     for cluster, avg in sorted(cluster_averages.items()):
-        zero, trained, abstain = avg["zero_shot"], avg["trained"], avg["trained+abstain"]
-        row = {"zero_shot": zero, "trained": trained, "trained+abstain": abstain,
+        zero, trained, abstain = avg["zero_shot"], avg["trained"], avg[ABSTAIN]
+        row = {"zero_shot": zero, "trained": trained, ABSTAIN: abstain,
                "regression": trained < zero, "gain": trained > zero}
         row["regression_removed"] = row["regression"] and abstain >= zero
         row["gain_kept"] = row["gain"] and abstain >= trained

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from flan_data.schema import Candidates, Prompt, Query
-from uprise.stats import paired_bootstrap
+from uprise.evaluation.stats import paired_bootstrap
 
 Ranker = Callable[[list[str], list[str]], np.ndarray]
 

@@ -1,14 +1,15 @@
 """An LM behind an OpenAI-compatible HTTP endpoint, evaluated by generation.
 
-Contract: `ApiLM(base_url, model, ...)` sends one request per query to
-`{base_url}/chat/completions` (the user message is the context) or `{base_url}/completions`
-(the prompt is the context), greedy (`temperature=0`), and returns one `ApiPrediction` per query,
-in order. The context is `join_context(demonstrations, input)`; for choice queries a line
-listing the options is appended and the reply is mapped to an option by `parse_choice`; a reply
-that maps to no option is *unparsable*: prediction -1 (wrong), `parsed=False`. Generation
-queries keep the reply's first non-empty line. Requests use the standard library (`urllib`),
-at most `concurrency` at a time, each with a timeout, retried with exponential backoff on
-connection errors, timeouts, 429 and 5xx; other HTTP errors fail at once with the server's text.
+Contract: `ApiLM(base_url, model, ...)` is a `predictors.Predictor`: it sends one request per
+query to `{base_url}/chat/completions` (the user message is the context) or
+`{base_url}/completions` (the prompt is the context), greedy (`temperature=0`), and returns one
+`flan_data.Prediction` per query, in order. The context is `join_context(demonstrations,
+input)`; for choice queries a line listing the options is appended and the reply is mapped to
+an option by `parse_choice`; a reply that maps to no option is *unparsable*: prediction -1
+(wrong), `parsed=False`. Generation queries keep the reply's first non-empty line. Requests use
+the standard library (`urllib`), at most `concurrency` at a time, each with a timeout, retried
+with exponential backoff on connection errors, timeouts, 429 and 5xx; other HTTP errors fail at
+once with the server's text.
 """
 
 from __future__ import annotations
@@ -19,26 +20,14 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from flan_data.errors import CommandError
 from flan_data.metrics import normalize_answer
-from flan_data.schema import Query, join_context
+from flan_data.schema import Prediction, Query, join_context
 
 log = logging.getLogger(__name__)
 ENDPOINTS = ("chat", "completions")
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-@dataclass(frozen=True)
-class ApiPrediction:
-    """Like `proxy_lm.Prediction`; `text` is the raw reply, `parsed` False if unparsable."""
-
-    query_id: str
-    prediction: int | str
-    text: str
-    correct: bool | None
-    parsed: bool = True
 
 
 def parse_choice(text: str, options: list[str]) -> int | None:
@@ -139,19 +128,19 @@ class ApiLM:
             raise CommandError(f"{self.base_url}: unexpected reply shape {str(reply)[:200]}; "
                                f"expected an OpenAI {self.endpoint} response") from err
 
-    def _predict_one(self, query: Query, demos: list[str], max_new_tokens: int) -> ApiPrediction:
+    def _predict_one(self, query: Query, demos: list[str], max_new_tokens: int) -> Prediction:
         text = self.complete(request_text(query, demos), max_new_tokens) or ""
         if not query.is_choice:
             line = text.lstrip().split("\n", 1)[0].strip()
-            return ApiPrediction(query.id, line, line, None)
+            return Prediction(query.id, line, line, None)
         picked = parse_choice(text, list(query.options or []))
         if picked is None:
-            return ApiPrediction(query.id, -1, text, False, parsed=False)
-        return ApiPrediction(query.id, picked, text, picked == query.gold)
+            return Prediction(query.id, -1, text, False, parsed=False)
+        return Prediction(query.id, picked, text, picked == query.gold)
 
     def predict(self, queries: list[Query], demonstrations: list[list[str]],
                 batch_size: int = 16, max_new_tokens: int = 32,
-                progress: bool = True) -> list[ApiPrediction]:
+                progress: bool = True) -> list[Prediction]:
         """One prediction per query, in order (`batch_size` is unused: see `concurrency`)."""
         if len(queries) != len(demonstrations):
             raise ValueError(f"got {len(queries)} queries but {len(demonstrations)} "

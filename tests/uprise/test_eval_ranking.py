@@ -6,7 +6,7 @@ import pytest
 
 from flan_data.schema import Prompt, Query
 from proxy_lm import read_scores
-from uprise.ranking_eval import ranking_section, sample_queries
+from uprise.evaluation.ranking import ranking_section, sample_queries
 
 
 def _queries():

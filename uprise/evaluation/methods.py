@@ -1,0 +1,143 @@
+"""Prompt-selection methods: the one list of their names and the functions behind them.
+
+Contract: a *method* maps queries to demonstrations, `list[list[str]]`, one list per query with
+the best prompt LAST (nearest the input; an empty list is zero-shot). `METHOD_NAMES` lists every
+method `uprise eval` knows, in report order; `BASELINES` are those without a trained retriever
+(the best of them by average is the report's "best baseline"). `build_methods` turns names into
+methods; dense methods read an exported, indexed retriever directory. `abstaining_prompts` gives
+no prompts when the trained retriever's top score is below a threshold (calibrated in
+`abstain.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from flan_data import Prompt, Query
+
+MethodName = Literal["zero_shot", "random", "bm25", "untrained", "trained", "trained+abstain"]
+METHOD_NAMES: tuple[MethodName, ...] = get_args(MethodName)
+BASELINES: tuple[MethodName, ...] = ("zero_shot", "random", "bm25", "untrained")
+"""Methods that use no trained retriever; the best of them by average is the 'best baseline'."""
+ABSTAIN: MethodName = "trained+abstain"
+DEFAULT_METHODS: tuple[MethodName, ...] = tuple(n for n in METHOD_NAMES if n != ABSTAIN)
+"""What `uprise eval` runs unless told otherwise (`--abstain` adds `ABSTAIN`)."""
+SEARCH_DEPTH = 200
+"""Hits searched per calibration query to find k prompts outside the query's own cluster."""
+
+Method = Callable[[list[Query]], list[list[str]]]
+log = logging.getLogger(__name__)
+
+
+def zero_shot(queries: list[Query]) -> list[list[str]]:
+    return [[] for _ in queries]
+
+
+def random_prompts(pool: list[Prompt], k: int, seed: int) -> Method:
+    """k pool prompts per query, a fresh seeded sample per query."""
+    from retriever import RandomRetriever
+
+    baseline = RandomRetriever(pool, seed=seed)
+
+    def method(queries: list[Query]) -> list[list[str]]:
+        hits = baseline.retrieve([q.input for q in queries], k)
+        return [[pool[i].text for i, _ in reversed(row)] for row in hits]
+
+    return method
+
+
+def bm25_prompts(pool: list[Prompt], k: int) -> Method:
+    """The k pool prompts with the highest BM25 score for the query input, best placed last."""
+    from retriever import BM25Retriever
+
+    baseline = BM25Retriever(pool)
+
+    def method(queries: list[Query]) -> list[list[str]]:
+        hits = baseline.retrieve([q.input for q in queries], k)
+        return [[pool[i].text for i, _ in reversed(row)] for row in hits]
+
+    return method
+
+
+def retrieved_prompts(retriever_dir: str | Path, k: int) -> Method:
+    """Top-k prompts of an exported retriever (trained or not), best placed last."""
+    from serve import PromptRetriever
+
+    prompt_retriever = PromptRetriever.from_pretrained(str(retriever_dir))
+
+    def method(queries: list[Query]) -> list[list[str]]:
+        hits = prompt_retriever.retrieve_batch([q.input for q in queries], k=k)
+        return [[h.text for h in reversed(row)] for row in hits]
+
+    return method
+
+
+def top_scores(prompt_retriever: Any, queries: list[Query], k: int,
+               exclude_own_cluster: bool = False) -> list[tuple[float, list]]:
+    """(top score, hits best first) per query; -inf for a query with no hit.
+
+    `exclude_own_cluster`: drop prompts of the query's own cluster (searching deeper, up to
+    `SEARCH_DEPTH` hits), so a training-cluster query sees the pool as a held-out one would.
+    """
+    depth = min(len(prompt_retriever.prompts), max(SEARCH_DEPTH, k)) if exclude_own_cluster else k
+    hits = prompt_retriever.retrieve_batch([q.input for q in queries], k=depth)
+    if exclude_own_cluster:
+        hits = [[h for h in row if h.cluster != q.cluster][:k]
+                for q, row in zip(queries, hits, strict=True)]
+    return [(row[0].score if row else -math.inf, row) for row in hits]
+
+
+def abstaining_prompts(retriever_dir: str, k: int, threshold: float):
+    """The trained retriever's prompts, or none when its top score is below `threshold`."""
+    from serve import PromptRetriever
+
+    prompt_retriever = PromptRetriever.from_pretrained(retriever_dir)
+
+    def method(queries: list[Query]) -> list[list[str]]:
+        scored = top_scores(prompt_retriever, queries, k)
+        out = [[h.text for h in reversed(row)] if top >= threshold else []
+               for top, row in scored]
+        log.info("abstained on %d of %d queries (threshold %.4f)",
+                 sum(not d for d in out), len(out), threshold)
+        return out
+
+    return method
+
+
+def check_method_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected names from {list(METHOD_NAMES)}")
+
+
+def build_methods(
+    names: list[str],
+    pool: list[Prompt],
+    k: int,
+    seed: int,
+    trained_dir: str | Path | None = None,
+    untrained_dir: str | Path | None = None,
+    abstain_threshold: float | None = None,
+) -> dict[str, Method]:
+    """Named methods (`METHOD_NAMES`), in the order given. 'untrained' and 'trained' need their
+    retriever directory, 'trained+abstain' the trained one and a calibrated threshold."""
+    check_method_names(names)
+    needs = {"untrained": untrained_dir, "trained": trained_dir, ABSTAIN: trained_dir}
+    missing = [n for n in names if n in needs and needs[n] is None]
+    if missing:
+        raise ValueError(f"method(s) {missing} need a retriever directory; pass it (or drop them)")
+    if ABSTAIN in names and abstain_threshold is None:
+        raise ValueError(f"'{ABSTAIN}' needs a calibrated threshold; pass --abstain")
+    factories: dict[str, Callable[[], Method]] = {
+        "zero_shot": lambda: zero_shot,
+        "random": lambda: random_prompts(pool, k, seed),
+        "bm25": lambda: bm25_prompts(pool, k),
+        "untrained": lambda: retrieved_prompts(str(untrained_dir), k),
+        "trained": lambda: retrieved_prompts(str(trained_dir), k),
+        ABSTAIN: lambda: abstaining_prompts(str(trained_dir), k, float(abstain_threshold)),
+    }
+    return {name: factories[name]() for name in names}

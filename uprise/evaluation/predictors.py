@@ -1,0 +1,44 @@
+"""The evaluated LM behind one interface, whether it runs here or behind an HTTP server.
+
+Contract: a `Predictor` has a `name` and `predict(queries, demonstrations, batch_size=,
+max_new_tokens=, progress=)` returning one `flan_data.Prediction` per query, in order, where
+`demonstrations[i]` holds query i's prompt texts, best LAST (empty: zero-shot). `LocalLM` wraps
+a loaded `proxy_lm.LanguageModel` (choices by likelihood, generation by greedy decoding:
+`proxy_lm.predict`); `api_lm.ApiLM` asks an OpenAI-compatible server (generation, replies mapped
+to options). Evaluation, calibration and the CLI see only this interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flan_data import Prediction, Query
+
+
+class Predictor(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def predict(self, queries: list[Query], demonstrations: list[list[str]],
+                batch_size: int = 16, max_new_tokens: int = 32,
+                progress: bool = True) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class LocalLM:
+    """A `proxy_lm.LanguageModel` as a `Predictor`; `lm` stays reachable for scoring."""
+
+    lm: Any
+
+    @property
+    def name(self) -> str:
+        return self.lm.name
+
+    def predict(self, queries: list[Query], demonstrations: list[list[str]],
+                batch_size: int = 16, max_new_tokens: int = 32,
+                progress: bool = True) -> list[Prediction]:
+        from proxy_lm import predict
+
+        return predict(self.lm, queries, demonstrations, batch_size=batch_size,
+                       max_new_tokens=max_new_tokens, progress=progress)

@@ -1,0 +1,87 @@
+"""Evaluate one LM on held-out queries under several prompt-selection methods.
+
+Contract: every method (`methods.py`) is evaluated with the same `Predictor` on the same
+queries; `evaluate_methods` returns the report of `summary.summarise` (plus, per method,
+`changed_vs_zero_shot`, `unparsable` and `paper_metrics`) and the per-example predictions by
+method. `check_pool_leakage` refuses, before anything runs, a pool or retriever index holding
+prompts of the evaluated queries' tasks or clusters.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flan_data import Prediction, Prompt, Query, example_metric, get_task
+from uprise.evaluation.methods import Method
+from uprise.evaluation.predictors import Predictor
+from uprise.evaluation.summary import paper_metrics, prediction_changes, summarise
+
+log = logging.getLogger(__name__)
+
+
+def check_pool_leakage(queries: list[Query], pool: list[Prompt],
+                       retriever_dirs: list[str | Path] = (), in_task: bool = False) -> None:
+    """Raises `LeakageError` if a prompt of the pool (or of a retriever's index) is one of the
+    evaluated queries, or comes from their tasks or clusters (the BM25 and random baselines
+    draw from `pool`; the dense retrievers from their index's prompts.jsonl). `in_task` (the
+    EPR-style mode) allows the evaluated task's prompts but none from its evaluated split."""
+    from flan_data import LeakageError, read_jsonl
+    from retriever import PROMPTS_FILE
+
+    ids, tasks = {q.id for q in queries}, {q.task for q in queries}
+    clusters = {q.cluster for q in queries}
+    splits = {q.id.rsplit(":", 1)[0] for q in queries}  # "<task>:<split>" of each query
+    sources = {"pool": pool}
+    sources.update({str(d): read_jsonl(Path(d) / PROMPTS_FILE, Prompt) for d in retriever_dirs})
+    for where, prompts in sources.items():
+        leaks = [p.id for p in prompts if p.id in ids or (
+            p.id.rsplit(":", 1)[0] in splits if in_task
+            else p.task in tasks or p.cluster in clusters)]
+        if leaks:
+            raise LeakageError(
+                f"{len(leaks)} prompt(s) of {where} belong to the evaluated tasks/clusters "
+                f"{sorted(clusters)} (first: {leaks[:3]}); evaluate with a pool and retriever "
+                "built with these clusters held out.")
+
+
+def metric_values(queries: list[Query], predictions: list[Prediction]) -> list[float]:
+    """Each query's metric (its task's, `flan_data.example_metric`) for its prediction."""
+    return [example_metric(get_task(q.task).metric, q, p.prediction)
+            for q, p in zip(queries, predictions, strict=True)]
+
+
+def evaluate_methods(
+    lm: Predictor,
+    queries: list[Query],
+    methods: dict[str, Method],
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    progress: bool = True,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Returns (report, per-example predictions by method); `seed` seeds the bootstraps."""
+    values: dict[str, list[float]] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    for name, method in methods.items():
+        log.info("evaluating %s on %d queries", name, len(queries))
+        demos = method(queries)
+        preds = lm.predict(queries, demos, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           progress=progress)
+        values[name] = metric_values(queries, preds)
+        predictions[name] = [
+            {"query_id": q.id, "task": q.task, "prediction": p.text, "value": v,
+             "n_prompts": len(d), "parsed": p.parsed,
+             "option": p.prediction if q.is_choice else None}
+            for q, p, v, d in zip(queries, preds, values[name], demos, strict=True)
+        ]
+    report = summarise(queries, values, seed=seed)
+    for name, change in prediction_changes(queries, predictions, seed=seed).items():
+        report["methods"][name]["changed_vs_zero_shot"] = change
+    for name, rows in predictions.items():
+        report["methods"][name]["unparsable"] = sum(not r["parsed"] for r in rows)
+        extra = paper_metrics(queries, [r["option"] for r in rows])
+        if extra:
+            report["methods"][name]["paper_metrics"] = extra
+    return report, predictions
