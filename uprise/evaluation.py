@@ -22,6 +22,7 @@ from statistics import mean
 from typing import Any
 
 from flan_data import Prompt, Query, example_metric, get_task
+from retriever.index import PROMPTS_FILE
 from uprise.stats import paired_bootstrap
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def check_pool_leakage(queries: list[Query], pool: list[Prompt],
     clusters = {q.cluster for q in queries}
     splits = {q.id.rsplit(":", 1)[0] for q in queries}  # "<task>:<split>" of each query
     sources = {"pool": pool}
-    sources.update({str(d): read_jsonl(Path(d) / "prompts.jsonl", Prompt) for d in retriever_dirs})
+    sources.update({str(d): read_jsonl(Path(d) / PROMPTS_FILE, Prompt) for d in retriever_dirs})
     for where, prompts in sources.items():
         leaks = [p.id for p in prompts if p.id in ids or (
             p.id.rsplit(":", 1)[0] in splits if in_task

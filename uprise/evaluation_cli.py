@@ -24,6 +24,7 @@ from typing import Any
 
 from flan_data import prepare_output_dir, read_stage_data, resolve_data_dir, write_json
 from flan_data.provenance import run_info
+from flan_data.stage_io import POOL
 
 log = logging.getLogger(__name__)
 METHODS = ("zero_shot", "random", "bm25", "untrained", "trained")
@@ -141,9 +142,9 @@ def eval_main(argv: list[str] | None = None) -> None:
         report, title = _multi_run(args, out), "leave-one-cluster-out evaluation"
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     report["run_info"] = run_info()
-    from uprise.report import json_safe, markdown, write_report_files
+    from uprise.report import REPORT_FILE, json_safe, markdown, write_report_files
 
-    write_json(out / "report.json", json_safe(report))
+    write_json(out / REPORT_FILE, json_safe(report))
 
     write_report_files(report, out, title=title)
     print(markdown(report, title))
@@ -174,7 +175,7 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                                 not args.no_progress)
         names.append("trained+abstain")
     methods = build_methods(
-        names, stage.pool, Path(args.data) / "pool.jsonl", args.k, args.seed,
+        names, stage.pool, Path(args.data) / POOL, args.k, args.seed,
         trained_dir=args.retriever, untrained_dir=args.baseline_retriever,
         encoder=args.encoder or "embedded:all-MiniLM-L6-v2", work_dir=out,
         abstain_threshold=calibration["threshold"] if calibration else None)
@@ -198,7 +199,7 @@ def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) ->
     from uprise.stages import build_untrained_retriever
 
     untrained = args.baseline_retriever or build_untrained_retriever(
-        args.encoder or "embedded:all-MiniLM-L6-v2", Path(args.data) / "pool.jsonl",
+        args.encoder or "embedded:all-MiniLM-L6-v2", Path(args.data) / POOL,
         out / "untrained_retriever", {"seed": args.seed})
     same = not args.api_base and args.ranking_lm in (None, args.lm)  # the local evaluated LM
     judge = lm if same else make_eval_lm(args.ranking_lm or EMBEDDED_LM, args.dtype, {})

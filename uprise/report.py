@@ -21,6 +21,9 @@ from uprise.evaluation import changed_cell
 
 log = logging.getLogger(__name__)
 
+REPORT_FILE = "report.json"
+"""The JSON report's file name; each command writes it itself (this module: .md and .png)."""
+
 
 def json_safe(obj: Any) -> Any:
     """`obj` with non-finite floats as the strings "inf", "-inf", "nan" (strict JSON has no
