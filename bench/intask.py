@@ -33,8 +33,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from flan_data.stage_io import DATA_MANIFEST, POOL, TRAIN_QUERIES  # noqa: E402
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever.index_manifest import is_indexed  # noqa: E402
+from uprise.evaluation.report import REPORT_FILE  # noqa: E402
 from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 UPRISE = [sys.executable, "-m", "uprise"]
@@ -61,17 +63,17 @@ def stages(args, task: str) -> list[tuple[str, bool, list]]:
     t = task_dir(args, task)
     lm = ["--lm", args.scoring_lm] if args.scoring_lm else []
     return [
-        ("data", (t / "data" / "data_manifest.json").is_file(),
+        ("data", (t / "data" / DATA_MANIFEST).is_file(),
          data_argv(args, task, t / "data", args.eval)),
         ("score", False, ["score", "--data", t / "data", "--output-dir", t / "scores", *lm]),
         ("train", (t / "retriever" / "uprise_config.json").is_file(),
          ["train", "fit", "--config", REPO / "configs" / "train.yaml",
           "--data.scores_path", t / "scores", "--data.queries_path",
-          t / "data" / "train_queries.jsonl", "--data.pool_path", t / "data" / "pool.jsonl",
+          t / "data" / TRAIN_QUERIES, "--data.pool_path", t / "data" / POOL,
           "--trainer.default_root_dir", t / "train", "--export_dir", t / "retriever"]),
         ("index", is_indexed(t / "retriever"),
-         ["index", "--retriever", t / "retriever", "--pool", t / "data" / "pool.jsonl"]),
-        ("eval", (t / f"eval_k{args.k}" / "report.json").is_file(),
+         ["index", "--retriever", t / "retriever", "--pool", t / "data" / POOL]),
+        ("eval", (t / f"eval_k{args.k}" / REPORT_FILE).is_file(),
          ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
           "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
           "--output-dir", t / f"eval_k{args.k}", "--no-progress", "--methods", *args.methods,
@@ -88,9 +90,9 @@ def cross_model_stages(args, task: str) -> list[tuple[str, bool, list]]:
     t, n = task_dir(args, task), args.eval_lm_queries
     out = cross_model_dir(args, task)
     return [
-        ("data_subset", (t / f"data_e{n}" / "data_manifest.json").is_file(),
+        ("data_subset", (t / f"data_e{n}" / DATA_MANIFEST).is_file(),
          data_argv(args, task, t / f"data_e{n}", n)),
-        ("eval_lm", (out / "report.json").is_file(),
+        ("eval_lm", (out / REPORT_FILE).is_file(),
          ["eval", "--data", t / f"data_e{n}", "--retriever", t / "retriever", "--k", args.k,
           "--lm", args.eval_lm, "--ranking-per-task", 0, "--output-dir", out, "--no-progress"]),
     ]
@@ -136,7 +138,7 @@ def ranking(t: Path) -> dict:
 def evaluation(args, task: str, folder: Path) -> dict:
     """One `uprise eval` report: per method the average, CIs, changed answers; trained minus
     BM25 and minus untrained, paired bootstrap over the same queries."""
-    report = json.loads((folder / "report.json").read_text())
+    report = json.loads((folder / REPORT_FILE).read_text())
     part = report["clusters"][next(iter(report["clusters"]))] if "clusters" in report else report
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
     methods = {m: {k: r[k] for k in keep if k in r} for m, r in part["methods"].items()}

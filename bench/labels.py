@@ -144,7 +144,7 @@ def main() -> None:
 
 def _task_accuracy(run: Path) -> dict:
     from flan_data.schema import Query, read_jsonl
-    from retriever.data import read_scores
+    from flan_data.score_folder import read_scores
 
     queries = {q.id: q for q in read_jsonl(run / "data" / TRAIN_QUERIES, Query)}
     return {t: {"accuracy": round(a.accuracy, 3), "chance": round(a.chance, 3),

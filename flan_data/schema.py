@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -285,14 +285,24 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def refuse_nonempty_dir(path: str | os.PathLike[str], what: str, fix: str,
+                        ignore: Collection[str] = (), overwrite: bool = False) -> Path:
+    """Raises FileExistsError when `path` exists and is not a directory, or (unless `overwrite`)
+    is a directory holding an entry whose name is not in `ignore`. The message names the path
+    after `what` (e.g. "--export_dir"; "" for the path alone) and ends with `fix`, which says
+    how to go on. Returns `path` as a Path."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{label} exists and is not a directory; choose another path.")
+    if not overwrite and path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
+        raise FileExistsError(f"{label} is not empty; {fix}")
+    return path
+
+
 def prepare_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Creates `path`; refuses a non-empty directory unless `overwrite` is set."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a directory; choose another output path.")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{path} is not empty; pass --overwrite to write into it, or choose another directory."
-        )
+    path = refuse_nonempty_dir(path, "", "pass --overwrite to write into it, or choose another "
+                               "directory.", overwrite=overwrite)
     path.mkdir(parents=True, exist_ok=True)
     return path

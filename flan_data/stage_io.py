@@ -31,7 +31,7 @@ from flan_data.schema import (
 )
 
 POOL, TRAIN_QUERIES, EVAL_QUERIES = "pool.jsonl", "train_queries.jsonl", "eval_queries.jsonl"
-CANDIDATES, MANIFEST = "candidates.jsonl", "data_manifest.json"
+CANDIDATES, DATA_MANIFEST = "candidates.jsonl", "data_manifest.json"
 COUNT_KEYS = {POOL: "pool", TRAIN_QUERIES: "train_queries", EVAL_QUERIES: "eval_queries",
               CANDIDATES: "train_queries"}
 """The manifest `counts` key each file's record count must equal."""
@@ -47,15 +47,15 @@ def write_stage_data(stage: StageData, out_dir: str | Path) -> Path:
     write_jsonl(out / TRAIN_QUERIES, stage.train_queries)
     write_jsonl(out / EVAL_QUERIES, stage.eval_queries)
     write_jsonl(out / CANDIDATES, stage.candidates)
-    write_json(out / MANIFEST, stage.manifest)  # last: its presence marks a complete stage
+    write_json(out / DATA_MANIFEST, stage.manifest)  # last: its presence marks a complete stage
     return out
 
 
 def read_stage_data(data_dir: str | Path) -> StageData:
     d = Path(data_dir)
-    if not (d / MANIFEST).is_file():
+    if not (d / DATA_MANIFEST).is_file():
         raise FileNotFoundError(
-            f"{d / MANIFEST} not found: {d} is not a complete data-stage folder. "
+            f"{d / DATA_MANIFEST} not found: {d} is not a complete data-stage folder. "
             "Run `uprise data --output-dir DIR` first."
         )
     manifest = read_manifest(d)
@@ -71,13 +71,13 @@ def read_stage_data(data_dir: str | Path) -> StageData:
 def read_stage_file(path: str | Path, cls: type[Record]) -> list[Record]:
     """Reads one record file; inside a stage folder, its count is checked against the manifest."""
     path = Path(path)
-    if path.name in COUNT_KEYS and (path.parent / MANIFEST).is_file():
+    if path.name in COUNT_KEYS and (path.parent / DATA_MANIFEST).is_file():
         return _read_counted(path, cls, read_manifest(path.parent))
     return read_jsonl(path, cls)
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    path = Path(data_dir) / MANIFEST
+    path = Path(data_dir) / DATA_MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -100,7 +100,7 @@ def _read_counted(path: Path, cls: type[Record], manifest: dict[str, Any]) -> li
     if expected is not None and len(records) != expected:
         what = "training queries (one candidates record each)" if path.name == CANDIDATES else key
         raise StageCountError(
-            f"{path}: holds {len(records)} records but {path.parent / MANIFEST} counts "
+            f"{path}: holds {len(records)} records but {path.parent / DATA_MANIFEST} counts "
             f"{expected!r} {what}; the file changed after the data stage wrote it. Re-run "
             f"`uprise data --output-dir {path.parent} --overwrite` (or the mining round that "
             "wrote the folder)."

@@ -15,9 +15,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from flan_data import StageData, read_stage_data
+from flan_data.score_folder import read_scores
 from proxy_lm.distributed import score_candidates_distributed
 from proxy_lm.loading import EMBEDDED_LM, load_lm
-from proxy_lm.shards import read_scores, score_folder_lock
+from proxy_lm.shards import score_folder_lock
 
 
 def _devices(value: str) -> int | str:

@@ -15,7 +15,6 @@ folders must be on a filesystem that every node sees. Nothing is gathered in mem
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from flan_data.schema import Candidates, Prompt, Query, write_jsonl
+from flan_data.score_folder import SCORE_MANIFEST, read_manifest
 from proxy_lm.loading import LanguageModel
 from proxy_lm.scoring import ShardScorer, candidate_pairs, open_score_cache
-from proxy_lm.shards import MANIFEST, open_manifest, reconcile, shard_pairs, work_order
+from proxy_lm.shards import open_manifest, reconcile, shard_pairs, work_order
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ScoringTask(L.LightningModule):
         if self.trainer.is_global_zero:
             open_manifest(self.out_dir, self.lm.name, self.pairs, self.shard_size)
         strategy.barrier("manifest")  # rank 0 created, or checked and reconciled, the manifest
-        self.manifest = json.loads((self.out_dir / MANIFEST).read_text(encoding="utf-8"))
+        self.manifest = read_manifest(self.out_dir)
         strategy.barrier("read")  # every rank sees the same pending shards before any writes
         pending = [i for i, e in enumerate(self.manifest["shards"]) if not e["complete"]]
         rank, world = self.trainer.global_rank, self.trainer.world_size
@@ -131,6 +131,7 @@ def score_candidates_distributed(
         enable_progress_bar=progress, callbacks=[ShardWriter()], use_distributed_sampler=False,
     )
     trainer.predict(task, return_predictions=False)
-    if trainer.is_global_zero and not (Path(out_dir) / MANIFEST).is_file():
-        raise RuntimeError(f"scoring ended without {Path(out_dir) / MANIFEST}; see the log above.")
+    if trainer.is_global_zero and read_manifest(out_dir, required=False) is None:
+        raise RuntimeError(f"scoring ended without {Path(out_dir) / SCORE_MANIFEST}; see the log "
+                           "above.")
     return trainer.is_global_zero

@@ -3,8 +3,10 @@
 Contract: `score_candidates` turns every (query, candidate prompt) pair into a `Score` whose
 context is `join_context([prompt.text], query.input)` and whose continuations are
 `query.continuations()`, and returns them in candidate order. On disk the scores go to shards
-in work order (pairs grouped by prompt) plus `manifest.json`, described in `proxy_lm.shards`;
-a rerun skips complete shards and refuses to resume with another LM, shard size or pair list.
+in work order (pairs grouped by prompt) plus `score_manifest.json`, described in
+`proxy_lm.shards`; a rerun skips complete shards and refuses to resume with another LM, shard
+size or pair list. The folder's reader, `read_scores`, is `flan_data.score_folder`'s (re-exported
+here).
 
 Speed: each shard is scored by the grouped prefix-shared engine (`proxy_lm.shared_prefix`):
 the prompt's tokens run once per shard for all its queries. Losses already in the persistent
@@ -20,10 +22,11 @@ import math
 from pathlib import Path
 
 from flan_data.schema import Candidates, Prompt, Query, Score, join_context, write_jsonl
+from flan_data.score_folder import read_scores
 from proxy_lm.likelihood import continuation_losses
 from proxy_lm.loading import LanguageModel
 from proxy_lm.score_cache import ScoreCache, pair_key
-from proxy_lm.shards import open_manifest, read_scores, reconcile, shard_pairs, work_order
+from proxy_lm.shards import open_manifest, reconcile, shard_pairs, work_order
 
 log = logging.getLogger(__name__)
 

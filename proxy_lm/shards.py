@@ -1,9 +1,11 @@
-"""The score folder: pairs in work order, shard files and the manifest that says what is done.
+"""Scoring into a score folder: pairs in work order, shards, resuming, and the folder's lock.
 
 Contract. Pairs are scored in *work order*: grouped by prompt (prompts in order of first
 appearance among the candidates, each prompt's queries in candidate order), so that a
 prompt's KV cache serves all its queries within a shard. Shard i holds work-order pairs
-[i * shard_size, (i + 1) * shard_size) as `shard-0000i.jsonl`; `manifest.json` is
+[i * shard_size, (i + 1) * shard_size) as `shard-0000i.jsonl`; the manifest
+(`score_manifest.json`; the folder's files, their reader and the manifest's reader and writer
+are `flan_data.score_folder`'s) is
 
     {"lm": ..., "n_pairs": ..., "shard_size": ..., "pairs_sha256": ..., "order": "by_prompt",
      "complete": bool, "shards": [{"file": "shard-00000.jsonl", "n": 256, "complete": bool}]}
@@ -11,8 +13,10 @@ prompt's KV cache serves all its queries within a shard. Shard i holds work-orde
 Shard files are written atomically, so a shard file that exists is complete: `reconcile`
 marks those shards complete (a run killed between a shard and the manifest loses nothing),
 and any process may write shards while one process (rank 0) owns the manifest. Shard names
-depend on the shard index only, so a run can resume on a different number of devices.
-`read_scores` returns the scores in shard (work) order after checking every shard.
+depend on the shard index only, so a run can resume on a different number of devices. A
+folder whose manifest still has its legacy name (`manifest.json`) is resumed as well; its
+manifest is rewritten under the new name. `flan_data.score_folder.read_scores` reads the
+finished folder.
 
 `score_folder_lock(out_dir)` holds an exclusive, non-blocking `flock` on `LOCK_FILE` inside the
 folder for one scoring run (its global-zero process): a second run on the same folder fails at
@@ -34,13 +38,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flan_data.errors import CommandError
-from flan_data.schema import Score, read_jsonl, write_json
+from flan_data.schema import refuse_nonempty_dir
+from flan_data.score_folder import (
+    LEGACY_MANIFEST,
+    LOCK_FILE,
+    SCORE_MANIFEST,
+    manifest_path,
+    read_manifest,
+    shard_name,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 ORDER = "by_prompt"
-LOCK_FILE = ".uprise-score.lock"
 
 
 class ScoreFolderLocked(CommandError):
@@ -89,7 +100,7 @@ def fresh_manifest(lm_name: str, pairs: list[tuple[str, str]], shard_size: int) 
         "order": ORDER,
         "complete": n_shards == 0,
         "shards": [
-            {"file": f"shard-{i:05d}.jsonl", "n": min(shard_size, len(pairs) - i * shard_size),
+            {"file": shard_name(i), "n": min(shard_size, len(pairs) - i * shard_size),
              "complete": False}
             for i in range(n_shards)
         ],
@@ -98,72 +109,43 @@ def fresh_manifest(lm_name: str, pairs: list[tuple[str, str]], shard_size: int) 
 
 def open_manifest(out_dir: Path, lm_name: str, pairs: list[tuple[str, str]],
                   shard_size: int) -> dict:
-    """The existing manifest when resuming (checked to match, reconciled), else a fresh one."""
+    """The existing manifest when resuming (checked to match, reconciled, migrated to its
+    current name), else a fresh one; a non-empty folder without a manifest is refused."""
     fresh = fresh_manifest(lm_name, pairs, shard_size)
-    path = out_dir / MANIFEST
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+    old = read_manifest(out_dir, required=False)
+    if old is not None:
         keys = ("lm", "n_pairs", "shard_size", "pairs_sha256", "order")
         changed = "; ".join(f"{k} was {old.get(k)!r}, now {fresh[k]!r}" for k in keys
                             if old.get(k) != fresh[k])
         if changed:
             raise ValueError(
-                f"{path}: cannot resume a different scoring run ({changed}). Resume with the same "
-                "LM, shard size and candidates, or choose another output directory."
+                f"{manifest_path(out_dir)}: cannot resume a different scoring run ({changed}). "
+                "Resume with the same LM, shard size and candidates, or choose another output "
+                "directory."
             )
         reconcile(out_dir, old)
         log.info("resuming %s: %d of %d shards complete", out_dir,
                  sum(e["complete"] for e in old["shards"]), len(old["shards"]))
         return old
-    if out_dir.is_dir() and any(p.name != LOCK_FILE for p in out_dir.iterdir()):
-        raise FileExistsError(
-            f"{out_dir} is not empty and has no {MANIFEST}; choose an empty output directory."
-        )
-    write_json(path, fresh)
+    refuse_nonempty_dir(out_dir, "", f"it has no {SCORE_MANIFEST}, so it is not a score folder "
+                        "to resume; choose an empty output directory.", ignore=(LOCK_FILE,))
+    write_manifest(out_dir, fresh)
     return fresh
 
 
 def reconcile(out_dir: Path, manifest: dict) -> dict:
-    """Marks complete exactly the shards whose file exists; rewrites the manifest if changed."""
+    """Marks complete exactly the shards whose file exists; rewrites the manifest if changed
+    (or if it is missing or still under its legacy name)."""
     before = json.dumps(manifest, sort_keys=True)
     for entry in manifest["shards"]:
         entry["complete"] = (out_dir / entry["file"]).is_file()
     manifest["complete"] = all(e["complete"] for e in manifest["shards"])
-    if json.dumps(manifest, sort_keys=True) != before or not (out_dir / MANIFEST).is_file():
-        write_json(out_dir / MANIFEST, manifest)
+    stale_name = (out_dir / LEGACY_MANIFEST).exists() or not (out_dir / SCORE_MANIFEST).is_file()
+    if json.dumps(manifest, sort_keys=True) != before or stale_name:
+        write_manifest(out_dir, manifest)
     return manifest
 
 
 def shard_pairs(pairs: list[tuple[str, str]], manifest: dict, index: int) -> list[tuple[str, str]]:
     size = manifest["shard_size"]
     return pairs[index * size : (index + 1) * size]
-
-
-def read_scores(out_dir: str | Path) -> list[Score]:
-    """All scores of a finished score folder, in shard (work) order; checks every shard."""
-    out_dir = Path(out_dir)
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {out_dir} is not a score folder. Run `uprise score` first."
-        )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    missing = [e["file"] for e in manifest["shards"] if not e["complete"]]
-    if missing or not manifest.get("complete", False):
-        raise ValueError(
-            f"{path}: scoring is incomplete ({len(missing)} of {len(manifest['shards'])} shards "
-            f"missing, first {missing[:1]}); rerun the same `uprise score` command to resume."
-        )
-    scores = []
-    for entry in manifest["shards"]:
-        rows = read_jsonl(out_dir / entry["file"], Score)
-        if len(rows) != entry["n"]:
-            raise ValueError(
-                f"{out_dir / entry['file']} holds {len(rows)} scores but the manifest expects "
-                f"{entry['n']}; delete that shard file and rerun `uprise score` to redo it."
-            )
-        scores += rows
-    if len(scores) != manifest["n_pairs"]:
-        raise ValueError(f"{path}: {len(scores)} scores for {manifest['n_pairs']} pairs; "
-                         "delete the folder and score again.")
-    return scores

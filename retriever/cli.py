@@ -39,10 +39,10 @@ import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from flan_data.provenance import run_info
-from flan_data.schema import write_json
+from flan_data.schema import refuse_nonempty_dir, write_json
 from retriever.data import RetrieverDataModule
 from retriever.export import export_retriever
-from retriever.index import INDEX_FILE, MANIFEST_FILE
+from retriever.index import INDEX_FILE, INDEX_MANIFEST
 from retriever.model import EMBEDDED_ENCODER, BiEncoder, BiEncoderConfig
 from retriever.module import SELECT_METRIC, RetrieverModule
 
@@ -122,15 +122,9 @@ def check_export_dir(export_dir: str | Path | None, overwrite: bool) -> None:
     """Refuses, before fitting, the export directory that `export_retriever` would refuse after."""
     if not export_dir:
         return
-    out = Path(export_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--export_dir {out} exists and is not a directory; choose another "
-                              "export path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"--export_dir {out} is not empty; pass --overwrite_export=true (overwrite=True in "
-            "train_retriever) to replace it after training, or choose another directory."
-        )
+    refuse_nonempty_dir(export_dir, "--export_dir", "pass --overwrite_export=true (overwrite=True "
+                        "in train_retriever) to replace it after training, or choose another "
+                        "directory.", overwrite=overwrite)
 
 
 def _cli(args: list[str] | None) -> RetrieverCLI:
@@ -280,8 +274,8 @@ def _check_index_arguments(parser: argparse.ArgumentParser, ns: argparse.Namespa
     out = Path(ns.output_dir or ns.retriever)
     if out.exists() and not out.is_dir():
         parser.error(f"--output-dir {out} exists and is not a directory; choose another path")
-    if (out / MANIFEST_FILE).is_file() and not ns.overwrite:
-        parser.error(f"{out} already holds an index ({MANIFEST_FILE}, {INDEX_FILE}); pass "
+    if (out / INDEX_MANIFEST).is_file() and not ns.overwrite:
+        parser.error(f"{out} already holds an index ({INDEX_MANIFEST}, {INDEX_FILE}); pass "
                      "--overwrite to replace it, --add to append prompts to it, or choose another "
                      "--output-dir")
 

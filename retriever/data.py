@@ -1,11 +1,11 @@
-"""Training data for the retriever: score folders, batches of texts, the Lightning DataModule.
+"""Training data for the retriever: batches of texts and the Lightning DataModule.
 
 Contract: labels come from `retriever.labels.build_training_examples`. `RetrieverDataModule`
-reads the score, query and pool files and yields batches of *texts* (see `collate_examples`);
-the `RetrieverModule` tokenizes them with its own encoder's tokenizer, so the data side never
-depends on which encoder is trained. Each batch also carries every scored candidate of its
-queries (for distillation and the validation ranking diagnostics) and, optionally, random
-prompts of other tasks as extra negatives.
+reads the scores (`flan_data.score_folder.read_scores`), query and pool files and yields batches
+of *texts* (see `collate_examples`); the `RetrieverModule` tokenizes them with its own encoder's
+tokenizer, so the data side never depends on which encoder is trained. Each batch also carries
+every scored candidate of its queries (for distillation and the validation ranking diagnostics)
+and, optionally, random prompts of other tasks as extra negatives.
 
 Training order is resumable: epoch `e` visits the training queries in a permutation seeded by
 `seed + e` (`retriever.resumable`), and the train loader's position (epoch, batches delivered)
@@ -15,7 +15,6 @@ checkpoint written mid-epoch continues with the batch after it, not at batch 0 o
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
@@ -25,7 +24,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from flan_data.schema import Prompt, Query, SchemaError, Score, read_jsonl
+from flan_data.schema import Prompt, Query
+from flan_data.score_folder import read_scores
 from flan_data.stage_io import read_stage_file
 from retriever.labels import TrainingExample, build_training_examples
 from retriever.resumable import EpochSampler, ResumableLoader
@@ -34,57 +34,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RetrieverDataModule", "TrainingExample", "build_training_examples", "collate_examples",
            "read_scores"]
-
-
-def read_scores(scores_path: str | Path) -> list[Score]:
-    """Reads a JSONL file of `Score` records, or a score folder written by `uprise score`.
-
-    A folder must hold `manifest.json`; the shards it lists are read in order. If the manifest
-    marks any shard (or itself) incomplete, scoring has not finished: that is an error.
-    """
-    path = Path(scores_path)
-    if path.is_file():
-        return read_jsonl(path, Score)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"scores_path {path} does not exist; expected a JSONL file of Score records or the "
-            "folder written by `uprise score`."
-        )
-    return [s for shard in _shard_files(path) for s in read_jsonl(shard, Score)]
-
-
-def _shard_files(folder: Path) -> list[Path]:
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{manifest_path} not found: {folder} is not a complete score folder. "
-            "Run (or resume) `uprise score` until it writes the manifest."
-        )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("complete") is False:
-        raise ValueError(f"{manifest_path} says scoring is incomplete; resume `uprise score`.")
-    entries = manifest.get("shards")
-    if not isinstance(entries, list):
-        shards = sorted(folder.glob("shard-*.jsonl"))
-    else:
-        shards = []
-        for entry in entries:
-            name = entry if isinstance(entry, str) else _entry_name(entry)
-            if isinstance(entry, dict) and entry.get("complete") is False:
-                raise ValueError(
-                    f"{manifest_path}: shard {name} is incomplete; resume `uprise score`."
-                )
-            shards.append(folder / name)
-    if not shards:
-        raise SchemaError(f"{folder}: no score shards found (manifest lists none).")
-    return shards
-
-
-def _entry_name(entry: Any) -> str:
-    for key in ("file", "path", "name", "shard"):
-        if isinstance(entry, dict) and isinstance(entry.get(key), str):
-            return Path(entry[key]).name
-    raise SchemaError(f"unrecognised shard entry {entry!r:.120} in a score manifest.")
 
 
 def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:

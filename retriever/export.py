@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flan_data.provenance import library_versions
-from flan_data.schema import atomic_write, write_json
+from flan_data.schema import atomic_write, refuse_nonempty_dir, write_json
 from retriever.model import HUB_IDS, BiEncoder, BiEncoderConfig
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,8 @@ def export_retriever(
     in `uprise_config.json` and summarised in the model card. A non-empty `out_dir` is refused
     unless `overwrite=True`, in which case it is replaced as a whole.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory; choose another export path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out} is not empty; pass overwrite=True (--overwrite_export) to replace it, "
-            "or choose another directory."
-        )
+    out = refuse_nonempty_dir(out_dir, "", "pass overwrite=True (--overwrite_export) to replace "
+                              "it, or choose another directory.", overwrite=overwrite)
     metadata = dict(metadata or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

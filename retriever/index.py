@@ -18,7 +18,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE, PROMPTS_FILE, MANIFEST_FILE = "index.faiss", "prompts.jsonl", "manifest.json"
+INDEX_FILE, PROMPTS_FILE, INDEX_MANIFEST = "index.faiss", "prompts.jsonl", "manifest.json"
 EMBEDDINGS_FILE = "prompt_embeddings.safetensors"
 SEARCH_PARAMS = ("nprobe", "efSearch")
 """Search-time parameters recorded in the manifest and applied at load."""

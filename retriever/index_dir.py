@@ -27,7 +27,7 @@ from flan_data.schema import Prompt, atomic_write, new_file_mode, read_jsonl, wr
 from retriever.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
-    MANIFEST_FILE,
+    INDEX_MANIFEST,
     PROMPTS_FILE,
     build_index,
     reconstructs_exactly,
@@ -129,7 +129,7 @@ def _commit(folder: Path, index: Any, prompts: Sequence[Prompt], p_emb: np.ndarr
     if p_emb is not None:
         staged[EMBEDDINGS_FILE] = str(folder / f".{EMBEDDINGS_FILE}.new")
         save_file({"p_emb": np.ascontiguousarray(p_emb)}, staged[EMBEDDINGS_FILE])
-    (folder / MANIFEST_FILE).unlink(missing_ok=True)  # a stale marker must not outlive new files
+    (folder / INDEX_MANIFEST).unlink(missing_ok=True)  # a stale marker must not outlive new files
     for name, tmp in staged.items():
         os.replace(tmp, folder / name)
     if p_emb is None:

@@ -28,7 +28,7 @@ from flan_data.schema import sha256_file, write_json
 from retriever.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
-    MANIFEST_FILE,
+    INDEX_MANIFEST,
     PROMPTS_FILE,
     get_search_params,
     index_class,
@@ -41,19 +41,19 @@ FILES_KEY = "sha256"
 """The manifest's table {path relative to the directory: sha256} of every file but itself."""
 INDEX_FILES = (INDEX_FILE, PROMPTS_FILE, EMBEDDINGS_FILE)
 TEMPORARY_PATTERNS = (f".{INDEX_FILE}.*.tmp", f".{PROMPTS_FILE}.new", f".{EMBEDDINGS_FILE}.new",
-                      f".{MANIFEST_FILE}.*.tmp")
+                      f".{INDEX_MANIFEST}.*.tmp")
 """Top-level names `_commit` writes before renaming (`_write_index_tmp`, `write_json`)."""
 
 
 def read_manifest(folder: str | os.PathLike[str], required: bool = True) -> dict[str, Any] | None:
     """`manifest.json` of an index directory (this format version only); None when absent and
     not `required`."""
-    path = Path(folder) / MANIFEST_FILE
+    path = Path(folder) / INDEX_MANIFEST
     if not path.is_file():
         if not required:
             return None
         raise FileNotFoundError(
-            f"{Path(folder)} has no {MANIFEST_FILE}, so its index is missing or incomplete; build "
+            f"{Path(folder)} has no {INDEX_MANIFEST}, so its index is missing or incomplete; build "
             f"it with `uprise index --retriever {Path(folder)} --pool POOL.jsonl`."
         )
     try:
@@ -124,7 +124,7 @@ def directory_files(folder: Path) -> tuple[list[str], list[str]]:
                 "file), so the index manifest cannot vouch for it; replace it with a copy of what "
                 "it points to, or delete it."
             )
-        if name == MANIFEST_FILE:
+        if name == INDEX_MANIFEST:
             continue
         is_temporary = "/" not in name and any(fnmatchcase(name, p) for p in TEMPORARY_PATTERNS)
         (temporaries if is_temporary else files).append(name)
@@ -152,7 +152,7 @@ def write_manifest(folder: Path, index: Any, n_prompts: int, factory: str,
         **extra,
         FILES_KEY: {n: sha256_file(folder / n) for n in directory_files(folder)[0]},
     }
-    write_json(folder / MANIFEST_FILE, manifest)
+    write_json(folder / INDEX_MANIFEST, manifest)
     return manifest
 
 
@@ -164,25 +164,25 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
     """
     table = manifest.get(FILES_KEY)
     if not isinstance(table, dict) or not table:
-        raise ValueError(f"{folder / MANIFEST_FILE} has no {FILES_KEY!r} table of file checksums, "
+        raise ValueError(f"{folder / INDEX_MANIFEST} has no {FILES_KEY!r} table of file checksums, "
                          f"so nothing in {folder} can be verified; rebuild the index with "
                          f"{reindex_command(folder, manifest)}.")
     files, temporaries = directory_files(folder)
     missing = sorted(set(table) - set(files))
     if missing:
-        raise ValueError(f"{folder / missing[0]} is missing but {MANIFEST_FILE} lists it "
+        raise ValueError(f"{folder / missing[0]} is missing but {INDEX_MANIFEST} lists it "
                          f"(missing: {missing[:5]}); {_fix(folder, manifest, missing[0])}.")
     unlisted = [n for n in files if n not in table]
     if unlisted:
         raise ValueError(
-            f"{folder / unlisted[0]} is not listed in {MANIFEST_FILE} (unlisted: {unlisted[:5]}), "
+            f"{folder / unlisted[0]} is not listed in {INDEX_MANIFEST} (unlisted: {unlisted[:5]}), "
             "so nothing vouches for it; delete it, or if it belongs there rebuild the index with "
             f"{reindex_command(folder, manifest)} to record it."
         )
     for name in sorted(table):
         actual = sha256_file(folder / name)
         if actual != table[name]:
-            raise ValueError(f"{folder / name}: sha256 is {actual} but {MANIFEST_FILE} records "
+            raise ValueError(f"{folder / name}: sha256 is {actual} but {INDEX_MANIFEST} records "
                              f"{table[name]}, so the file changed since it was indexed; "
                              f"{_fix(folder, manifest, name)}.")
     if temporaries:
@@ -201,7 +201,7 @@ def record_rewrite(folder: Path, name: str) -> Iterator[None]:
     yield
     if manifest is not None:
         manifest[FILES_KEY][name] = sha256_file(folder / name)
-        write_json(folder / MANIFEST_FILE, manifest)
+        write_json(folder / INDEX_MANIFEST, manifest)
 
 
 def _fix(folder: Path, manifest: dict[str, Any], name: str) -> str:
@@ -218,7 +218,7 @@ def check_index_class(folder: Path, manifest: dict[str, Any], index: Any) -> Non
     factory = manifest.get("index_factory")
     if factory is not None and index_class(factory, index.d) != type(index).__name__:
         raise ValueError(
-            f"{folder}: {MANIFEST_FILE} says index_factory {factory!r} "
+            f"{folder}: {INDEX_MANIFEST} says index_factory {factory!r} "
             f"({index_class(factory, index.d)}) but {INDEX_FILE} is a {type(index).__name__}; "
             "the files come from different runs. Rebuild the index with `uprise index`."
         )

@@ -16,8 +16,6 @@ from typing import Any
 
 from flan_data.schema import Prompt
 
-MANIFEST_FILE = "manifest.json"
-
 
 class RetrieverDirError(ValueError):
     """A retriever directory is incomplete or its files disagree with each other."""

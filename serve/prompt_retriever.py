@@ -31,13 +31,8 @@ from typing import Any
 import numpy as np
 
 from flan_data.schema import Prompt
-from serve.checks import (
-    MANIFEST_FILE,
-    RetrieverDirError,
-    check_checksums,
-    check_directory,
-    read_manifest,
-)
+from retriever import INDEX_MANIFEST
+from serve.checks import RetrieverDirError, check_checksums, check_directory, read_manifest
 from serve.context import build_context, count_tokens
 from serve.features import query_features
 from serve.filters import PoolFilterer, PromptFilter
@@ -47,6 +42,9 @@ __all__ = ["MANIFEST_FILE", "PromptRetriever", "RetrievedPrompt", "RetrieverDirE
            "build_context", "count_tokens"]
 
 log = logging.getLogger(__name__)
+
+MANIFEST_FILE = INDEX_MANIFEST
+"""The index manifest's file name (`retriever.INDEX_MANIFEST`), public here under this name."""
 
 MMR_DEPTH = 5
 """With diversity > 0, MMR reranks the top max(MMR_DEPTH * k, 20) prompts."""

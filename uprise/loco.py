@@ -36,6 +36,9 @@ from flan_data import (
     write_stage_data,
 )
 from flan_data.loading import available_splits
+from flan_data.score_folder import is_complete
+from flan_data.stage_io import DATA_MANIFEST
+from retriever import INDEX_MANIFEST
 from uprise.evaluation import (
     ABSTAIN,
     DEFAULT_METHODS,
@@ -51,7 +54,7 @@ from uprise.evaluation import (
 from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
 from uprise.evaluation.ranking import ranking_section, standard_rankers
 from uprise.evaluation.report import summary
-from uprise.quickstart import QuickstartConfig, check_resumable
+from uprise.quickstart import RUN_CONFIG, QuickstartConfig, check_resumable
 from uprise.stages import index_stage, score_stage, train_stage
 
 log = logging.getLogger(__name__)
@@ -108,16 +111,15 @@ def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
     """Data, scores, trained + untrained retrievers for one held-out cluster (cached)."""
     cluster_dir.mkdir(parents=True, exist_ok=True)
     check_resumable(cfg, cluster_dir)
-    write_json(cluster_dir / "quickstart_config.json", {"config": dataclasses.asdict(cfg)})
-    if not (cluster_dir / "data" / "data_manifest.json").is_file():
+    write_json(cluster_dir / RUN_CONFIG, {"config": dataclasses.asdict(cfg)})
+    if not (cluster_dir / "data" / DATA_MANIFEST).is_file():
         stage = build_stage_data(
             cfg.held_out_cluster, resolve_data_dir(cfg.data_dir), list(cfg.train_clusters or []),
             cfg.seed, cfg.pool_per_task, cfg.queries_per_task, cfg.n_candidates,
             cfg.eval_per_task, max_prompt_chars=cfg.max_prompt_chars)
         write_stage_data(stage, cluster_dir / "data")
     stage = read_stage_data(cluster_dir / "data")
-    manifest = cluster_dir / "scores" / "manifest.json"
-    if not (manifest.is_file() and json.loads(manifest.read_text()).get("complete")):
+    if not is_complete(cluster_dir / "scores"):
         score_stage(scoring_lm(), stage, cluster_dir / "scores", cfg.score_batch_size, progress)
     train_stage(cfg, cluster_dir, progress)
     index_stage(cfg, cluster_dir)
@@ -134,7 +136,7 @@ def calibrated_threshold(lm: Predictor, stage: StageData, cluster_dir: Path, dat
     path = cluster_dir / "abstain" / f"{_slug(lm.name)}-k{settings.k}.json"
     key = {"per_task": settings.calibration_per_task, "seed": settings.seed,
            "hits": "other_clusters", "lm": lm.name, "k": settings.k,
-           "retriever_mtime_ns": (cluster_dir / "retriever" / "manifest.json").stat().st_mtime_ns}
+           "retriever_mtime_ns": (cluster_dir / "retriever" / INDEX_MANIFEST).stat().st_mtime_ns}
     if path.is_file():
         cached = json.loads(path.read_text())
         if all(cached.get(name) == value for name, value in key.items()):

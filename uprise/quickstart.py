@@ -33,9 +33,13 @@ from flan_data import (
 )
 from flan_data.protocol import check_clusters
 from flan_data.provenance import run_info
+from flan_data.stage_io import DATA_MANIFEST
+from uprise.evaluation.report import REPORT_FILE
 
 log = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+RUN_CONFIG = "quickstart_config.json"
+"""The run folder's saved config (checked on resume; also each `uprise eval` cluster folder's)."""
 LM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOSSES = ("info_nce", "info_nce+kl")
 _INTS = {  # field: (smallest value, None allowed)
@@ -58,9 +62,9 @@ class QuickstartConfig:
     data_dir: str | None = None
     seed: int = 42
     pool_per_task: int | None = 200
-    queries_per_task: int | None = 30
+    queries_per_task: int | None = 25
     n_candidates: int = 8
-    eval_per_task: int | None = 80
+    eval_per_task: int | None = 60
     max_prompt_chars: int | None = 400
     lm: str = "embedded:smollm2-135m-instruct"
     lm_dtype: str = "auto"
@@ -147,7 +151,7 @@ def check_evaluates(cfg: QuickstartConfig) -> None:
 
 def check_resumable(cfg: QuickstartConfig, out: Path) -> None:
     """A resumed run must use the config it started with; otherwise its files would mix."""
-    saved = out / "quickstart_config.json"
+    saved = out / RUN_CONFIG
     if not saved.is_file():
         return
     before = json.loads(saved.read_text())["config"]
@@ -175,10 +179,10 @@ def run_quickstart(
             if (out / stale).exists():
                 shutil.rmtree(out / stale)
     timings: dict[str, float] = {}
-    write_json(out / "quickstart_config.json", {"config": dataclasses.asdict(cfg), **run_info()})
+    write_json(out / RUN_CONFIG, {"config": dataclasses.asdict(cfg), **run_info()})
 
     t = time.perf_counter()
-    if not (out / "data" / "data_manifest.json").is_file():
+    if not (out / "data" / DATA_MANIFEST).is_file():
         stage = build_stage_data(
             cfg.held_out_cluster, resolve_data_dir(cfg.data_dir),
             list(cfg.train_clusters) if cfg.train_clusters else None, cfg.seed,
@@ -206,7 +210,7 @@ def run_quickstart(
     report = evaluate_stage(cfg, lm, stage, out, progress)
     timings["eval"] = time.perf_counter() - t
     report["timings_s"] = timings
-    write_json(out / "report.json", report)
+    write_json(out / REPORT_FILE, report)
     return report
 
 
@@ -240,4 +244,4 @@ def quickstart_main(argv: list[str] | None = None) -> None:
     from uprise.evaluation import format_table
 
     print(format_table(report))
-    print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {out / 'report.json'}")
+    print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {out / REPORT_FILE}")

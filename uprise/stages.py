@@ -2,8 +2,8 @@
 
 Contract: a stage reads the previous stage's folder under the run directory and writes its
 own; a stage's completion marker is the file its writer renames into place last
-(scores/manifest.json with every shard complete, retriever/manifest.json of the current index
-format version, report.json).
+(scores/score_manifest.json, or its legacy name manifest.json, with every shard complete;
+retriever/manifest.json of the current index format version; report.json).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -22,6 +23,7 @@ from flan_data import (
 )
 from flan_data.examples import convert_rows
 from flan_data.loading import MissingSplitError
+from flan_data.schema import refuse_nonempty_dir
 
 
 def test_catalogue_covers_every_dataset_of_the_mirror(shared_data_dir):
@@ -86,6 +88,18 @@ def test_output_dir_is_not_overwritten_unless_asked(tmp_path):
         prepare_output_dir(tmp_path)
     assert prepare_output_dir(tmp_path, overwrite=True) == tmp_path
     assert (tmp_path / "x").read_text() == "keep me"
+
+
+def test_refuse_nonempty_dir_names_the_path_and_the_fix(tmp_path):
+    (tmp_path / ".lock").write_text("")
+    assert refuse_nonempty_dir(tmp_path, "--out", "fix it.", ignore=(".lock",)) == tmp_path
+    (tmp_path / "x").write_text("keep me")
+    with pytest.raises(FileExistsError, match=re.escape(f"--out {tmp_path} is not empty; fix it.")):
+        refuse_nonempty_dir(tmp_path, "--out", "fix it.", ignore=(".lock",))
+    assert refuse_nonempty_dir(tmp_path, "", "fix it.", overwrite=True) == tmp_path
+    with pytest.raises(FileExistsError, match=r"x exists and is not a directory"):
+        refuse_nonempty_dir(tmp_path / "x", "", "fix it.", overwrite=True)
+    assert refuse_nonempty_dir(tmp_path / "new", "", "fix it.") == tmp_path / "new"
 
 
 def test_metrics_on_hand_cases():

@@ -23,6 +23,7 @@ import pytest
 import proxy_lm.scoring as scoring
 from flan_data import write_stage_data
 from flan_data.protocol import StageData
+from flan_data.score_folder import SCORE_MANIFEST
 from proxy_lm import read_scores, score_candidates
 from proxy_lm.cli import score_main
 
@@ -74,12 +75,12 @@ def test_sigkilled_run_resumes_recomputing_only_the_shard_in_flight(
     child = subprocess.Popen([sys.executable, str(HERE / "slow_scoring_run.py"), "1.0", *args],
                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_a_complete_shard(out / "manifest.json", child)
+        _wait_for_a_complete_shard(out / SCORE_MANIFEST, child)
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
-    shards = json.loads((out / "manifest.json").read_text())["shards"]
+    shards = json.loads((out / SCORE_MANIFEST).read_text())["shards"]
     done = {e["file"] for e in shards if (out / e["file"]).is_file()}
     assert 1 <= len(done) < len(shards) == 6
     with pytest.raises(ValueError, match="incomplete"):

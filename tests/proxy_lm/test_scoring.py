@@ -9,6 +9,7 @@ import pytest
 
 import proxy_lm.scoring as scoring
 from flan_data.schema import Query, join_context
+from flan_data.score_folder import SCORE_MANIFEST
 from proxy_lm import continuation_losses, read_scores, score_candidates, score_record
 
 CHOICE = Query("q", "sst2", "sentiment", 3, "great film", options=["pos", "neg", "meh"], gold=1)
@@ -68,10 +69,10 @@ def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_p
     with pytest.raises(RuntimeError, match="simulated crash"):
         score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5, progress=False,
                          score_cache=False)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / SCORE_MANIFEST).read_text())
     assert manifest["complete"] is False
     assert [e["complete"] for e in manifest["shards"]] == [True, False, False, False]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [SCORE_MANIFEST, "shard-00000.jsonl"]
     with pytest.raises(ValueError, match="incomplete"):
         read_scores(out)
 
@@ -118,7 +119,7 @@ def test_clear_errors(tiny_gpt_neo_path, scoring_data, tmp_path):
         score_candidates(lm, queries, prompts, candidates, tmp_path / "busy", progress=False)
     with pytest.raises(KeyError, match="'p0'"):
         score_candidates(lm, queries, {}, candidates, tmp_path / "a", progress=False)
-    with pytest.raises(FileNotFoundError, match="manifest.json"):
+    with pytest.raises(FileNotFoundError, match=SCORE_MANIFEST):
         read_scores(tmp_path / "nothing")
 
 

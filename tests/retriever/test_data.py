@@ -1,4 +1,5 @@
-"""Score folders, collation (prompt union, false-negative mask) and the DataModule."""
+"""Collation (prompt union, false-negative mask) and the DataModule. Reading score folders is
+tested in tests/flan_data/test_score_folder.py."""
 
 from __future__ import annotations
 
@@ -7,29 +8,13 @@ import json
 import pytest
 import torch
 
-from flan_data.schema import Score, write_json, write_jsonl
-from retriever.data import RetrieverDataModule, collate_examples, read_scores
+from flan_data.schema import Score, write_jsonl
+from retriever.data import RetrieverDataModule, collate_examples
 
 
 def s(q, p, score, correct):
     return Score(query_id=q, prompt_id=p, lm="lm", template=0, option_losses=[0.0], score=score,
                  correct=correct)
-
-
-def test_read_scores_from_a_shard_folder(tmp_path):
-    write_jsonl(tmp_path / "shard-00001.jsonl", [s("q2", "b", 0.2, True)])
-    write_jsonl(tmp_path / "shard-00000.jsonl", [s("q1", "a", 0.1, True)])
-    with pytest.raises(FileNotFoundError, match="manifest.json"):
-        read_scores(tmp_path)
-    write_json(tmp_path / "manifest.json", {"complete": True})
-    assert [x.query_id for x in read_scores(tmp_path)] == ["q1", "q2"]
-    write_json(tmp_path / "manifest.json", {"shards": [{"file": "shard-00001.jsonl",
-                                                        "complete": True}]})
-    assert [x.query_id for x in read_scores(tmp_path)] == ["q2"]
-    write_json(tmp_path / "manifest.json", {"shards": [{"file": "shard-00001.jsonl",
-                                                        "complete": False}]})
-    with pytest.raises(ValueError, match="incomplete"):
-        read_scores(tmp_path)
 
 
 def test_collate_dedupes_prompts_and_indexes_positives():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flan_data.score_folder import SCORE_MANIFEST
 from uprise.evaluation_cli import eval_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +54,8 @@ def test_ranking_section_ranks_every_retriever_against_the_scoring_lm(loco_run):
         assert set(row) == {"ndcg@3", "top1", "spearman"}
         assert ("vs_untrained" in row["ndcg@3"]) == (name != "untrained")
         assert set(row["ndcg@3"]["by_task"]) == {"copa", "piqa"}
-    assert len(list((root / "work" / "commonsense" / "ranking_scores").glob("*/manifest.json")))
+    ranking_scores = root / "work" / "commonsense" / "ranking_scores"
+    assert len(list(ranking_scores.glob(f"*/{SCORE_MANIFEST}")))  # score folders
     assert "Ranking vs LM scores" in (root / "out" / "commonsense" / "report.md").read_text()
 
 

@@ -23,6 +23,7 @@ from uprise.evaluation.methods import ABSTAIN
 
 log = logging.getLogger(__name__)
 REPORT_FILE, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
+"""The report's file names; each command writes report.json itself, this module the others."""
 
 
 def json_safe(obj: Any) -> Any:
