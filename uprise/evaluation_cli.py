@@ -205,7 +205,7 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) -> dict[str, Any]:
-    """The ranking section of a single run (see `uprise.ranking_eval`)."""
+    """The ranking section of a single run (see `uprise.evaluation.ranking`)."""
     from uprise.stages import build_untrained_retriever
 
     untrained = args.baseline_retriever or build_untrained_retriever(
