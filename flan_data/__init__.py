@@ -37,14 +37,15 @@ from flan_data.schema import (
     write_json,
     write_jsonl,
 )
+from flan_data.settings import DataSettings
 from flan_data.stage_io import read_stage_data, write_stage_data
 
 __all__ = [
-    "HUB", "SEP", "Candidates", "Example", "LeakageError", "MissingSplitError", "Prediction",
-    "Prompt", "Query", "SchemaError", "Score", "StageData", "Task", "UnknownNameError", "all_tasks",
-    "atomic_write",
-    "build_stage_data", "check_no_leakage", "clusters", "default_data_dir", "evaluation_queries",
-    "example_metric", "get_task", "join_context", "load_rows", "prepare_output_dir", "read_jsonl",
-    "read_stage_data", "resolve_data_dir", "sample_candidates", "tasks_in", "write_json",
-    "write_jsonl", "write_stage_data",
+    "HUB", "SEP", "Candidates", "DataSettings", "Example", "LeakageError", "MissingSplitError",
+    "Prediction", "Prompt", "Query", "SchemaError", "Score", "StageData", "Task",
+    "UnknownNameError", "all_tasks", "atomic_write", "build_stage_data", "check_no_leakage",
+    "clusters", "default_data_dir", "evaluation_queries", "example_metric", "get_task",
+    "join_context", "load_rows", "prepare_output_dir", "read_jsonl", "read_stage_data",
+    "resolve_data_dir", "sample_candidates", "tasks_in", "write_json", "write_jsonl",
+    "write_stage_data",
 ]

@@ -41,6 +41,7 @@ _EXPORTS = {
     "RandomRetriever": "retriever.baselines",
     "BM25Retriever": "retriever.baselines",
     "train_retriever": "retriever.cli",
+    "TrainSettings": "retriever.settings",
     "train_main": "retriever.cli",
     "index_main": "retriever.cli",
     "mine_main": "retriever.cli",

