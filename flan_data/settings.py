@@ -30,7 +30,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "pool_per_task": {"type": int, "help": "class-balanced pool prompts per training task"},
     "queries_per_task": {"type": int, "help": "training queries per training task"},
     "n_candidates": {"type": int, "help": "scored candidate prompts per training query (L)"},
-    "eval_per_task": {"type": int, "help": "evaluation examples per held-out task (omit: all)"},
+    "eval_per_task": {"type": int, "help": "evaluation examples per held-out task"},
     "carve_fraction": {"type": float, "help": "share of the evaluation split carved out as "
                        "training data of a training task that has no train split"},
     "max_prompt_chars": {"type": int, "help": "drop demonstrations longer than this"},
@@ -104,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     for name in names or list(OPTIONS):
         spec = dict(OPTIONS[name])
         default = None if overrides else getattr(defaults, name)
-        if not overrides and default is not None:
+        if overrides:
+            spec["help"] += " (default: the config's)"
+        elif default is not None:
             spec["help"] += f" (default {default})"
+        elif name in _COUNTS:
+            spec["help"] += " (default: all)"
         parser.add_argument("--" + name.replace("_", "-"), default=default, **spec)

@@ -87,6 +87,10 @@ class RetrieverCLI(LightningCLI):
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
         best = self.model.restore_best()
+        if best is not None and best["stage"] == "reference":
+            log.warning("no epoch beat the untrained towers on validation %s (%.4f): the export "
+                        "holds the starting weights (--model.keep_start_if_best=false exports "
+                        "the best epoch anyway)", SELECT_METRIC, best[SELECT_METRIC])
         ranking = {"select_metric": SELECT_METRIC, "best": best,
                    "history": self.model.ranking_history}
         if self.trainer.is_global_zero:

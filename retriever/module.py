@@ -8,7 +8,10 @@ and the ranking diagnostics of `retriever.ranking` over each validation query's 
 candidates against the LM's own scores (`val/ndcg@3`, `val/top1`, `val/spearman`).
 Every validation pass is kept in `ranking_history` (a `trainer.validate` before `fit` is the
 untrained reference); with `select_best`, the weights of the best fit epoch by `val/ndcg@3`
-are kept in memory and `restore_best()` puts them back before export. The network itself is
+are kept in memory and `restore_best()` puts them back before export. With
+`keep_start_if_best` (default) the reference pass competes too: when no epoch beats the
+untrained towers on validation, their starting weights are what is exported (training that
+only hurts the LM's ranking never replaces the encoder it started from). The network itself is
 not saved in the hyperparameters: export it with `retriever.export_retriever`.
 
 Resuming from a checkpoint (`fit(ckpt_path=...)`) gives the weights of an uninterrupted run:
@@ -58,6 +61,8 @@ class RetrieverModule(L.LightningModule):
         lm_temperature: temperature of the KL target `softmax(label value / lm_temperature)`;
             label values are log-probabilities (`retriever.labels`), so a low temperature.
         select_best: keep the weights of the best epoch by validation `ndcg@3`.
+        keep_start_if_best: count the untrained reference pass (a `trainer.validate` before
+            `fit`) as a candidate of `select_best`; epochs must beat it strictly.
         gather_negatives: on several devices, every rank's prompts are in-batch negatives of
             every query (`retriever.gather`); no effect on one device.
         grad_cache_chunk: 0 (off) or the rows per forward pass of gradient caching
@@ -79,6 +84,7 @@ class RetrieverModule(L.LightningModule):
         kl_weight: float = 1.0,
         lm_temperature: float = 0.1,
         select_best: bool = True,
+        keep_start_if_best: bool = True,
         gather_negatives: bool = True,
         grad_cache_chunk: int = 0,
         seed: int = 0,
@@ -200,7 +206,8 @@ class RetrieverModule(L.LightningModule):
                   "n_queries": int((~values[SELECT_METRIC].isnan()).sum()), **means}
         self.ranking_history.append(record)
         best = self.best_ranking[SELECT_METRIC] if self.best_ranking else -math.inf
-        if not reference and self.hparams.select_best and means[SELECT_METRIC] > best:
+        competes = not reference or self.hparams.keep_start_if_best
+        if competes and self.hparams.select_best and means[SELECT_METRIC] > best:
             self.best_ranking = record
             self._best_state = {k: v.detach().to("cpu", copy=True)
                                 for k, v in self.model.state_dict().items()}
@@ -245,7 +252,8 @@ class RetrieverModule(L.LightningModule):
             self._pending_validation = None
 
     def restore_best(self) -> dict[str, Any] | None:
-        """Loads the best validated fit epoch's weights into the model; returns its record."""
+        """Loads the best validated weights (a fit epoch's, or the starting ones when the
+        reference won) into the model; returns their record."""
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         return self.best_ranking

@@ -130,8 +130,14 @@ def test_shipped_train_configs_fit_with_dotted_overrides(train_files, tiny_bert_
     assert exported["metadata"]["global_steps"] == 1
 
 
+@pytest.mark.parametrize(("reference", "keep_start", "expected"), [
+    (0.5, True, 1),              # fit epoch 1 is best
+    (0.95, True, "reference"),   # no epoch beats the untrained towers: they are exported
+    (0.95, False, 1),            # unless the start may not compete
+])
 def test_the_best_validated_epoch_is_restored_not_the_last(train_files, tiny_config,
-                                                           monkeypatch):
+                                                           monkeypatch, reference, keep_start,
+                                                           expected):
     import lightning as L
 
     import retriever.module as module_file
@@ -141,7 +147,7 @@ def test_the_best_validated_epoch_is_restored_not_the_last(train_files, tiny_con
 
     # The metric is scripted per pass (best = fit epoch 1), so the test does not hang on which
     # epoch a tiny random model happens to rank best; the selection and restore code is real.
-    script = {None: 0.5, 0: 0.6, 1: 0.9, 2: 0.7, 3: 0.4}
+    script = {None: reference, 0: 0.6, 1: 0.9, 2: 0.7, 3: 0.4}
     real = module_file.ranking_metrics
 
     def scripted(retriever_scores, lm_scores, mask):
@@ -167,7 +173,8 @@ def test_the_best_validated_epoch_is_restored_not_the_last(train_files, tiny_con
     L.seed_everything(0)
     data = RetrieverDataModule(train_files["scores"], train_files["queries"], train_files["pool"],
                                batch_size=2, val_fraction=0.5, seed=0)
-    module = RetrieverModule(BiEncoder(tiny_config), lr=3e-3)
+    module = RetrieverModule(BiEncoder(tiny_config), lr=3e-3, keep_start_if_best=keep_start)
+    start = {k: v.clone() for k, v in module.model.state_dict().items()}
     snapshots = Snapshots()
     trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -176,12 +183,13 @@ def test_the_best_validated_epoch_is_restored_not_the_last(train_files, tiny_con
     trainer.fit(module, datamodule=data)
     history = module.ranking_history
     assert [r["stage"] for r in history] == ["reference"] + ["fit"] * 4
-    fit = history[1:]
-    best = max(fit, key=lambda r: r[SELECT_METRIC])
-    assert history[0][SELECT_METRIC] == 0.5 and best[SELECT_METRIC] == pytest.approx(0.9)
-    assert module.restore_best() == best and best["epoch"] == 1
-    restored = module.model.state_dict()
-    assert all(torch.equal(restored[k], v) for k, v in snapshots.states[best["epoch"]].items())
+    assert history[0][SELECT_METRIC] == pytest.approx(reference)
+    best = history[0] if expected == "reference" else history[1 + expected]
+    assert module.restore_best() == best and best[SELECT_METRIC] > 0.85
+    weights = start if expected == "reference" else snapshots.states[expected]
+    assert any(not torch.equal(v, snapshots.states[3][k]) for k, v in weights.items())
+    restored = module.model.state_dict()  # the restore changed the last epoch's weights back
+    assert all(torch.equal(restored[k], v) for k, v in weights.items())
 
 
 def test_train_retriever_writes_the_ranking_record(train_files, tiny_bert_path, tmp_path):

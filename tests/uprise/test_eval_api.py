@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from flan_data import Query, build_stage_data, write_stage_data
+from flan_data import Prediction, Query, build_stage_data, write_stage_data
 from uprise.evaluation.api_lm import ApiLM, parse_choice
 from uprise.evaluation_cli import eval_main
 
@@ -110,6 +110,7 @@ def test_generation_keeps_the_first_line(server):
     lm = ApiLM(base, "tiny", backoff_s=0.01)
     pred = lm.predict([query], [["Q: city of love? A: Paris"]], progress=False)[0]
     assert pred.prediction == "The answer is Paris."
+    assert isinstance(pred, Prediction) and pred.parsed  # the type the local LM returns too
 
 
 def test_errors_name_the_url_and_status(server):

@@ -183,3 +183,39 @@ def test_in_task_leakage_check_allows_the_task_but_not_its_evaluated_split(share
                      cluster=q.cluster, template=0, text="an evaluation row")
     with pytest.raises(LeakageError):
         check_pool_leakage(stage.eval_queries, [*stage.pool, planted], in_task=True)
+
+
+@pytest.mark.parametrize(("names", "dirs", "message"), [
+    (["zero_shot", "retrieval"], {}, r"unknown method\(s\) \['retrieval'\]; expected names from"),
+    (["trained"], {}, r"method\(s\) \['trained'\] need a retriever directory"),
+    (["untrained", "trained"], {"trained_dir": "t"}, r"\['untrained'\] need a retriever"),
+    (["trained+abstain"], {"trained_dir": "t"}, "needs a calibrated threshold"),
+])
+def test_build_methods_refuses_unknown_names_and_missing_inputs_before_loading(names, dirs,
+                                                                              message):
+    from uprise.evaluation import build_methods
+
+    with pytest.raises(ValueError, match=message):
+        build_methods(names, [], k=3, seed=0, **dirs)
+
+
+def test_method_names_are_one_list():
+    from uprise.evaluation import BASELINES, DEFAULT_METHODS, METHOD_NAMES
+    from uprise.evaluation_cli import _parser
+
+    assert set(BASELINES) < set(DEFAULT_METHODS) < set(METHOD_NAMES)
+    methods = next(a for a in _parser()._actions if a.dest == "methods")
+    assert tuple(methods.choices) == DEFAULT_METHODS and methods.default == list(DEFAULT_METHODS)
+
+
+def test_the_local_lm_is_a_predictor_with_the_shared_prediction_type(tiny_gpt_neo_path):
+    from flan_data import Prediction
+    from proxy_lm import load_lm
+    from uprise.evaluation import LocalLM
+
+    tiny_lm = load_lm(str(tiny_gpt_neo_path), dtype="float32")
+    query = Query("sst2:validation:0", "sst2", "sentiment", 0, "A fine film.",
+                  ["negative", "positive"], 1)
+    (pred,) = LocalLM(tiny_lm).predict([query], [["Great. positive"]], progress=False)
+    assert isinstance(pred, Prediction) and pred.parsed and pred.prediction in (0, 1)
+    assert pred.correct == (pred.prediction == 1) and LocalLM(tiny_lm).name == tiny_lm.name
