@@ -42,6 +42,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.y
 RUN_CONFIG = "quickstart_config.json"
 """The run folder's saved config (checked on resume; also each `uprise eval` cluster folder's)."""
 LM_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_TRAIN = TrainSettings()
 _INTS = {  # field: (smallest value, None allowed)
     "seed": (0, False), "pool_per_task": (1, True), "queries_per_task": (1, True),
     "n_candidates": (1, False), "eval_per_task": (0, True), "max_prompt_chars": (1, True),
@@ -69,16 +70,16 @@ class QuickstartConfig:
     lm: str = "embedded:smollm2-135m-instruct"
     lm_dtype: str = "auto"
     score_batch_size: int = 16
-    encoder: str = "embedded:all-MiniLM-L6-v2"
-    epochs: int = 3
-    train_batch_size: int = 8
-    n_hard_negatives: int = 3
-    n_random_negatives: int = 0
-    label_copy_correction: bool = False
-    drop_chance_tasks: bool = False
-    loss: str = "info_nce"
-    lm_temperature: float = 0.1
-    lr: float = 3e-5
+    encoder: str = _TRAIN.encoder  # the training fields default to TrainSettings'
+    epochs: int = _TRAIN.epochs
+    train_batch_size: int = _TRAIN.batch_size
+    n_hard_negatives: int = _TRAIN.n_hard_negatives
+    n_random_negatives: int = _TRAIN.n_random_negatives
+    label_copy_correction: bool = _TRAIN.label_copy_correction
+    drop_chance_tasks: bool = _TRAIN.drop_chance_tasks
+    loss: LossName = _TRAIN.loss
+    lm_temperature: float = _TRAIN.lm_temperature
+    lr: float = _TRAIN.lr
     k: int = 3
     eval_batch_size: int = 16
 
