@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flan_data.catalogue import get_task
 from flan_data.protocol import StageData, build_in_task_data, build_stage_data, check_clusters
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -58,12 +59,11 @@ class DataSettings:
         if isinstance(self.train_clusters, list):
             object.__setattr__(self, "train_clusters", tuple(self.train_clusters))
 
-    def check(self, optional_counts: bool = False) -> None:
-        """Refuses bad values (`ValueError` naming the option); `optional_counts` allows None
-        (all) for every count, as a config file may."""
+    def check(self) -> None:
+        """Refuses bad values (`ValueError` naming the option)."""
         for name, (low, optional) in _COUNTS.items():
             value = getattr(self, name)
-            if value is None and (optional or optional_counts):
+            if value is None and optional:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected an integer >= "
@@ -72,8 +72,6 @@ class DataSettings:
             raise ValueError(f"--carve-fraction {self.carve_fraction}: expected a fraction in "
                              "(0, 1]")
         if self.in_task:
-            from flan_data.catalogue import get_task
-
             get_task(self.in_task)  # an unknown task fails here, listing the known ones
         else:
             check_clusters(self.held_out_cluster, list(self.train_clusters or []) or None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Any
+from typing import Any, get_args
 
 import lightning as L
 import torch
@@ -90,8 +90,8 @@ class RetrieverModule(L.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if loss not in ("info_nce", "info_nce+kl"):
-            raise ValueError(f"loss={loss!r}; expected 'info_nce' or 'info_nce+kl'.")
+        if loss not in get_args(LossName):
+            raise ValueError(f"loss={loss!r}; expected one of {list(get_args(LossName))}.")
         if temperature <= 0:
             raise ValueError(f"temperature={temperature}; expected a positive number.")
         if lm_temperature <= 0:

@@ -37,6 +37,7 @@ from uprise.evaluation import (
     check_pool_leakage,
     evaluate_methods,
     json_safe,
+    write_predictions,
     write_report_files,
 )
 from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
@@ -163,8 +164,6 @@ def eval_main(argv: list[str] | None = None) -> None:
 
 def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One held-out cluster from `uprise data` files and a trained export."""
-    from flan_data import write_jsonl
-    from uprise.stages import build_untrained_retriever
 
     stage = read_stage_data(args.data)
     retrievers = [d for d in (args.retriever, args.baseline_retriever) if d]
@@ -182,11 +181,7 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         calibration = calibrate(lm, args.retriever, queries, args.k, args.batch_size,
                                 not args.no_progress)
         names.append(ABSTAIN)
-    untrained = args.baseline_retriever
-    if untrained is None and "untrained" in names:
-        untrained = build_untrained_retriever(args.encoder or EMBEDDED_ENCODER,
-                                              Path(args.data) / POOL, out / "untrained_retriever",
-                                              {"seed": args.seed})
+    untrained = _untrained_retriever(args, out) if "untrained" in names else None
     methods = build_methods(
         names, stage.pool, args.k, args.seed, trained_dir=args.retriever, untrained_dir=untrained,
         abstain_threshold=calibration["threshold"] if calibration else None)
@@ -197,20 +192,25 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if calibration:
         report["abstain"] = {"calibration": {stage.manifest["held_out_cluster"]: calibration},
                              "effect": _single_effect(report)}
-    for name, rows in predictions.items():
-        write_jsonl(out / "predictions" / f"{name}.jsonl", rows)
+    write_predictions(predictions, out)
     if args.ranking_per_task:
         report["ranking"] = _single_ranking(args, stage, lm, out)
     return report
 
 
-def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) -> dict[str, Any]:
-    """The ranking section of a single run (see `uprise.evaluation.ranking`)."""
+def _untrained_retriever(args: argparse.Namespace, out: Path) -> str | Path:
+    """--baseline-retriever, else the untrained encoder indexed over the run's pool in
+    out/untrained_retriever (built once; a second call finds it indexed)."""
     from uprise.stages import build_untrained_retriever
 
-    untrained = args.baseline_retriever or build_untrained_retriever(
+    return args.baseline_retriever or build_untrained_retriever(
         args.encoder or EMBEDDED_ENCODER, Path(args.data) / POOL, out / "untrained_retriever",
         {"seed": args.seed})
+
+
+def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) -> dict[str, Any]:
+    """The ranking section of a single run (see `uprise.evaluation.ranking`)."""
+    untrained = _untrained_retriever(args, out)
     same = isinstance(lm, LocalLM) and args.ranking_lm in (None, args.lm)
     judge = lm if same else make_eval_lm(args.ranking_lm or EMBEDDED_LM, args.dtype, {})
     assert isinstance(judge, LocalLM)  # no API: the ranking section scores with a local LM

@@ -31,7 +31,6 @@ from flan_data import (
     resolve_data_dir,
     tasks_in,
     write_json,
-    write_jsonl,
     write_stage_data,
 )
 from flan_data.loading import available_splits
@@ -48,6 +47,7 @@ from uprise.evaluation import (
     check_pool_leakage,
     evaluate_methods,
     json_safe,
+    write_predictions,
     write_report_files,
 )
 from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
@@ -194,8 +194,7 @@ def run_loco(base: QuickstartConfig, held_out: list[str], train_clusters: list[s
         stage = prepare_cluster(cfg, work_dir / cluster, scoring_lm, settings.progress)
         report, predictions = evaluate_cluster(eval_lm, cfg, work_dir / cluster, stage, settings,
                                                scoring_lm)
-        for name, rows in predictions.items():
-            write_jsonl(out / cluster / "predictions" / f"{name}.jsonl", rows)
+        write_predictions(predictions, out / cluster)
         write_json(out / cluster / REPORT_FILE, json_safe(report))
         write_report_files(report, out / cluster, title=f"held-out cluster {cluster}")
         reports[cluster] = report

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flan_data import StageData, write_jsonl
+from flan_data import StageData
 from flan_data.provenance import run_info
 from flan_data.stage_io import POOL, TRAIN_QUERIES
 from retriever.settings import TrainSettings
@@ -21,6 +21,7 @@ from uprise.evaluation import (
     MethodName,
     build_methods,
     evaluate_methods,
+    write_predictions,
     write_report_files,
 )
 
@@ -94,8 +95,7 @@ def evaluate_stage(lm: Any, stage: StageData, out: Path, k: int, seed: int, batc
                             out / "untrained_retriever")
     report, predictions = evaluate_methods(LocalLM(lm), stage.eval_queries, methods, batch_size,
                                            progress=progress, seed=seed)
-    for name, rows in predictions.items():
-        write_jsonl(out / "predictions" / f"{name}.jsonl", rows)
+    write_predictions(predictions, out)
     report["config"] = {"k": k, "lm": lm.name, "data_manifest": stage.manifest}
     report["run_info"] = run_info()
     write_report_files(report, out, title=f"held-out cluster {stage.manifest['held_out_cluster']}")

@@ -29,9 +29,10 @@ from uprise.evaluation.methods import (
 )
 from uprise.evaluation.predictors import LocalLM, Predictor
 from uprise.evaluation.report import REPORT_FILE, format_table, json_safe, write_report_files
-from uprise.evaluation.run import check_pool_leakage, evaluate_methods
+from uprise.evaluation.run import check_pool_leakage, evaluate_methods, write_predictions
 from uprise.evaluation.summary import summarise
 
 __all__ = ["ABSTAIN", "BASELINES", "DEFAULT_METHODS", "METHOD_NAMES", "REPORT_FILE", "LocalLM",
            "Method", "MethodName", "Predictor", "build_methods", "check_pool_leakage",
-           "evaluate_methods", "format_table", "json_safe", "summarise", "write_report_files"]
+           "evaluate_methods", "format_table", "json_safe", "summarise", "write_predictions",
+           "write_report_files"]

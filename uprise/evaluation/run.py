@@ -3,8 +3,9 @@
 Contract: every method (`methods.py`) is evaluated with the same `Predictor` on the same
 queries; `evaluate_methods` returns the report of `summary.summarise` (plus, per method,
 `changed_vs_zero_shot`, `unparsable` and `paper_metrics`) and the per-example predictions by
-method. `check_pool_leakage` refuses, before anything runs, a pool or retriever index holding
-prompts of the evaluated queries' tasks or clusters.
+method, which `write_predictions` writes as `predictions/<method>.jsonl`. `check_pool_leakage`
+refuses, before anything runs, a pool or retriever index holding prompts of the evaluated
+queries' tasks or clusters.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flan_data import Prediction, Prompt, Query, example_metric, get_task
+from flan_data import Prediction, Prompt, Query, example_metric, get_task, write_jsonl
 from uprise.evaluation.methods import Method
 from uprise.evaluation.predictors import Predictor
 from uprise.evaluation.summary import paper_metrics, prediction_changes, summarise
 
 log = logging.getLogger(__name__)
+PREDICTIONS_DIR = "predictions"
 
 
 def check_pool_leakage(queries: list[Query], pool: list[Prompt],
@@ -85,3 +87,10 @@ def evaluate_methods(
         if extra:
             report["methods"][name]["paper_metrics"] = extra
     return report, predictions
+
+
+def write_predictions(predictions: dict[str, list[dict[str, Any]]], out: str | Path) -> None:
+    """Writes each method's per-example rows (`evaluate_methods`) to
+    out/predictions/<method>.jsonl."""
+    for name, rows in predictions.items():
+        write_jsonl(Path(out) / PREDICTIONS_DIR / f"{name}.jsonl", rows)
