@@ -219,3 +219,26 @@ def test_the_local_lm_is_a_predictor_with_the_shared_prediction_type(tiny_gpt_ne
     (pred,) = LocalLM(tiny_lm).predict([query], [["Great. positive"]], progress=False)
     assert isinstance(pred, Prediction) and pred.parsed and pred.prediction in (0, 1)
     assert pred.correct == (pred.prediction == 1) and LocalLM(tiny_lm).name == tiny_lm.name
+
+
+def test_a_method_with_the_same_prompts_reuses_the_earlier_predictions(tiny_gpt_neo_path):
+    from proxy_lm import load_lm
+    from uprise.evaluation import LocalLM, evaluate_methods
+
+    class CountingLM(LocalLM):
+        calls: list[int] = []
+
+        def predict(self, queries, demonstrations, **kwargs):
+            self.calls.append(len(queries))
+            return super().predict(queries, demonstrations, **kwargs)
+
+    lm = CountingLM(load_lm(str(tiny_gpt_neo_path), dtype="float32"))
+    queries = [Query(f"sst2:validation:{i}", "sst2", "sentiment", 0, f"film {i}",
+                     ["negative", "positive"], i % 2) for i in range(4)]
+    same = [["Great. positive"]] * 4
+    methods = {"zero_shot": lambda qs: [[] for _ in qs], "untrained": lambda qs: same,
+               "trained": lambda qs: same}
+    report, rows = evaluate_methods(lm, queries, methods, progress=False)
+    assert CountingLM.calls == [4, 4]  # zero-shot and untrained asked; trained reused untrained
+    assert rows["trained"] == rows["untrained"]
+    assert report["methods"]["trained"]["average"] == report["methods"]["untrained"]["average"]

@@ -1,6 +1,6 @@
 """Abstention: the trained retriever gives no prompts when its top retrieval score is low.
 
-Contract: `methods.abstaining_prompts(retriever_dir, k, threshold)` is a method returning the
+Contract: `methods.abstaining_prompts(prompt_retriever, k, threshold)` is a method returning the
 trained retriever's top-k prompts (best last) when the best prompt's score (inner product) is at
 least `threshold`, else none (zero-shot). The threshold is calibrated on *training-cluster*
 validation queries that are in neither the pool nor the training queries

@@ -4,7 +4,8 @@ Contract: a *method* maps queries to demonstrations, `list[list[str]]`, one list
 the best prompt LAST (nearest the input; an empty list is zero-shot). `METHOD_NAMES` lists every
 method `uprise eval` knows, in report order; `BASELINES` are those without a trained retriever
 (the best of them by average is the report's "best baseline"). `build_methods` turns names into
-methods; dense methods read an exported, indexed retriever directory. `abstaining_prompts` gives
+methods; dense methods read an exported, indexed retriever directory, loaded once per directory
+however many methods use it. `abstaining_prompts` gives
 no prompts when the trained retriever's top score is below a threshold (calibrated in
 `abstain.py`).
 """
@@ -63,11 +64,8 @@ def bm25_prompts(pool: list[Prompt], k: int) -> Method:
     return method
 
 
-def retrieved_prompts(retriever_dir: str | Path, k: int) -> Method:
-    """Top-k prompts of an exported retriever (trained or not), best placed last."""
-    from serve import PromptRetriever
-
-    prompt_retriever = PromptRetriever.from_pretrained(str(retriever_dir))
+def retrieved_prompts(prompt_retriever: Any, k: int) -> Method:
+    """Top-k prompts of a loaded `serve.PromptRetriever` (trained or not), best placed last."""
 
     def method(queries: list[Query]) -> list[list[str]]:
         hits = prompt_retriever.retrieve_batch([q.input for q in queries], k=k)
@@ -91,11 +89,8 @@ def top_scores(prompt_retriever: Any, queries: list[Query], k: int,
     return [(row[0].score if row else -math.inf, row) for row in hits]
 
 
-def abstaining_prompts(retriever_dir: str, k: int, threshold: float):
-    """The trained retriever's prompts, or none when its top score is below `threshold`."""
-    from serve import PromptRetriever
-
-    prompt_retriever = PromptRetriever.from_pretrained(retriever_dir)
+def abstaining_prompts(prompt_retriever: Any, k: int, threshold: float) -> Method:
+    """The (trained) retriever's prompts, or none when its top score is below `threshold`."""
 
     def method(queries: list[Query]) -> list[list[str]]:
         scored = top_scores(prompt_retriever, queries, k)
@@ -132,12 +127,21 @@ def build_methods(
         raise ValueError(f"method(s) {missing} need a retriever directory; pass it (or drop them)")
     if ABSTAIN in names and abstain_threshold is None:
         raise ValueError(f"'{ABSTAIN}' needs a calibrated threshold; pass --abstain")
+    loaded: dict[str, Any] = {}
+
+    def retriever(folder: str | Path | None) -> Any:  # each directory loaded once
+        from serve import PromptRetriever
+
+        if str(folder) not in loaded:
+            loaded[str(folder)] = PromptRetriever.from_pretrained(str(folder))
+        return loaded[str(folder)]
+
     factories: dict[str, Callable[[], Method]] = {
         "zero_shot": lambda: zero_shot,
         "random": lambda: random_prompts(pool, k, seed),
         "bm25": lambda: bm25_prompts(pool, k),
-        "untrained": lambda: retrieved_prompts(str(untrained_dir), k),
-        "trained": lambda: retrieved_prompts(str(trained_dir), k),
-        ABSTAIN: lambda: abstaining_prompts(str(trained_dir), k, float(abstain_threshold)),
+        "untrained": lambda: retrieved_prompts(retriever(untrained_dir), k),
+        "trained": lambda: retrieved_prompts(retriever(trained_dir), k),
+        ABSTAIN: lambda: abstaining_prompts(retriever(trained_dir), k, float(abstain_threshold)),
     }
     return {name: factories[name]() for name in names}

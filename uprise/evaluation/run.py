@@ -1,11 +1,13 @@
 """Evaluate one LM on held-out queries under several prompt-selection methods.
 
 Contract: every method (`methods.py`) is evaluated with the same `Predictor` on the same
-queries; `evaluate_methods` returns the report of `summary.summarise` (plus, per method,
-`changed_vs_zero_shot`, `unparsable` and `paper_metrics`) and the per-example predictions by
-method, which `write_predictions` writes as `predictions/<method>.jsonl`. `check_pool_leakage`
-refuses, before anything runs, a pool or retriever index holding prompts of the evaluated
-queries' tasks or clusters.
+queries; a method whose demonstrations equal an earlier method's for every query (e.g. a
+trained retriever exported with its starting weights, beside the untrained one) reuses that
+method's predictions instead of asking the LM again. `evaluate_methods` returns the report of
+`summary.summarise` (plus, per method, `changed_vs_zero_shot`, `unparsable` and
+`paper_metrics`) and the per-example predictions by method, which `write_predictions` writes as
+`predictions/<method>.jsonl`. `check_pool_leakage` refuses, before anything runs, a pool or
+retriever index holding prompts of the evaluated queries' tasks or clusters.
 """
 
 from __future__ import annotations
@@ -66,11 +68,19 @@ def evaluate_methods(
     """Returns (report, per-example predictions by method); `seed` seeds the bootstraps."""
     values: dict[str, list[float]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
+    answered: dict[tuple[tuple[str, ...], ...], tuple[str, list[Prediction]]] = {}
     for name, method in methods.items():
-        log.info("evaluating %s on %d queries", name, len(queries))
         demos = method(queries)
-        preds = lm.predict(queries, demos, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           progress=progress)
+        key = tuple(tuple(d) for d in demos)
+        if key in answered:
+            log.info("%s gives the prompts of %s for all %d queries; reusing its predictions",
+                     name, answered[key][0], len(queries))
+            preds = answered[key][1]
+        else:
+            log.info("evaluating %s on %d queries", name, len(queries))
+            preds = lm.predict(queries, demos, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, progress=progress)
+            answered[key] = (name, preds)
         values[name] = metric_values(queries, preds)
         predictions[name] = [
             {"query_id": q.id, "task": q.task, "prediction": p.text, "value": v,
