@@ -175,16 +175,14 @@ def build_in_task_data(
 ) -> StageData:
     """In-task data (EPR-style, the easiest rung): pool and training queries from one task's
     training split, evaluation queries from its evaluation split. Labelled `mode: in_task` in
-    the manifest; there is no held-out cluster, and a task whose source lacks a training split
-    is refused (its evaluation rows would have to feed the pool)."""
+    the manifest; there is no held-out cluster. Where the source lacks the training split but
+    has another split besides the evaluation one (the mirror's E2E NLG, ARC: validation), that
+    split feeds pool and queries (`pool_split` in the manifest); a task with nothing but its
+    evaluation split is refused (its evaluation rows would have to feed the pool)."""
     task = get_task(task_name)
-    if not task.train_split or task.train_split not in available_splits(task, data_dir):
-        raise ValueError(
-            f"in-task mode needs a training split; {task_name!r} has none in "
-            f"{data_dir or 'the Hub'}. Pick a task with one (`uprise data --list`, and the "
-            "mirror's README lists the splits)."
-        )
-    examples, _ = training_examples(task, data_dir, seed, 0.0, max_prompt_chars)
+    split = in_task_source_split(task, data_dir)
+    rows = load_rows(task, split, data_dir)
+    examples = convert_rows(task, split, rows, seed, None, max_prompt_chars)
     pool = [e.to_prompt() for e in balanced_sample(examples, pool_size,
                                                    _rng(seed, "pool", task.name))]
     picked = balanced_sample(examples, queries, _rng(seed, "queries", task.name))
@@ -192,7 +190,7 @@ def build_in_task_data(
     candidates = sample_candidates(train_queries, pool, n_candidates, seed)
     eval_queries = task_evaluation_queries(task, data_dir, seed, eval_size)
     manifest = {
-        "mode": "in_task", "task": task.name, "held_out_cluster": None,
+        "mode": "in_task", "task": task.name, "held_out_cluster": None, "pool_split": split,
         "train_clusters": [task.cluster], "data_source": str(data_dir) if data_dir else "hub",
         "seed": seed, "pool_per_task": pool_size, "queries_per_task": queries,
         "n_candidates": n_candidates, "eval_per_task": eval_size,
@@ -201,6 +199,23 @@ def build_in_task_data(
                    "eval_queries": len(eval_queries)},
     }
     return StageData(pool, train_queries, eval_queries, candidates, manifest)
+
+
+def in_task_source_split(task: Task, data_dir: Path | None) -> str:
+    """The split in-task pool and training queries come from: the task's training split, else
+    the first other split that is not its evaluation split (sorted: e.g. validation when the
+    evaluation split is test)."""
+    splits = available_splits(task, data_dir)
+    if task.train_split and task.train_split in splits:
+        return task.train_split
+    others = sorted(s for s in splits if s != task.eval_split)
+    if not others:
+        raise ValueError(
+            f"in-task mode needs a training split or another split besides the evaluation "
+            f"split {task.eval_split!r}; {task.name!r} has only {sorted(splits)} in "
+            f"{data_dir or 'the Hub'}. Pick a task with one (`uprise data --list`, and the "
+            "mirror's README lists the splits).")
+    return others[0]
 
 
 def evaluation_queries(

@@ -118,6 +118,20 @@ def test_in_task_data_uses_the_training_split_for_pool_and_queries(shared_data_d
     for c in stage.candidates:
         assert len(c.prompt_ids) == 4 and c.query_id not in c.prompt_ids
         assert set(c.prompt_ids) <= pool_ids
+    assert stage.manifest["pool_split"] == "train"
     with pytest.raises(ValueError, match="needs a training split"):
         build_in_task_data("qnli", shared_data_dir)  # the mirror has only its validation split
+
+
+def test_in_task_data_without_a_training_split_uses_another_non_evaluation_split(
+        shared_data_dir):
+    from flan_data.protocol import build_in_task_data
+
+    # the mirror's E2E NLG has validation and test (evaluated), no train
+    stage = build_in_task_data("e2e_nlg", shared_data_dir, seed=3, pool_size=20, queries=5,
+                               n_candidates=3, eval_size=6)
+    assert stage.manifest["pool_split"] == "validation"
+    assert {p.id.rsplit(":", 1)[0] for p in stage.pool} == {"e2e_nlg:validation"}
+    assert {q.id.rsplit(":", 1)[0] for q in stage.train_queries} == {"e2e_nlg:validation"}
+    assert {q.id.rsplit(":", 1)[0] for q in stage.eval_queries} == {"e2e_nlg:test"}
 
