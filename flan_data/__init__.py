@@ -8,6 +8,7 @@ from flan_data.catalogue import (
     Task,
     UnknownNameError,
     all_tasks,
+    answer_budget,
     clusters,
     get_task,
     tasks_in,
@@ -43,9 +44,9 @@ from flan_data.stage_io import read_stage_data, write_stage_data
 __all__ = [
     "HUB", "SEP", "Candidates", "DataSettings", "Example", "LeakageError", "MissingSplitError",
     "Prediction", "Prompt", "Query", "SchemaError", "Score", "StageData", "Task",
-    "UnknownNameError", "all_tasks", "atomic_write", "build_stage_data", "check_no_leakage",
-    "clusters", "default_data_dir", "evaluation_queries", "example_metric", "get_task",
-    "join_context", "load_rows", "prepare_output_dir", "read_jsonl", "read_stage_data",
+    "UnknownNameError", "all_tasks", "answer_budget", "atomic_write", "build_stage_data",
+    "check_no_leakage", "clusters", "default_data_dir", "evaluation_queries", "example_metric",
+    "get_task", "join_context", "load_rows", "prepare_output_dir", "read_jsonl", "read_stage_data",
     "resolve_data_dir", "sample_candidates", "tasks_in", "write_json", "write_jsonl",
     "write_stage_data",
 ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from flan_data.task_types import Example, Metric, Task, TaskKind
 from flan_data.tasks import BUILTIN_TASKS
 
-__all__ = ["Example", "Metric", "Task", "TaskKind", "UnknownNameError", "all_tasks", "clusters",
-           "get_task", "register", "tasks_in"]
+__all__ = ["Example", "Metric", "Task", "TaskKind", "UnknownNameError", "all_tasks",
+           "answer_budget", "clusters", "get_task", "register", "tasks_in"]
 
 
 class UnknownNameError(ValueError):
@@ -59,6 +59,14 @@ def get_task(name: str) -> Task:
             "Use one of these names (see `uprise data --list`)."
         )
     return _REGISTRY[name]
+
+
+def answer_budget(task_name: str) -> int:
+    """Greedy decoding budget (new tokens) for a generation query of `task_name`: the task's
+    `max_new_tokens`, or the default 32 for a task the catalogue does not know."""
+    _ensure_loaded()
+    task = _REGISTRY.get(task_name)
+    return task.max_new_tokens if task is not None else Task.max_new_tokens
 
 
 def tasks_in(cluster: str) -> list[Task]:

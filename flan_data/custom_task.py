@@ -16,6 +16,8 @@ All checks run here, before any model loads. A task file's keys:
     target_field  the row field holding the reference answer (generation task), instead
     metric        accuracy (choice; the default) | exact_match | f1 | rouge_l (generation;
                   default rouge_l)
+    max_new_tokens generation task: greedy decoding budget of an answer, a positive integer
+                  (default 32); cover the longest answers you expect
     data          the rows: a .jsonl, .jsonl.gz or .csv file (`flan_data.task_rows` reads
                   them), relative to the task file and inside its folder (subfolders are
                   fine) unless loaded with `allow_outside_data=True`
@@ -46,7 +48,7 @@ from flan_data.task_rows import TaskFileError, data_suffix, jsonl_values, read_r
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 KEYS = ("name", "cluster", "template", "options", "options_field", "label_field", "target_field",
-        "metric", "data")
+        "metric", "max_new_tokens", "data")
 CHOICE_METRICS, GENERATION_METRICS = ("accuracy",), ("exact_match", "f1", "rouge_l")
 _REGISTERED: dict[str, tuple[Task, str]] = {}
 
@@ -63,6 +65,7 @@ class CustomTask:
     plus "options": [...] (that row's options) where the task has `options_field`."""
     options: tuple[str, ...] | None = None
     options_field: str | None = None
+    max_new_tokens: int = Task.max_new_tokens
 
     @property
     def kind(self) -> str:
@@ -164,10 +167,12 @@ def _parse_task(path: Path, item: dict, lines: dict[str, int], line: int,
     template = _field(item, "template", at["template"])
     spec = _row_spec(item, at, f"{path}:{line}", _placeholders(template, at["template"]))
     metric = _metric(item, at, spec.choice)
+    budget = _budget(item, at, spec.choice)
     data = _data_path(path, _field(item, "data", at["data"]), at["data"], allow_outside_data)
     rows = _read_rows(data, at["data"], spec)
     return CustomTask(name, cluster, template, metric, data, tuple(rows),
-                      None if spec.options is None else tuple(spec.options), spec.options_field)
+                      None if spec.options is None else tuple(spec.options), spec.options_field,
+                      budget)
 
 
 def _placeholders(template: str, where: str) -> list[str]:
@@ -229,6 +234,19 @@ def _metric(item: dict, at: dict[str, str], choice: bool) -> str:
         raise _fail(at["metric"], f"metric {metric!r} is not valid for a "
                     f"{'choice' if choice else 'generation'} task; expected one of {allowed}")
     return metric
+
+
+def _budget(item: dict, at: dict[str, str], choice: bool) -> int:
+    if "max_new_tokens" not in item:
+        return Task.max_new_tokens
+    value = item["max_new_tokens"]
+    if choice:
+        raise _fail(at["max_new_tokens"], "field 'max_new_tokens' applies to generation tasks "
+                    "(a choice task scores its options and generates nothing); remove it")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise _fail(at["max_new_tokens"], f"field 'max_new_tokens' must be an integer from 1 to "
+                    f"1024, got {value!r}")
+    return value
 
 
 def _data_path(path: Path, value: str, where: str, allow_outside: bool) -> Path:
@@ -306,7 +324,7 @@ def register_custom_task(task: CustomTask, folder: str | Path) -> Task:
     """Writes the rows under `folder` and registers the task (see the module docstring)."""
     mirror = (Path(folder) / task.name).resolve()
     digest = json.dumps([task.template, task.metric, task.options, task.options_field,
-                         task.cluster, task.rows])
+                         task.cluster, task.max_new_tokens, task.rows])
     if task.name in _REGISTERED:
         if _REGISTERED[task.name][1] != digest:
             raise TaskFileError(f"task {task.name!r} is already registered with another "
@@ -320,7 +338,8 @@ def register_custom_task(task: CustomTask, folder: str | Path) -> Task:
     options = list(task.options) if task.options is not None else None
     registered = register(Task(
         task.name, task.cluster, f"custom:{task.data}", None, str(mirror), "test", task.kind,
-        task.metric, lambda r: _example(r, options), (task.template,), train_split=None))
+        task.metric, lambda r: _example(r, options), (task.template,), train_split=None,
+        max_new_tokens=task.max_new_tokens))
     _REGISTERED[task.name] = (registered, digest)
     return get_task(task.name)
 

@@ -45,7 +45,8 @@ class Task:
     on. train_split: the Hub's training split (carved out of `eval_split` where a source lacks it).
     convert: raw row -> Example, or None to skip the row (e.g. an unlabelled row).
     templates: instruction templates over Example.fields; each renders the input only, the
-    answer is appended after a space.
+    answer is appended after a space. max_new_tokens: greedy decoding budget of a generation
+    task's answers, sized to cover its references (E2E NLG, DART: 35% are over 32 tokens).
     """
 
     name: str
@@ -59,6 +60,7 @@ class Task:
     convert: Callable[[Mapping[str, Any]], Example | None]
     templates: tuple[str, ...]
     train_split: str | None = "train"
+    max_new_tokens: int = 32
 
     def template_for(self, example_id: str, seed: int) -> int:
         """Deterministic template choice for one example (explicit RNG, never the global one)."""

@@ -4,7 +4,9 @@ Contract: `predict(lm, queries, demonstrations)` returns one `flan_data.Predicti
 in order. `demonstrations[i]` holds the prompt texts for query i with the BEST one LAST (nearest the
 input); an empty list is zero-shot. The context is `join_context(demonstrations[i], input)`.
 Choice queries predict the option with the lowest mean per-token NLL (`continuation_losses`);
-generation queries decode greedily, keep the first non-empty line and strip it. Metrics are
+generation queries decode greedily, keep the first non-empty line and strip it, with at most
+`max_new_tokens` new tokens (default: each query's task budget, `flan_data.answer_budget`).
+Metrics are
 computed elsewhere (`flan_data.metrics`); `correct` is set for choice queries only.
 """
 
@@ -15,6 +17,7 @@ import logging
 import torch
 from transformers import StoppingCriteria
 
+from flan_data import answer_budget
 from flan_data.schema import Prediction, Query, join_context
 from proxy_lm.kv_cache import keep_logits, left_pad
 from proxy_lm.likelihood import continuation_losses
@@ -28,7 +31,7 @@ def predict(
     queries: list[Query],
     demonstrations: list[list[str]],
     batch_size: int = 16,
-    max_new_tokens: int = 32,
+    max_new_tokens: int | None = None,
     progress: bool = True,
 ) -> list[Prediction]:
     """Predicts every query with its demonstrations prepended (see the module docstring)."""
@@ -49,10 +52,12 @@ def predict(
             q = queries[i]
             best = min(range(len(row)), key=row.__getitem__)
             out[i] = Prediction(q.id, best, q.options[best], best == q.gold)
-    generation = [i for i, q in enumerate(queries) if not q.is_choice]
-    if generation:
-        texts = generate(lm, [contexts[i] for i in generation], batch_size, max_new_tokens,
-                         progress)
+    by_budget: dict[int, list[int]] = {}  # one generate call per budget: batches stay uniform
+    for i, q in enumerate(queries):
+        if not q.is_choice:
+            by_budget.setdefault(max_new_tokens or answer_budget(q.task), []).append(i)
+    for budget, generation in sorted(by_budget.items()):
+        texts = generate(lm, [contexts[i] for i in generation], batch_size, budget, progress)
         for i, text in zip(generation, texts, strict=True):
             out[i] = Prediction(queries[i].id, text, text, None)
     return [p for p in out if p is not None]

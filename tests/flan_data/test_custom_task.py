@@ -84,8 +84,27 @@ def test_generation_task_from_csv_in_a_jsonl_task_file(tmp_path):
     path.write_text('{"name": "titles", "cluster": "summarization", "template": "{body}", '
                     '"target_field": "title", "data": "rows.csv"}\n')
     (task,) = load_task_file(path)
-    assert (task.kind, task.metric) == ("generation", "rouge_l")
+    assert (task.kind, task.metric, task.max_new_tokens) == ("generation", "rouge_l", 32)
     assert task.rows[1] == {"fields": {"body": "Say bye"}, "gold": None, "references": ["Bye"]}
+
+
+def test_generation_budget_from_the_task_file(tmp_path):
+    from flan_data import answer_budget
+
+    task = 'name: long_titles\ncluster: my_cluster\ntemplate: "{body}"\ntarget_field: title\n'
+    (task_obj,) = load_task_file(_write(tmp_path, task + "max_new_tokens: 96\ndata: rows.jsonl\n",
+                                        '{"body": "Say hello", "title": "Hello"}\n'))
+    register_custom_task(task_obj, tmp_path / "registered")
+    try:
+        assert answer_budget("long_titles") == 96
+    finally:
+        unregister_custom_task("long_titles")
+    path = _write(tmp_path, task + "max_new_tokens: 0\ndata: rows.jsonl\n", "")
+    with pytest.raises(TaskFileError, match=rf"{path}:5: field 'max_new_tokens' must be"):
+        load_task_file(path)
+    path = _write(tmp_path, CHOICE + "max_new_tokens: 8\n", '{"text": "a", "label": 0}\n')
+    with pytest.raises(TaskFileError, match=rf"{path}:7: field 'max_new_tokens' applies to"):
+        load_task_file(path)
 
 
 @pytest.fixture

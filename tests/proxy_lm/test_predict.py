@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from proxy_lm_data import make_prompts, make_queries
 
+from flan_data import answer_budget
 from flan_data.schema import join_context
 from proxy_lm import Prediction, continuation_losses, generate, predict
 from proxy_lm.evaluate import first_line
@@ -34,6 +37,22 @@ def test_choice_prediction_is_argmin_of_losses_with_demonstrations(tiny_lm):
     [zero_pred, few_pred] = predict(tiny_lm, [query, query], [[], demos], progress=False)
     assert zero_pred.prediction == min(range(2), key=zero.__getitem__)
     assert few_pred.prediction == min(range(2), key=few.__getitem__)
+
+
+def test_generation_budget_is_the_task_s_unless_given(tiny_lm):
+    assert (answer_budget("e2e_nlg"), answer_budget("common_gen")) == (64, 32)
+    assert answer_budget("a-task-the-catalogue-does-not-know") == 32
+    g = make_queries()[-1]
+    queries = [g, dataclasses.replace(g, id="e2e", task="e2e_nlg", cluster="struct_to_text"),
+               dataclasses.replace(g, id="mine", task="my_own_task")]
+    demos = [[make_prompts()[0].text]] * 3
+    expected = [generate(tiny_lm, [join_context(demos[0], g.input)], max_new_tokens=n)[0]
+                for n in (32, 64, 32)]
+    assert expected[1] != expected[0]  # the tiny LM writes no newline: the budget shows
+    assert [p.text for p in predict(tiny_lm, queries, demos, progress=False)] == expected
+    forced = generate(tiny_lm, [join_context(demos[0], g.input)], max_new_tokens=5)[0]
+    assert [p.text for p in predict(tiny_lm, queries, demos, max_new_tokens=5,
+                                    progress=False)] == [forced] * 3
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_lm):

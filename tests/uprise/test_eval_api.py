@@ -41,6 +41,8 @@ class Handler(BaseHTTPRequestHandler):
             state["auth"].add(self.headers.get("Authorization"))
         try:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with state["lock"]:
+                state["max_tokens"].append(body.get("max_tokens"))
             time.sleep(0.005)  # lets concurrent requests overlap
             status, payload = self._reply(body, first)
         finally:  # before the reply leaves: once the client has it, its next request may come
@@ -74,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.state = {"lock": threading.Lock(), "requests": 0, "in_flight": 0,
-                   "max_in_flight": 0, "auth": set()}
+                   "max_in_flight": 0, "auth": set(), "max_tokens": []}
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
@@ -111,6 +113,16 @@ def test_generation_keeps_the_first_line(server):
     pred = lm.predict([query], [["Q: city of love? A: Paris"]], progress=False)[0]
     assert pred.prediction == "The answer is Paris."
     assert isinstance(pred, Prediction) and pred.parsed  # the type the local LM returns too
+
+
+def test_generation_asks_for_the_task_s_answer_budget(server):
+    httpd, base = server
+    lm = ApiLM(base, "tiny", backoff_s=0.01, concurrency=1)
+    queries = [Query(f"{t}:test:0", t, "struct_to_text", 0, "name[X]", references=["X."])
+               for t in ("e2e_nlg", "common_gen")]
+    lm.predict(queries, [[], []], progress=False)
+    lm.predict(queries[:1], [[]], max_new_tokens=7, progress=False)
+    assert httpd.state["max_tokens"][-3:] == [64, 32, 7]  # after the first request's 503
 
 
 def test_errors_name_the_url_and_status(server):

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from flan_data import answer_budget
 from flan_data.errors import CommandError
 from flan_data.metrics import normalize_answer
 from flan_data.schema import Prediction, Query, join_context
@@ -128,8 +129,10 @@ class ApiLM:
             raise CommandError(f"{self.base_url}: unexpected reply shape {str(reply)[:200]}; "
                                f"expected an OpenAI {self.endpoint} response") from err
 
-    def _predict_one(self, query: Query, demos: list[str], max_new_tokens: int) -> Prediction:
-        text = self.complete(request_text(query, demos), max_new_tokens) or ""
+    def _predict_one(self, query: Query, demos: list[str],
+                     max_new_tokens: int | None) -> Prediction:
+        budget = max_new_tokens or answer_budget(query.task)
+        text = self.complete(request_text(query, demos), budget) or ""
         if not query.is_choice:
             line = text.lstrip().split("\n", 1)[0].strip()
             return Prediction(query.id, line, line, None)
@@ -139,7 +142,7 @@ class ApiLM:
         return Prediction(query.id, picked, text, picked == query.gold)
 
     def predict(self, queries: list[Query], demonstrations: list[list[str]],
-                batch_size: int = 16, max_new_tokens: int = 32,
+                batch_size: int = 16, max_new_tokens: int | None = None,
                 progress: bool = True) -> list[Prediction]:
         """One prediction per query, in order (`batch_size` is unused: see `concurrency`)."""
         if len(queries) != len(demonstrations):

@@ -2,7 +2,9 @@
 
 Contract: a `Predictor` has a `name` and `predict(queries, demonstrations, batch_size=,
 max_new_tokens=, progress=)` returning one `flan_data.Prediction` per query, in order, where
-`demonstrations[i]` holds query i's prompt texts, best LAST (empty: zero-shot). `LocalLM` wraps
+`demonstrations[i]` holds query i's prompt texts, best LAST (empty: zero-shot); generation stops
+after `max_new_tokens` new tokens (None: each query's task budget, `flan_data.answer_budget`).
+`LocalLM` wraps
 a loaded `proxy_lm.LanguageModel` (choices by likelihood, generation by greedy decoding:
 `proxy_lm.predict`); `api_lm.ApiLM` asks an OpenAI-compatible server (generation, replies mapped
 to options). Evaluation, calibration and the CLI see only this interface.
@@ -21,7 +23,7 @@ class Predictor(Protocol):
     def name(self) -> str: ...
 
     def predict(self, queries: list[Query], demonstrations: list[list[str]],
-                batch_size: int = 16, max_new_tokens: int = 32,
+                batch_size: int = 16, max_new_tokens: int | None = None,
                 progress: bool = True) -> list[Prediction]: ...
 
 
@@ -36,7 +38,7 @@ class LocalLM:
         return self.lm.name
 
     def predict(self, queries: list[Query], demonstrations: list[list[str]],
-                batch_size: int = 16, max_new_tokens: int = 32,
+                batch_size: int = 16, max_new_tokens: int | None = None,
                 progress: bool = True) -> list[Prediction]:
         from proxy_lm import predict
 

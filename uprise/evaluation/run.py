@@ -61,7 +61,7 @@ def evaluate_methods(
     queries: list[Query],
     methods: dict[str, Method],
     batch_size: int = 16,
-    max_new_tokens: int = 32,
+    max_new_tokens: int | None = None,
     progress: bool = True,
     seed: int = 0,
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
