@@ -38,8 +38,10 @@ from retriever.labels import task_accuracy  # noqa: E402
 from retriever.ranking import METRICS, ranking_metrics  # noqa: E402
 from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
-VARIANTS = {  # name -> train_retriever options
+VARIANTS = {  # name -> train_retriever options (over --epochs/--batch-size/--lr)
     "uprise": {},
+    "uprise_lr1e-5": {"lr": 1e-5, "epochs": 4},
+    "uprise_e4": {"epochs": 4},
     "copy": {"label_copy_correction": True},
     "chance": {"drop_chance_tasks": True},
     "random_neg": {"n_random_negatives": 4},
@@ -120,18 +122,23 @@ def main() -> None:
               "lm_task_accuracy": _task_accuracy(run), "variants": {}}
     for name in names:
         export, t0 = work / name / "retriever", time.perf_counter()
-        if not (export / "uprise_config.json").is_file():
+        trained = not (export / "uprise_config.json").is_file()
+        if trained:
             train_retriever(run / "scores", run / "data" / TRAIN_QUERIES, run / "data" / POOL,
-                            out_dir=work / name, export_dir=export, epochs=args.epochs,
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            val_fraction=args.val_fraction, overwrite=True, progress=False,
-                            **VARIANTS[name])
+                            out_dir=work / name, export_dir=export, overwrite=True,
+                            progress=False, **{"epochs": args.epochs,
+                                               "batch_size": args.batch_size, "lr": args.lr,
+                                               "seed": args.seed,
+                                               "val_fraction": args.val_fraction,
+                                               **VARIANTS[name]})
         config = json.loads((export / "uprise_config.json").read_text())["metadata"]
         values = per_query(export, items)
         report["variants"][name] = {
-            "options": VARIANTS[name], "train_seconds": round(time.perf_counter() - t0, 1),
+            "options": VARIANTS[name], "trained_this_call": trained,
+            "seconds_this_call": round(time.perf_counter() - t0, 1),  # train (if) + measure
             "exported_epoch": (config.get("validation_ranking", {}).get("exported") or {}
                                ).get("epoch"),
+            "validation_curve": _curve(work / name),
             "metrics": compare(values, base, tasks),
             "by_task_ndcg@3": {t: float(np.nanmean([v for v, tt in zip(values["ndcg@3"], tasks,
                                                                         strict=True) if tt == t]))
@@ -140,6 +147,16 @@ def main() -> None:
         _print(report)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _curve(run_dir: Path) -> list[dict]:
+    """Every validation pass of the newest training log (the reference pass first)."""
+    logs = sorted((run_dir / "logs").glob("version_*/ranking.json"),
+                  key=lambda f: int(f.parent.name.split("_")[1]))
+    if not logs:
+        return []
+    return [{k: h[k] for k in ("stage", "epoch", "global_step", *METRICS)}
+            for h in json.loads(logs[-1].read_text())["history"]]
 
 
 def _task_accuracy(run: Path) -> dict:
