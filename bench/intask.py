@@ -54,7 +54,8 @@ def _tag(lm: str) -> str:
 def data_argv(args, task: str, out: Path, n_eval: int) -> list:
     return ["data", "--in-task", task, "--output-dir", out, "--seed", args.seed,
             "--pool-per-task", args.pool, "--queries-per-task", args.queries,
-            "--n-candidates", args.candidates, "--eval-per-task", n_eval]
+            "--n-candidates", args.candidates, "--eval-per-task", n_eval,
+            "--max-prompt-chars", args.max_prompt_chars]
 
 
 def stages(args, task: str) -> list[tuple[str, bool, list]]:
@@ -197,6 +198,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300, help="training queries per task")
     ap.add_argument("--candidates", type=int, default=10, help="L, scored candidates per query")
     ap.add_argument("--eval", type=int, default=500, help="evaluation queries per task")
+    ap.add_argument("--max-prompt-chars", type=int, default=1500,
+                    help="longest demonstration (and training query) kept; 1,500 as `uprise "
+                         "data`")
     ap.add_argument("--ranking", type=int, default=100, help="ranking-section queries")
     ap.add_argument("--ranking-prompts", type=int, default=20)
     ap.add_argument("--k", type=int, default=3)

@@ -6,8 +6,7 @@ input); an empty list is zero-shot. The context is `join_context(demonstrations[
 Choice queries predict the option with the lowest mean per-token NLL (`continuation_losses`);
 generation queries decode greedily, keep the first non-empty line and strip it, with at most
 `max_new_tokens` new tokens (default: each query's task budget, `flan_data.answer_budget`).
-Metrics are
-computed elsewhere (`flan_data.metrics`); `correct` is set for choice queries only.
+Metrics are computed elsewhere (`flan_data.metrics`); `correct` is set for choice queries only.
 """
 
 from __future__ import annotations
