@@ -1,0 +1,82 @@
+"""Benchmark: what each retrieval method hands the LM, for one evaluated data folder.
+
+    .venv/bin/python bench/demo_choice.py --data RUN/e2e_nlg/data \
+        --retriever RUN/e2e_nlg/retriever \
+        --baseline-retriever RUN/e2e_nlg/eval_k3/untrained_retriever
+
+Per method (random, BM25, untrained, trained; k prompts per evaluated query, as `uprise eval`
+builds them) and over every evaluated query: the share of its prompts written in the query's
+own instruction template, and the content-word overlap (Jaccard of lower-cased word sets, the
+words of the task's templates left out) between the query's input and its best prompt (the one
+nearest the input). Explains downstream differences
+that the LM-score ranking does not (in-task E2E NLG: README). Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from statistics import fmean
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flan_data import get_task, read_stage_data  # noqa: E402
+from proxy_lm.loading import cpu_name  # noqa: E402
+from uprise.evaluation.methods import build_methods  # noqa: E402
+
+WORD = re.compile(r"\w+")
+
+
+def words(text: str, stop: frozenset[str] = frozenset()) -> set[str]:
+    return set(WORD.findall(text.lower())) - stop
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="`uprise data` folder")
+    ap.add_argument("--retriever", required=True, help="trained export")
+    ap.add_argument("--baseline-retriever", required=True, help="untrained export")
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_choice_e2e.json")
+    args = ap.parse_args()
+    stage = read_stage_data(args.data)
+    template = {p.text: p.template for p in stage.pool}
+    queries = stage.eval_queries
+    methods = build_methods(["random", "bm25", "untrained", "trained"], stage.pool, args.k,
+                            args.seed, trained_dir=args.retriever,
+                            untrained_dir=args.baseline_retriever)
+    stop = {t: frozenset(w for tmpl in get_task(t).templates for w in words(tmpl))
+            for t in {q.task for q in queries}}
+    rows = {}
+    for name, method in methods.items():
+        demos = method(queries)
+        rows[name] = {
+            "same_template": fmean(fmean(template[d] == q.template for d in ds)
+                                   for q, ds in zip(queries, demos, strict=True)),
+            "best_prompt_word_jaccard": fmean(
+                jaccard(words(q.input, stop[q.task]), words(ds[-1], stop[q.task]))
+                for q, ds in zip(queries, demos, strict=True)),
+        }
+    report = {"setup": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu_name(),
+              "n_queries": len(queries), "n_templates": len(set(template.values())),
+              "methods": rows}
+    print(f"{len(queries)} evaluated queries, k = {args.k}")
+    print(f"{'method':10s} {'same template':>14s} {'word Jaccard (best)':>20s}")
+    for name, r in rows.items():
+        print(f"{name:10s} {r['same_template']:14.2f} {r['best_prompt_word_jaccard']:20.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
