@@ -41,7 +41,6 @@ from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 VARIANTS = {  # name -> train_retriever options (over --epochs/--batch-size/--lr)
     "uprise": {},
     "uprise_lr1e-5": {"lr": 1e-5, "epochs": 4},
-    "uprise_e4": {"epochs": 4},
     "copy": {"label_copy_correction": True},
     "chance": {"drop_chance_tasks": True},
     "random_neg": {"n_random_negatives": 4},
