@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from flan_data.stage_io import DATA_MANIFEST, POOL, TRAIN_QUERIES  # noqa: E402
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever.index_manifest import is_indexed  # noqa: E402
+from retriever.settings import latest_ranking  # noqa: E402
 from uprise.evaluation.report import REPORT_FILE  # noqa: E402
 from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
@@ -131,9 +132,8 @@ def summary(args, task: str) -> dict:
     return out
 
 
-def ranking(t: Path) -> dict:
-    logs = sorted((t / "train").rglob("ranking.json"), key=lambda f: f.stat().st_mtime)
-    return json.loads(logs[-1].read_text())  # the run that exported the retriever
+def ranking(t: Path) -> dict | None:
+    return latest_ranking(t / "train")  # the run that exported the retriever
 
 
 def evaluation(args, task: str, folder: Path) -> dict:

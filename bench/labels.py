@@ -36,6 +36,7 @@ from retriever.data import RetrieverDataModule  # noqa: E402
 from retriever.export import load_retriever_encoder  # noqa: E402
 from retriever.labels import task_accuracy  # noqa: E402
 from retriever.ranking import METRICS, ranking_metrics  # noqa: E402
+from retriever.settings import latest_ranking  # noqa: E402
 from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 VARIANTS = {  # name -> train_retriever options (over --epochs/--batch-size/--lr)
@@ -150,12 +151,9 @@ def main() -> None:
 
 def _curve(run_dir: Path) -> list[dict]:
     """Every validation pass of the newest training log (the reference pass first)."""
-    logs = sorted((run_dir / "logs").glob("version_*/ranking.json"),
-                  key=lambda f: int(f.parent.name.split("_")[1]))
-    if not logs:
-        return []
+    record = latest_ranking(run_dir) or {"history": []}
     return [{k: h[k] for k in ("stage", "epoch", "global_step", *METRICS)}
-            for h in json.loads(logs[-1].read_text())["history"]]
+            for h in record["history"]]
 
 
 def _task_accuracy(run: Path) -> dict:

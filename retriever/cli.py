@@ -44,7 +44,7 @@ from retriever.export import export_retriever
 from retriever.index import INDEX_FILE, INDEX_MANIFEST
 from retriever.model import BiEncoder, BiEncoderConfig
 from retriever.module import SELECT_METRIC, RetrieverModule
-from retriever.settings import TrainSettings
+from retriever.settings import RANKING_FILE, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RetrieverCLI(LightningCLI):
                    "history": self.model.ranking_history}
         if self.trainer.is_global_zero:
             write_json(Path(self.trainer.log_dir or self.trainer.default_root_dir)
-                       / "ranking.json", ranking)
+                       / RANKING_FILE, ranking)
         if not cfg.export_dir or not self.trainer.is_global_zero:
             return
         data = cfg.data

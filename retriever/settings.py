@@ -23,6 +23,16 @@ EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
 LossName = Literal["info_nce", "info_nce+kl"]
 _POSITIVE = ("epochs", "batch_size", "lr", "temperature", "lm_temperature")
 _NON_NEGATIVE = ("seed", "n_hard_negatives", "n_random_negatives", "grad_cache_chunk")
+RANKING_FILE = "ranking.json"
+"""`uprise train` writes it to its log dir: every validation pass (`history`, the untrained
+reference first) and the one whose weights were exported (`best`)."""
+
+
+def latest_ranking(run_dir: str | Path) -> dict[str, Any] | None:
+    """The newest `RANKING_FILE` under a training run directory (whatever its log layout), or
+    None when training wrote none there."""
+    files = sorted(Path(run_dir).rglob(RANKING_FILE), key=lambda f: f.stat().st_mtime)
+    return json.loads(files[-1].read_text()) if files else None
 
 
 @dataclass(frozen=True)

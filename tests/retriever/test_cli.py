@@ -10,6 +10,7 @@ import torch
 
 from retriever.cli import index_main, train_main, train_retriever
 from retriever.export import load_retriever_encoder
+from retriever.settings import latest_ranking
 
 
 def _fit_args(train_files, tiny_bert_path, tmp_path):
@@ -199,7 +200,7 @@ def test_train_retriever_writes_the_ranking_record(train_files, tiny_bert_path, 
         lr=1e-3, val_fraction=0.25, accelerator="cpu", progress=False,
         loss="info_nce+kl", label_copy_correction=True, n_random_negatives=1,
     )
-    record = json.loads(next((tmp_path / "run").rglob("ranking.json")).read_text())
+    record = latest_ranking(tmp_path / "run")
     assert [r["stage"] for r in record["history"]] == ["reference", "fit", "fit"]
     assert record["select_metric"] == "ndcg@3" and record["history"][0]["n_queries"] == 2
     _, config = load_retriever_encoder(export)
