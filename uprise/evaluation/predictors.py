@@ -4,10 +4,9 @@ Contract: a `Predictor` has a `name` and `predict(queries, demonstrations, batch
 max_new_tokens=, progress=)` returning one `flan_data.Prediction` per query, in order, where
 `demonstrations[i]` holds query i's prompt texts, best LAST (empty: zero-shot); generation stops
 after `max_new_tokens` new tokens (None: each query's task budget, `flan_data.answer_budget`).
-`LocalLM` wraps
-a loaded `proxy_lm.LanguageModel` (choices by likelihood, generation by greedy decoding:
-`proxy_lm.predict`); `api_lm.ApiLM` asks an OpenAI-compatible server (generation, replies mapped
-to options). Evaluation, calibration and the CLI see only this interface.
+`LocalLM` wraps a loaded `proxy_lm.LanguageModel` (choices by likelihood, generation by greedy
+decoding: `proxy_lm.predict`); `api_lm.ApiLM` asks an OpenAI-compatible server (generation,
+replies mapped to options). Evaluation, calibration and the CLI see only this interface.
 """
 
 from __future__ import annotations
