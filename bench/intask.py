@@ -4,6 +4,7 @@ untrained encoder when pool, training queries and evaluation come from one task?
     .venv/bin/python bench/intask.py --run /path/to/runs/intask --tasks sst2 openbookqa
     .venv/bin/python bench/intask.py --run RUN --tasks sst2 openbookqa \
         --eval-lm embedded:qwen2.5-coder-0.5b-instruct     # + a stronger evaluated LM
+    .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --hybrid  # + trained mixed with BM25
 
 Per task, the documented pipeline through the `uprise` CLI, one stage at a time (one heavy
 process, as a 2-core machine needs), each stage skipped when its output exists, so a rerun
@@ -15,7 +16,9 @@ task's accuracy table with paired-bootstrap CIs, how often prompts change the LM
 the ranking section, the validation ranking history of training, stage wall times and the
 machine, prints a short table and writes JSON to --out. `--eval-lm` adds the paper's
 cross-model question: the same retrievers (labels from the scoring LM) in front of another LM,
-on a seeded subset of the evaluation split.
+on a seeded subset of the evaluation split. `--hybrid` adds `uprise eval --methods hybrid` (the
+trained retriever mixed with BM25, its weight chosen on training's validation queries) on the
+same evaluation queries, with its CIs against BM25 and the untrained encoder.
 """
 
 from __future__ import annotations
@@ -80,8 +83,26 @@ def stages(args, task: str) -> list[tuple[str, bool, list]]:
           "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
           "--output-dir", t / f"eval_k{args.k}", "--no-progress", "--methods", *args.methods,
           *lm]),
+        *hybrid_stages(args, task),
         *cross_model_stages(args, task),
     ]
+
+
+def hybrid_stages(args, task: str) -> list[tuple[str, bool, list]]:
+    """With --hybrid: the trained retriever mixed with BM25, its weight chosen by `uprise eval`
+    on training's validation queries, on the same evaluation queries (a folder of its own)."""
+    if not args.hybrid:
+        return []
+    t, out = task_dir(args, task), hybrid_dir(args, task)
+    lm = ["--lm", args.scoring_lm] if args.scoring_lm else []
+    return [("eval_hybrid", (out / REPORT_FILE).is_file(),
+             ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
+              "--methods", "hybrid", "--ranking-per-task", 0, "--output-dir", out,
+              "--no-progress", *lm])]
+
+
+def hybrid_dir(args, task: str) -> Path:
+    return task_dir(args, task) / f"eval_k{args.k}_hybrid"
 
 
 def cross_model_stages(args, task: str) -> list[tuple[str, bool, list]]:
@@ -125,7 +146,8 @@ def summary(args, task: str) -> dict:
     """The task's evaluation report (methods, CIs, changed answers, ranking), training's
     validation ranking history, and with --eval-lm the other LM's evaluation."""
     t = task_dir(args, task)
-    out = {**evaluation(args, task, t / f"eval_k{args.k}"), "validation_ranking": ranking(t)}
+    folders = [t / f"eval_k{args.k}", *([hybrid_dir(args, task)] if args.hybrid else [])]
+    out = {**evaluation(args, task, *folders), "validation_ranking": ranking(t)}
     if args.eval_lm:
         out["cross_model"] = {"lm": args.eval_lm, **evaluation(args, task,
                                                                 cross_model_dir(args, task))}
@@ -136,20 +158,33 @@ def ranking(t: Path) -> dict | None:
     return latest_ranking(t / "train")  # the run that exported the retriever
 
 
-def evaluation(args, task: str, folder: Path) -> dict:
-    """One `uprise eval` report: per method the average, CIs, changed answers; trained minus
-    BM25 and minus untrained, paired bootstrap over the same queries."""
+def evaluation(args, task: str, folder: Path, *more: Path) -> dict:
+    """`uprise eval` reports on the same queries (`more`: further methods, e.g. the hybrid's
+    folder): per method the average, CIs, changed answers; trained (and hybrid) minus BM25 and
+    minus untrained, paired bootstrap over the same queries."""
     report = json.loads((folder / REPORT_FILE).read_text())
     part = report["clusters"][next(iter(report["clusters"]))] if "clusters" in report else report
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
-    methods = {m: {k: r[k] for k in keep if k in r} for m, r in part["methods"].items()}
-    values = {m: [json.loads(line)["value"] for line in
-                  (folder / "predictions" / f"{m}.jsonl").open()] for m in methods}
-    for base in {"bm25", "untrained"} & set(methods):  # the in-task claim: trained minus each
-        methods["trained"][f"vs_{base}"] = paired_bootstrap(values["trained"], values[base],
-                                                             seed=args.seed)
+    methods, values = {}, {}
+    for f in (folder, *more):
+        rep = json.loads((f / REPORT_FILE).read_text())
+        for m, r in rep["methods"].items():
+            methods[m] = {k: r[k] for k in keep if k in r}
+            rows = [json.loads(line) for line in (f / "predictions" / f"{m}.jsonl").open()]
+            values[m] = {r["query_id"]: r["value"] for r in rows}
+    order = list(values[next(iter(values))])
+    if any(list(v) != order for v in values.values()):
+        raise ValueError(f"{folder} and {more}: the reports' queries differ; evaluate every "
+                         "method on the same data folder")
+    for m in {"trained", "hybrid"} & set(methods):  # the in-task claim: each minus the bases
+        for base in {"bm25", "untrained"} & set(methods):
+            methods[m][f"vs_{base}"] = paired_bootstrap(list(values[m].values()),
+                                                        list(values[base].values()),
+                                                        seed=args.seed)
+    hybrid = [json.loads((f / REPORT_FILE).read_text()).get("hybrid") for f in more]
     return {"n_eval": part["tasks"][task]["n"], "metric": part["tasks"][task]["metric"],
             "methods": methods, "ranking": part.get("ranking"),
+            "hybrid_weight": next((h for h in hybrid if h), None),
             "eval_wall_s": report.get("wall_time_s")}
 
 
@@ -183,7 +218,7 @@ def print_rows(label: str, r: dict) -> None:
 
 
 def _diff(methods: dict, a: str, b: str) -> str:
-    """a - b in points with its paired-bootstrap 95% CI, where computed (trained only)."""
+    """a - b in points with its paired-bootstrap 95% CI, where computed (trained, hybrid)."""
     d = methods[a].get(f"vs_{b}")
     if d is None:
         return ""
@@ -209,6 +244,9 @@ def main() -> None:
                     "embedded default; runs under RUN/TASK@LM")
     ap.add_argument("--methods", nargs="+", default=["zero_shot", "random", "bm25", "untrained",
                                                      "trained"])
+    ap.add_argument("--hybrid", action="store_true",
+                    help="also evaluate the trained retriever mixed with BM25 (weight chosen on "
+                         "training's validation queries)")
     ap.add_argument("--eval-lm", help="also evaluate with this LM (e.g. "
                     "embedded:qwen2.5-coder-0.5b-instruct after `uprise fetch-lm`)")
     ap.add_argument("--eval-lm-queries", type=int, default=200,

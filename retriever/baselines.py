@@ -13,6 +13,8 @@ import random
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
+
 from flan_data.schema import Prompt
 
 Hit = tuple[int, float]
@@ -69,14 +71,26 @@ class BM25Retriever:
                          show_progress=False)
 
     def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
-        import bm25s
-
         _check_k(k)
         if not queries:
             return []
-        tokens = bm25s.tokenize(list(queries), stopwords="en", return_ids=False,
-                                show_progress=False)
+        tokens = self._tokens(queries)
         ids, scores = self._bm25.retrieve(tokens, k=min(k, self.n), show_progress=False,
                                           n_threads=1)  # (n_queries, k) each
         return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True)]
                 for row_ids, row_scores in zip(ids, scores, strict=True)]
+
+    def scores(self, queries: list[str]) -> np.ndarray:
+        """The BM25 score of every pool prompt for every query -> (n_queries, n_pool) float32
+        (0 where a prompt shares no term with the query)."""
+        out = np.zeros((len(queries), self.n), dtype=np.float32)  # (n_queries, n_pool)
+        for row, tokens in enumerate(self._tokens(queries) if queries else []):
+            out[row] = self._bm25.get_scores(tokens)
+        return out
+
+    @staticmethod
+    def _tokens(queries: list[str]) -> list[list[str]]:
+        import bm25s
+
+        return bm25s.tokenize(list(queries), stopwords="en", return_ids=False,
+                              show_progress=False)

@@ -105,6 +105,7 @@ class RetrieverCLI(LightningCLI):
             "queries_path": str(data.queries_path),
             "pool_path": str(data.pool_path),
             "seed": cfg.seed_everything,
+            "val_fraction": data.val_fraction,
             "n_hard_negatives": data.n_hard_negatives,
             "n_random_negatives": data.n_random_negatives,
             "label_copy_correction": data.label_copy_correction,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,16 @@ def _random_others(pool_ids: list[str], pool: dict[str, Prompt], task: str, n: i
     return out
 
 
+def validation_query_ids(scored_ids: Iterable[str], val_fraction: float, seed: int) -> set[str]:
+    """The scored queries `RetrieverDataModule` holds out for validation: a seeded share
+    `val_fraction` of them (none when fewer than two); others re-derive it from an export's
+    metadata (the hybrid weight is chosen on these queries)."""
+    order = sorted(set(scored_ids))
+    random.Random(seed).shuffle(order)
+    n_val = round(len(order) * val_fraction) if len(order) > 1 else 0
+    return set(order[:n_val])
+
+
 class RetrieverDataModule(L.LightningDataModule):
     """Scores + queries + pool -> shuffled, seeded train/val batches of texts.
 
@@ -223,10 +234,7 @@ class RetrieverDataModule(L.LightningDataModule):
             raise KeyError(f"{self.scores_path}: scored query {unknown[0]!r} (and "
                            f"{len(unknown) - 1} more) not in {self.queries_path}; score and "
                            "train with the same data folder.")
-        order = sorted(scored)
-        random.Random(self.seed).shuffle(order)
-        n_val = round(len(order) * self.val_fraction) if len(order) > 1 else 0
-        val_ids = set(order[:n_val])
+        val_ids = validation_query_ids(scored, self.val_fraction, self.seed)
         train = build_training_examples(
             [s for s in scores if s.query_id not in val_ids], self.n_hard_negatives, queries,
             pool, label_copy_correction=hp.label_copy_correction,

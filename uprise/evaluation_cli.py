@@ -41,6 +41,7 @@ from uprise.evaluation import (
     write_report_files,
 )
 from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
+from uprise.evaluation.methods import HYBRID
 from uprise.evaluation.ranking import ranking_section, standard_rankers
 from uprise.evaluation.report import REPORT_MD, markdown
 
@@ -58,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", help="single run: trained retriever export")
     p.add_argument("--baseline-retriever", help="single run: untrained export (default: built)")
     p.add_argument("--encoder", help="retriever base encoder (default: the config's)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=DEFAULT_METHODS)
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   choices=[*DEFAULT_METHODS, HYBRID],
+                   help=f"default: {' '.join(DEFAULT_METHODS)}; '{HYBRID}' (single run) mixes "
+                        "the trained retriever with BM25")
+    p.add_argument("--hybrid-weight", type=float,
+                   help=f"'{HYBRID}': weight of the trained retriever against BM25, 0-1 "
+                        "(default: chosen on the trained retriever's validation queries)")
     p.add_argument("--lm", "--eval-lm", dest="lm",
                    help="evaluated LM: HF causal LM id or path (default: the scoring LM)")
     p.add_argument("--dtype", default="auto")
@@ -141,6 +148,11 @@ def eval_main(argv: list[str] | None = None) -> None:
     if args.data and ("trained" in args.methods or args.abstain) and not args.retriever:
         parser.error("--retriever is required for the 'trained' method and --abstain "
                      "(or drop them)")
+    if HYBRID in args.methods and not (args.data and args.retriever):
+        parser.error(f"'{HYBRID}' needs --data and a trained --retriever (single run)")
+    if args.hybrid_weight is not None and not 0.0 <= args.hybrid_weight <= 1.0:
+        parser.error(f"--hybrid-weight {args.hybrid_weight}: expected a number in [0, 1] "
+                     "(1 = the trained retriever alone, 0 = BM25 alone)")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
     if args.ranking_per_task < 0 or args.ranking_prompts < 2:
@@ -181,14 +193,18 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         calibration = calibrate(lm, args.retriever, queries, args.k, args.batch_size,
                                 not args.no_progress)
         names.append(ABSTAIN)
+    hybrid = _hybrid_weight(args) if HYBRID in names else None
     untrained = _untrained_retriever(args, out) if "untrained" in names else None
     methods = build_methods(
         names, stage.pool, args.k, args.seed, trained_dir=args.retriever, untrained_dir=untrained,
-        abstain_threshold=calibration["threshold"] if calibration else None)
+        abstain_threshold=calibration["threshold"] if calibration else None,
+        hybrid_weight=hybrid["weight"] if hybrid else None)
     report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
                                            progress=not args.no_progress, seed=args.seed)
     report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest,
                         "mode": "in_task" if in_task else "held_out_cluster"}
+    if hybrid:
+        report["hybrid"] = hybrid
     if calibration:
         report["abstain"] = {"calibration": {stage.manifest["held_out_cluster"]: calibration},
                              "effect": _single_effect(report)}
@@ -196,6 +212,18 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.ranking_per_task:
         report["ranking"] = _single_ranking(args, stage, lm, out)
     return report
+
+
+def _hybrid_weight(args: argparse.Namespace) -> dict[str, Any]:
+    """--hybrid-weight as given, else the weight chosen on the trained retriever's validation
+    queries (`uprise.evaluation.hybrid`), before any evaluation runs."""
+    if args.hybrid_weight is not None:
+        return {"weight": args.hybrid_weight, "source": "--hybrid-weight"}
+    from serve import PromptRetriever
+    from uprise.evaluation.hybrid import calibrate as calibrate_hybrid
+
+    return calibrate_hybrid(PromptRetriever.from_pretrained(args.retriever, device="cpu"),
+                            seed=args.seed)
 
 
 def _untrained_retriever(args: argparse.Namespace, out: Path) -> str | Path:

@@ -200,12 +200,15 @@ def test_build_methods_refuses_unknown_names_and_missing_inputs_before_loading(n
 
 
 def test_method_names_are_one_list():
-    from uprise.evaluation import BASELINES, DEFAULT_METHODS, METHOD_NAMES
+    from uprise.evaluation import ABSTAIN, BASELINES, DEFAULT_METHODS, METHOD_NAMES
+    from uprise.evaluation.methods import HYBRID
     from uprise.evaluation_cli import _parser
 
     assert set(BASELINES) < set(DEFAULT_METHODS) < set(METHOD_NAMES)
+    assert set(METHOD_NAMES) - set(DEFAULT_METHODS) == {ABSTAIN, HYBRID}
     methods = next(a for a in _parser()._actions if a.dest == "methods")
-    assert tuple(methods.choices) == DEFAULT_METHODS and methods.default == list(DEFAULT_METHODS)
+    assert tuple(methods.choices) == (*DEFAULT_METHODS, HYBRID)  # --abstain adds ABSTAIN
+    assert methods.default == list(DEFAULT_METHODS)
 
 
 def test_the_local_lm_is_a_predictor_with_the_shared_prediction_type(tiny_gpt_neo_path):

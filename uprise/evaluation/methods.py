@@ -7,7 +7,8 @@ method `uprise eval` knows, in report order; `BASELINES` are those without a tra
 methods; dense methods read an exported, indexed retriever directory, loaded once per directory
 however many methods use it. `abstaining_prompts` gives
 no prompts when the trained retriever's top score is below a threshold (calibrated in
-`abstain.py`).
+`abstain.py`); `hybrid_prompts` mixes the trained retriever with BM25 (`serve.hybrid`, the weight
+chosen in `hybrid.py`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from typing import Any, Literal, get_args
 
 from flan_data import Prompt, Query
 
-MethodName = Literal["zero_shot", "random", "bm25", "untrained", "trained", "trained+abstain"]
+MethodName = Literal["zero_shot", "random", "bm25", "untrained", "trained", "trained+abstain",
+                     "hybrid"]
 METHOD_NAMES: tuple[MethodName, ...] = get_args(MethodName)
 BASELINES: tuple[MethodName, ...] = ("zero_shot", "random", "bm25", "untrained")
 """Methods that use no trained retriever; the best of them by average is the 'best baseline'."""
 ABSTAIN: MethodName = "trained+abstain"
-DEFAULT_METHODS: tuple[MethodName, ...] = tuple(n for n in METHOD_NAMES if n != ABSTAIN)
-"""What `uprise eval` runs unless told otherwise (`--abstain` adds `ABSTAIN`)."""
+HYBRID: MethodName = "hybrid"
+DEFAULT_METHODS: tuple[MethodName, ...] = tuple(n for n in METHOD_NAMES
+                                                if n not in (ABSTAIN, HYBRID))
+"""What `uprise eval` runs unless told otherwise (`--abstain` adds `ABSTAIN`; `HYBRID`, the
+trained retriever mixed with BM25 (`serve.hybrid`), runs when named in `--methods`)."""
 SEARCH_DEPTH = 200
 """Hits searched per calibration query to find k prompts outside the query's own cluster."""
 
@@ -69,6 +74,19 @@ def retrieved_prompts(prompt_retriever: Any, k: int) -> Method:
 
     def method(queries: list[Query]) -> list[list[str]]:
         hits = prompt_retriever.retrieve_batch([q.input for q in queries], k=k)
+        return [[h.text for h in reversed(row)] for row in hits]
+
+    return method
+
+
+def hybrid_prompts(prompt_retriever: Any, k: int, weight: float) -> Method:
+    """Top-k prompts of the trained retriever mixed with BM25 (`serve.hybrid`), best last."""
+    from serve.hybrid import HybridRetriever
+
+    hybrid = HybridRetriever(prompt_retriever, weight)
+
+    def method(queries: list[Query]) -> list[list[str]]:
+        hits = hybrid.retrieve_batch([q.input for q in queries], k=k)
         return [[h.text for h in reversed(row)] for row in hits]
 
     return method
@@ -117,16 +135,22 @@ def build_methods(
     trained_dir: str | Path | None = None,
     untrained_dir: str | Path | None = None,
     abstain_threshold: float | None = None,
+    hybrid_weight: float | None = None,
 ) -> dict[str, Method]:
     """Named methods (`METHOD_NAMES`), in the order given. 'untrained' and 'trained' need their
-    retriever directory, 'trained+abstain' the trained one and a calibrated threshold."""
+    retriever directory, 'trained+abstain' the trained one and a calibrated threshold, 'hybrid'
+    the trained one and a weight."""
     check_method_names(names)
-    needs = {"untrained": untrained_dir, "trained": trained_dir, ABSTAIN: trained_dir}
+    needs = {"untrained": untrained_dir, "trained": trained_dir, ABSTAIN: trained_dir,
+             HYBRID: trained_dir}
     missing = [n for n in names if n in needs and needs[n] is None]
     if missing:
         raise ValueError(f"method(s) {missing} need a retriever directory; pass it (or drop them)")
     if ABSTAIN in names and abstain_threshold is None:
         raise ValueError(f"'{ABSTAIN}' needs a calibrated threshold; pass --abstain")
+    if HYBRID in names and hybrid_weight is None:
+        raise ValueError(f"'{HYBRID}' needs a weight (chosen on validation queries by "
+                         "`uprise eval`, or --hybrid-weight)")
     loaded: dict[str, Any] = {}
 
     def retriever(folder: str | Path | None) -> Any:  # each directory loaded once
@@ -143,5 +167,6 @@ def build_methods(
         "untrained": lambda: retrieved_prompts(retriever(untrained_dir), k),
         "trained": lambda: retrieved_prompts(retriever(trained_dir), k),
         ABSTAIN: lambda: abstaining_prompts(retriever(trained_dir), k, float(abstain_threshold)),
+        HYBRID: lambda: hybrid_prompts(retriever(trained_dir), k, float(hybrid_weight)),
     }
     return {name: factories[name]() for name in names}

@@ -1,0 +1,100 @@
+"""`uprise eval --methods hybrid` on tiny random models: the weight is chosen on the trained
+retriever's own validation queries (re-derived from its export, so the dense end of the curve
+is exactly the validation NDCG@3 that training recorded), weight 1 retrieves what the trained
+retriever does, and bad input fails before any evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flan_data.protocol import build_stage_data
+from flan_data.schema import Score, write_jsonl
+from flan_data.stage_io import POOL, TRAIN_QUERIES, write_stage_data
+from uprise.evaluation.hybrid import calibrate, choose_weight
+from uprise.evaluation_cli import eval_main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data_dir, tiny_bert_path):
+    """A stage folder, hand-valued scores of its candidates, and a tiny retriever trained on
+    them (a quarter of the scored queries held out for validation) and indexed."""
+    from retriever import index_pool, train_retriever
+
+    root = tmp_path_factory.mktemp("hybrid")
+    stage = build_stage_data("commonsense", shared_data_dir, ["nli"], pool_per_task=12,
+                             queries_per_task=8, n_candidates=4, eval_per_task=3,
+                             max_prompt_chars=150)
+    write_stage_data(stage, root / "data")
+    scores = [Score(c.query_id, pid, "hand", 0, [1.0 - v, 1.0], v, j != 1)
+              for n, c in enumerate(stage.candidates) for j, pid in enumerate(c.prompt_ids)
+              for v in [((n * 7 + j * 5) % 11) / 11]]
+    write_jsonl(root / "scores.jsonl", scores)
+    export = train_retriever(root / "scores.jsonl", root / "data" / TRAIN_QUERIES,
+                             root / "data" / POOL, out_dir=root / "run",
+                             encoder=str(tiny_bert_path), epochs=1, batch_size=4, lr=1e-3,
+                             val_fraction=0.25, accelerator="cpu", progress=False)
+    index_pool(export, root / "data" / POOL)
+    return root, export
+
+
+def _eval(root, export, lm, out, *extra):
+    eval_main(["--data", str(root / "data"), "--retriever", str(export), "--lm", str(lm),
+               "--k", "1", "--ranking-per-task", "0", "--output-dir", str(out),
+               "--no-progress", *extra])
+    return json.loads((out / "report.json").read_text())
+
+
+def _prompts(out, method):
+    return [json.loads(line)["prediction"] for line in
+            (out / "predictions" / f"{method}.jsonl").open()]
+
+
+def test_the_weight_is_chosen_on_the_training_runs_validation_queries(trained, tmp_path,
+                                                                      tiny_gpt_neo_path):
+    root, export = trained
+    report = _eval(root, export, tiny_gpt_neo_path, tmp_path / "out",
+                   "--methods", "bm25", "trained", "hybrid")
+    hybrid = report["hybrid"]
+    meta = json.loads((export / "uprise_config.json").read_text())["metadata"]
+    recorded = meta["validation_ranking"]["exported"]
+    assert meta["val_fraction"] == 0.25
+    assert hybrid["curve"]["1.0"] == pytest.approx(recorded["ndcg@3"])
+    scored = {json.loads(line)["query_id"] for line in (root / "scores.jsonl").open()}
+    assert hybrid["n_queries"] == recorded["n_queries"] == round(0.25 * len(scored))
+    assert hybrid["weight"] == choose_weight({float(w): v for w, v in hybrid["curve"].items()})
+    assert set(report["methods"]) == {"bm25", "trained", "hybrid"}
+    assert {"vs_dense", "vs_bm25"} <= set(hybrid)
+
+
+def test_weight_one_retrieves_what_the_trained_retriever_does(trained, tmp_path,
+                                                              tiny_gpt_neo_path):
+    root, export = trained
+    report = _eval(root, export, tiny_gpt_neo_path, tmp_path / "out",
+                   "--methods", "trained", "hybrid", "--hybrid-weight", "1")
+    assert report["hybrid"] == {"weight": 1.0, "source": "--hybrid-weight"}
+    assert _prompts(tmp_path / "out", "hybrid") == _prompts(tmp_path / "out", "trained")
+
+
+def test_bad_hybrid_input_fails_before_evaluation(trained, tmp_path, tiny_bert_path,
+                                                  tiny_gpt_neo_path, capsys):
+    from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
+    from serve import PromptRetriever
+
+    root, export = trained
+    with pytest.raises(SystemExit):
+        _eval(root, export, tiny_gpt_neo_path, tmp_path / "a", "--methods", "hybrid",
+              "--hybrid-weight", "2")
+    assert "--hybrid-weight 2.0: expected a number in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_main(["--data", str(root / "data"), "--methods", "hybrid", "--output-dir",
+                   str(tmp_path / "b")])
+    assert "'hybrid' needs --data and a trained --retriever" in capsys.readouterr().err
+    untrained = tmp_path / "untrained"
+    export_retriever(BiEncoder(BiEncoderConfig(base_model=str(tiny_bert_path))), untrained,
+                     metadata={"trained": False})
+    index_pool(untrained, root / "data" / POOL)
+    with pytest.raises(ValueError, match="lacks .*give --hybrid-weight"):
+        calibrate(PromptRetriever.from_pretrained(untrained))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -1,0 +1,113 @@
+"""The hybrid method's weight, chosen on the trained retriever's own validation queries.
+
+Contract: `calibrate(prompt_retriever)` takes a loaded, trained `PromptRetriever` and re-derives,
+from its export metadata (`scores_path`, `queries_path`, `seed`, `val_fraction`), the scored
+queries its training held out for validation (`retriever.data.validation_query_ids`; never
+trained on, never evaluation data). For every weight of `serve.hybrid.WEIGHTS` it ranks each
+validation query's scored candidates by the mixed relevance (z-scored over the whole pool, as
+retrieval does) and measures NDCG@3 against the LM's scores, the metric training selects its
+checkpoint by. `choose_weight` keeps the best weight (ties: the larger one, i.e. more of the
+trained retriever). The result records the curve, n and paired-bootstrap CIs of the chosen
+weight against the dense retriever alone (weight 1) and BM25 alone (weight 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flan_data.schema import Query
+from uprise.evaluation.stats import paired_bootstrap
+
+log = logging.getLogger(__name__)
+
+METRIC = "ndcg@3"
+VAL_FRACTION_DEFAULT = 0.1
+"""`RetrieverDataModule`'s default, used for exports written before `val_fraction` was recorded."""
+
+
+def choose_weight(curve: dict[float, float]) -> float:
+    """The weight with the highest validation metric; ties go to the larger weight."""
+    if not curve:
+        raise ValueError("no weight was measured; the validation set is empty.")
+    return max(curve, key=lambda w: (curve[w], w))
+
+
+def calibrate(prompt_retriever: Any, weights: tuple[float, ...] | None = None,
+              seed: int = 42) -> dict[str, Any]:
+    """Measures every weight on the validation queries and keeps the best (module docstring)."""
+    import torch
+
+    from retriever.ranking import ranking_metrics
+    from serve.hybrid import WEIGHTS, HybridRetriever, mix
+
+    weights = weights or WEIGHTS
+    queries, lm, cols, meta = validation_set(prompt_retriever)
+    dense, lexical = HybridRetriever(prompt_retriever, 1.0).parts([q.input for q in queries])
+    rows = np.arange(len(queries))[:, None]  # (n_val, 1)
+    mask = torch.as_tensor(cols >= 0)  # (n_val, max_candidates)
+    per_query = {}
+    for w in weights:
+        rel = mix(dense, lexical, w)[rows, np.maximum(cols, 0)]  # (n_val, max_candidates)
+        got = ranking_metrics(torch.as_tensor(rel), torch.as_tensor(lm), mask)[METRIC].numpy()
+        per_query[w] = got[~np.isnan(got)]
+    curve = {w: float(v.mean()) if v.size else float("nan") for w, v in per_query.items()}
+    best = choose_weight({w: v for w, v in curve.items() if not np.isnan(v)})
+    out = {"weight": best, "metric": METRIC, "n_queries": int(per_query[best].size),
+           "curve": {str(w): v for w, v in curve.items()}, **meta}
+    for name, w in (("vs_dense", 1.0), ("vs_bm25", 0.0)):
+        if w in per_query:
+            out[name] = paired_bootstrap(per_query[best], per_query[w], seed=seed)
+    log.info("hybrid weight %.1f (validation %s %.3f, n=%d; dense alone %.3f, BM25 alone %.3f)",
+             best, METRIC, curve[best], out["n_queries"], curve.get(1.0, np.nan),
+             curve.get(0.0, np.nan))
+    return out
+
+
+def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.ndarray, dict]:
+    """The validation queries, their candidates' LM scores (n_val, max_candidates; NaN
+    padding), the candidates' pool rows (-1 padding) and where they came from."""
+    from flan_data.score_folder import read_scores
+    from flan_data.stage_io import read_stage_file
+    from retriever.data import validation_query_ids
+
+    meta = prompt_retriever.config.get("metadata") or {}
+    where = prompt_retriever.path or "the retriever"
+    missing = [k for k in ("scores_path", "queries_path", "seed") if k not in meta]
+    if not meta.get("trained") or missing:
+        raise ValueError(f"{where}: uprise_config.json metadata lacks {missing or ['trained']}; "
+                         "the hybrid weight is chosen on a trained retriever's validation "
+                         "queries. Pass a retriever exported by `uprise train`, or give "
+                         "--hybrid-weight.")
+    for key in ("scores_path", "queries_path"):
+        if not Path(meta[key]).exists():
+            raise FileNotFoundError(f"{where}: metadata {key} {meta[key]} does not exist here "
+                                    "(trained on another machine?); give --hybrid-weight.")
+    val_fraction = meta.get("val_fraction", VAL_FRACTION_DEFAULT)
+    scores = read_scores(meta["scores_path"])
+    val_ids = validation_query_ids({s.query_id for s in scores}, val_fraction, meta["seed"])
+    if not val_ids:
+        raise ValueError(f"{where}: training held out no validation queries (val_fraction "
+                         f"{val_fraction}); give --hybrid-weight.")
+    by_id = {q.id: q for q in read_stage_file(meta["queries_path"], Query)}
+    queries = [by_id[i] for i in sorted(val_ids)]
+    row = {p.id: i for i, p in enumerate(prompt_retriever.prompts)}
+    cand: dict[str, list[tuple[int, float]]] = {q.id: [] for q in queries}
+    for s in scores:
+        if s.query_id in val_ids:
+            if s.prompt_id not in row:
+                raise KeyError(f"{meta['scores_path']}: candidate {s.prompt_id!r} of validation "
+                               f"query {s.query_id!r} is not in {where}'s pool; index the pool "
+                               "the retriever was trained on.")
+            cand[s.query_id].append((row[s.prompt_id], s.score))
+    width = max(len(c) for c in cand.values())
+    cols = np.full((len(queries), width), -1)  # (n_val, width)
+    lm = np.full((len(queries), width), np.nan)  # (n_val, width)
+    for i, q in enumerate(queries):
+        for j, (col, score) in enumerate(cand[q.id]):
+            cols[i, j], lm[i, j] = col, score
+    return queries, lm, cols, {"val_fraction": val_fraction,
+                               "scores_path": str(meta["scores_path"])}
