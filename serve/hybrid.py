@@ -32,11 +32,16 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     return np.divide(centred, sd, out=np.zeros_like(centred), where=sd > 0)
 
 
-def mix(dense: np.ndarray, lexical: np.ndarray, weight: float) -> np.ndarray:
-    """`weight * z(dense) + (1 - weight) * z(lexical)`, both (n_queries, n_pool)."""
+def check_weight(weight: float) -> float:
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"hybrid weight {weight!r}; expected a number in [0, 1] "
                          "(1 = the dense retriever alone, 0 = BM25 alone).")
+    return float(weight)
+
+
+def mix(dense: np.ndarray, lexical: np.ndarray, weight: float) -> np.ndarray:
+    """`weight * z(dense) + (1 - weight) * z(lexical)`, both (n_queries, n_pool)."""
+    check_weight(weight)
     return weight * zscore(dense) + (1.0 - weight) * zscore(lexical)
 
 
@@ -46,9 +51,8 @@ class HybridRetriever:
     def __init__(self, prompt_retriever: Any, weight: float) -> None:
         from retriever import BM25Retriever
 
-        mix(np.zeros((1, 1)), np.zeros((1, 1)), weight)  # checks the weight first
+        self.weight = check_weight(weight)
         self.dense = prompt_retriever
-        self.weight = float(weight)
         self.prompts = prompt_retriever.prompts
         self._bm25 = BM25Retriever(self.prompts)
         self._vectors = prompt_retriever.prompt_vectors(np.arange(len(self.prompts)))

@@ -150,9 +150,13 @@ def eval_main(argv: list[str] | None = None) -> None:
                      "(or drop them)")
     if HYBRID in args.methods and not (args.data and args.retriever):
         parser.error(f"'{HYBRID}' needs --data and a trained --retriever (single run)")
-    if args.hybrid_weight is not None and not 0.0 <= args.hybrid_weight <= 1.0:
-        parser.error(f"--hybrid-weight {args.hybrid_weight}: expected a number in [0, 1] "
-                     "(1 = the trained retriever alone, 0 = BM25 alone)")
+    if args.hybrid_weight is not None:
+        from serve.hybrid import check_weight
+
+        try:
+            check_weight(args.hybrid_weight)
+        except ValueError as e:
+            parser.error(f"--hybrid-weight: {e}")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
     if args.ranking_per_task < 0 or args.ranking_prompts < 2:

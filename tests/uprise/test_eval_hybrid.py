@@ -86,7 +86,8 @@ def test_bad_hybrid_input_fails_before_evaluation(trained, tmp_path, tiny_bert_p
     with pytest.raises(SystemExit):
         _eval(root, export, tiny_gpt_neo_path, tmp_path / "a", "--methods", "hybrid",
               "--hybrid-weight", "2")
-    assert "--hybrid-weight 2.0: expected a number in [0, 1]" in capsys.readouterr().err
+    assert "--hybrid-weight: hybrid weight 2.0; expected a number in [0, 1]" \
+        in capsys.readouterr().err
     with pytest.raises(SystemExit):
         eval_main(["--data", str(root / "data"), "--methods", "hybrid", "--output-dir",
                    str(tmp_path / "b")])
