@@ -4,12 +4,12 @@
         --retriever RUN/e2e_nlg/retriever \
         --baseline-retriever RUN/e2e_nlg/eval_k3/untrained_retriever
 
-Per method (random, BM25, untrained, trained; k prompts per evaluated query, as `uprise eval`
-builds them) and over every evaluated query: the share of its prompts written in the query's
-own instruction template, and the content-word overlap (Jaccard of lower-cased word sets, the
-words of the task's templates left out) between the query's input and its best prompt (the one
-nearest the input). Explains downstream differences that the LM-score ranking does not
-(in-task E2E NLG: README). Prints a table, writes JSON.
+Per method (random, BM25, untrained, trained, and with --hybrid-weight the hybrid; k prompts per
+evaluated query, as `uprise eval` builds them) and over every evaluated query: the share of its
+prompts written in the query's own instruction template, and the content-word overlap (Jaccard
+of lower-cased word sets, the words of the task's templates left out) between the query's input
+and its best prompt (the one nearest the input). Explains downstream differences that the LM-
+score ranking does not (in-task E2E NLG: README). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -46,14 +46,18 @@ def main() -> None:
     ap.add_argument("--baseline-retriever", required=True, help="untrained export")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--hybrid-weight", type=float,
+                    help="also the hybrid method at this weight (the one `uprise eval` chose)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_choice_e2e.json")
     args = ap.parse_args()
     stage = read_stage_data(args.data)
     template = {p.text: p.template for p in stage.pool}
     queries = stage.eval_queries
-    methods = build_methods(["random", "bm25", "untrained", "trained"], stage.pool, args.k,
-                            args.seed, trained_dir=args.retriever,
-                            untrained_dir=args.baseline_retriever)
+    names = ["random", "bm25", "untrained", "trained"]
+    names += ["hybrid"] if args.hybrid_weight is not None else []
+    methods = build_methods(names, stage.pool, args.k, args.seed, trained_dir=args.retriever,
+                            untrained_dir=args.baseline_retriever,
+                            hybrid_weight=args.hybrid_weight)
     stop = {t: frozenset(w for tmpl in get_task(t).templates for w in words(tmpl))
             for t in {q.task for q in queries}}
     rows = {}
