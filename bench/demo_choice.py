@@ -8,8 +8,8 @@ Per method (random, BM25, untrained, trained, and with --hybrid-weight the hybri
 evaluated query, as `uprise eval` builds them) and over every evaluated query: the share of its
 prompts written in the query's own instruction template, and the content-word overlap (Jaccard
 of lower-cased word sets, the words of the task's templates left out) between the query's input
-and its best prompt (the one nearest the input). Explains downstream differences that the LM-
-score ranking does not (in-task E2E NLG: README). Prints a table, writes JSON.
+and its best prompt (the one nearest the input). Explains downstream differences that the
+LM-score ranking does not (in-task E2E NLG: README). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
