@@ -162,16 +162,15 @@ def evaluation(args, task: str, folder: Path, *more: Path) -> dict:
     """`uprise eval` reports on the same queries (`more`: further methods, e.g. the hybrid's
     folder): per method the average, CIs, changed answers; trained (and hybrid) minus BM25 and
     minus untrained, paired bootstrap over the same queries."""
-    report = json.loads((folder / REPORT_FILE).read_text())
-    part = report["clusters"][next(iter(report["clusters"]))] if "clusters" in report else report
+    reports = [json.loads((f / REPORT_FILE).read_text()) for f in (folder, *more)]
+    report, part = reports[0], _part(reports[0])
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
     methods, values = {}, {}
-    for f in (folder, *more):
-        rep = json.loads((f / REPORT_FILE).read_text())
-        for m, r in rep["methods"].items():
-            methods[m] = {k: r[k] for k in keep if k in r}
+    for f, rep in zip((folder, *more), reports, strict=True):
+        for m, result in _part(rep)["methods"].items():
+            methods[m] = {k: result[k] for k in keep if k in result}
             rows = [json.loads(line) for line in (f / "predictions" / f"{m}.jsonl").open()]
-            values[m] = {r["query_id"]: r["value"] for r in rows}
+            values[m] = {row["query_id"]: row["value"] for row in rows}
     order = list(values[next(iter(values))])
     if any(list(v) != order for v in values.values()):
         raise ValueError(f"{folder} and {more}: the reports' queries differ; evaluate every "
@@ -181,11 +180,15 @@ def evaluation(args, task: str, folder: Path, *more: Path) -> dict:
             methods[m][f"vs_{base}"] = paired_bootstrap(list(values[m].values()),
                                                         list(values[base].values()),
                                                         seed=args.seed)
-    hybrid = [json.loads((f / REPORT_FILE).read_text()).get("hybrid") for f in more]
     return {"n_eval": part["tasks"][task]["n"], "metric": part["tasks"][task]["metric"],
             "methods": methods, "ranking": part.get("ranking"),
-            "hybrid_weight": next((h for h in hybrid if h), None),
+            "hybrid_weight": next((r["hybrid"] for r in reports if r.get("hybrid")), None),
             "eval_wall_s": report.get("wall_time_s")}
+
+
+def _part(report: dict) -> dict:
+    """A single run's report, or the first cluster's part of a multi-cluster one."""
+    return report["clusters"][next(iter(report["clusters"]))] if "clusters" in report else report
 
 
 def machine() -> dict:
