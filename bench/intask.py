@@ -55,6 +55,11 @@ def _tag(lm: str) -> str:
     return lm.removeprefix("embedded:").replace("/", "_")
 
 
+def scoring_lm_args(args) -> list[str]:
+    """`--lm LM` for the stages that score or evaluate with --scoring-lm; nothing by default."""
+    return ["--lm", args.scoring_lm] if args.scoring_lm else []
+
+
 def data_argv(args, task: str, out: Path, n_eval: int) -> list:
     return ["data", "--in-task", task, "--output-dir", out, "--seed", args.seed,
             "--pool-per-task", args.pool, "--queries-per-task", args.queries,
@@ -65,8 +70,7 @@ def data_argv(args, task: str, out: Path, n_eval: int) -> list:
 def stages(args, task: str) -> list[tuple[str, bool, list]]:
     """(name, whether its output is already complete, argv) of each stage of one task, in
     order; `uprise score` always runs (it resumes, and returns at once when complete)."""
-    t = task_dir(args, task)
-    lm = ["--lm", args.scoring_lm] if args.scoring_lm else []
+    t, lm = task_dir(args, task), scoring_lm_args(args)
     return [
         ("data", (t / "data" / DATA_MANIFEST).is_file(),
          data_argv(args, task, t / "data", args.eval)),
@@ -93,8 +97,7 @@ def hybrid_stages(args, task: str) -> list[tuple[str, bool, list]]:
     on training's validation queries, on the same evaluation queries (a folder of its own)."""
     if not args.hybrid:
         return []
-    t, out = task_dir(args, task), hybrid_dir(args, task)
-    lm = ["--lm", args.scoring_lm] if args.scoring_lm else []
+    t, out, lm = task_dir(args, task), hybrid_dir(args, task), scoring_lm_args(args)
     return [("eval_hybrid", (out / REPORT_FILE).is_file(),
              ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
               "--methods", "hybrid", "--ranking-per-task", 0, "--output-dir", out,
