@@ -5,6 +5,7 @@ untrained encoder when pool, training queries and evaluation come from one task?
     .venv/bin/python bench/intask.py --run RUN --tasks sst2 openbookqa \
         --eval-lm embedded:qwen2.5-coder-0.5b-instruct     # + a stronger evaluated LM
     .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --hybrid  # + trained mixed with BM25
+    .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --rounds 2  # + a mined round
 
 Per task, the documented pipeline through the `uprise` CLI, one stage at a time (one heavy
 process, as a 2-core machine needs), each stage skipped when its output exists, so a rerun
@@ -18,7 +19,11 @@ machine, prints a short table and writes JSON to --out. `--eval-lm` adds the pap
 cross-model question: the same retrievers (labels from the scoring LM) in front of another LM,
 on a seeded subset of the evaluation split. `--hybrid` adds `uprise eval --methods hybrid` (the
 trained retriever mixed with BM25, its weight chosen on training's validation queries) on the
-same evaluation queries, with its CIs against BM25 and the untrained encoder.
+same evaluation queries, with its CIs against BM25 and the untrained encoder. `--rounds 2`
+adds iterative mining (LLM-R, UDR): `uprise mine` takes round 1's retriever's top
+`--mine-top-k` same-task prompts plus random ones as each query's candidates, then score (pairs
+seen before come from the cache), train, index and evaluate again into `*_r2` folders; the
+table reports `trained_r2` (and `hybrid_r2`) against BM25, the untrained encoder and round 1.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -70,42 +76,66 @@ def data_argv(args, task: str, out: Path, n_eval: int) -> list:
 def stages(args, task: str) -> list[tuple[str, bool, list]]:
     """(name, whether its output is already complete, argv) of each stage of one task, in
     order; `uprise score` always runs (it resumes, and returns at once when complete)."""
-    t, lm = task_dir(args, task), scoring_lm_args(args)
+    t = task_dir(args, task)
     return [
         ("data", (t / "data" / DATA_MANIFEST).is_file(),
          data_argv(args, task, t / "data", args.eval)),
-        ("score", False, ["score", "--data", t / "data", "--output-dir", t / "scores", *lm]),
-        ("train", (t / "retriever" / "uprise_config.json").is_file(),
-         ["train", "fit", "--config", REPO / "configs" / "train.yaml",
-          "--data.scores_path", t / "scores", "--data.queries_path",
-          t / "data" / TRAIN_QUERIES, "--data.pool_path", t / "data" / POOL,
-          "--trainer.default_root_dir", t / "train", "--export_dir", t / "retriever"]),
-        ("index", is_indexed(t / "retriever"),
-         ["index", "--retriever", t / "retriever", "--pool", t / "data" / POOL]),
-        ("eval", (t / f"eval_k{args.k}" / REPORT_FILE).is_file(),
-         ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
-          "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
-          "--output-dir", t / f"eval_k{args.k}", "--no-progress", "--methods", *args.methods,
-          *lm]),
-        *hybrid_stages(args, task),
+        *round_stages(args, task, 1),
+        *(s for r in range(2, args.rounds + 1) for s in round_stages(args, task, r)),
         *cross_model_stages(args, task),
     ]
 
 
-def hybrid_stages(args, task: str) -> list[tuple[str, bool, list]]:
-    """With --hybrid: the trained retriever mixed with BM25, its weight chosen by `uprise eval`
-    on training's validation queries, on the same evaluation queries (a folder of its own)."""
+def suffix(r: int) -> str:
+    """Folder suffix of mining round r: none for the first round (the plain pipeline)."""
+    return "" if r == 1 else f"_r{r}"
+
+
+def round_stages(args, task: str, r: int) -> list[tuple[str, bool, list]]:
+    """One training round: (round >= 2: `uprise mine` the candidates from the previous round's
+    retriever), score, train, index, evaluate; round 1 evaluates every method, later rounds
+    the trained retriever alone, on the same evaluation queries (the mined folder keeps them)."""
+    t, lm, x = task_dir(args, task), scoring_lm_args(args), suffix(r)
+    data, retriever, out = t / f"data{x}", t / f"retriever{x}", t / f"eval_k{args.k}{x}"
+    mine = [] if r == 1 else [
+        (f"mine{x}", (data / DATA_MANIFEST).is_file(),
+         ["mine", "--data", t / f"data{suffix(r - 1)}", "--retriever",
+          t / f"retriever{suffix(r - 1)}", "--output-dir", data, "--top-k", args.mine_top_k,
+          "--n-random", args.candidates - args.mine_top_k, "--seed", args.seed])]
+    return [
+        *mine,
+        (f"score{x}", False, ["score", "--data", data, "--output-dir", t / f"scores{x}", *lm]),
+        (f"train{x}", (retriever / "uprise_config.json").is_file(),
+         ["train", "fit", "--config", REPO / "configs" / "train.yaml",
+          "--data.scores_path", t / f"scores{x}", "--data.queries_path",
+          data / TRAIN_QUERIES, "--data.pool_path", data / POOL,
+          "--trainer.default_root_dir", t / f"train{x}", "--export_dir", retriever]),
+        (f"index{x}", is_indexed(retriever), ["index", "--retriever", retriever, "--pool",
+                                              data / POOL]),
+        (f"eval{x}", (out / REPORT_FILE).is_file(),
+         ["eval", "--data", data, "--retriever", retriever, "--k", args.k,
+          "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
+          "--output-dir", out, "--no-progress", "--methods",
+          *(args.methods if r == 1 else ["trained"]), *lm]),
+        *hybrid_stages(args, task, r),
+    ]
+
+
+def hybrid_stages(args, task: str, r: int) -> list[tuple[str, bool, list]]:
+    """With --hybrid: round r's trained retriever mixed with BM25, its weight chosen by `uprise
+    eval` on training's validation queries, on the same evaluation queries (own folder)."""
     if not args.hybrid:
         return []
-    t, out, lm = task_dir(args, task), hybrid_dir(args, task), scoring_lm_args(args)
-    return [("eval_hybrid", (out / REPORT_FILE).is_file(),
-             ["eval", "--data", t / "data", "--retriever", t / "retriever", "--k", args.k,
-              "--methods", "hybrid", "--ranking-per-task", 0, "--output-dir", out,
+    t, x, lm = task_dir(args, task), suffix(r), scoring_lm_args(args)
+    out = hybrid_dir(args, task, r)
+    return [(f"eval_hybrid{x}", (out / REPORT_FILE).is_file(),
+             ["eval", "--data", t / f"data{x}", "--retriever", t / f"retriever{x}", "--k",
+              args.k, "--methods", "hybrid", "--ranking-per-task", 0, "--output-dir", out,
               "--no-progress", *lm])]
 
 
-def hybrid_dir(args, task: str) -> Path:
-    return task_dir(args, task) / f"eval_k{args.k}_hybrid"
+def hybrid_dir(args, task: str, r: int = 1) -> Path:
+    return task_dir(args, task) / f"eval_k{args.k}_hybrid{suffix(r)}"
 
 
 def cross_model_stages(args, task: str) -> list[tuple[str, bool, list]]:
@@ -146,46 +176,61 @@ def run_task(args, task: str) -> dict[str, float]:
 
 
 def summary(args, task: str) -> dict:
-    """The task's evaluation report (methods, CIs, changed answers, ranking), training's
-    validation ranking history, and with --eval-lm the other LM's evaluation."""
-    t = task_dir(args, task)
-    folders = [t / f"eval_k{args.k}", *([hybrid_dir(args, task)] if args.hybrid else [])]
-    out = {**evaluation(args, task, *folders), "validation_ranking": ranking(t)}
+    """The task's evaluation reports (methods, CIs, changed answers, ranking; each mining round
+    after the first as `trained_r2`, `hybrid_r2`, ...), training's validation ranking history
+    per round, and with --eval-lm the other LM's evaluation."""
+    t, rounds = task_dir(args, task), range(1, args.rounds + 1)
+    folders = [(t / f"eval_k{args.k}{suffix(r)}", r) for r in rounds]
+    folders += [(hybrid_dir(args, task, r), r) for r in rounds if args.hybrid]
+    out = {**evaluation(args, task, folders), "validation_ranking": ranking(t, 1)}
+    for r in rounds[1:]:
+        out[f"validation_ranking{suffix(r)}"] = ranking(t, r)
     if args.eval_lm:
-        out["cross_model"] = {"lm": args.eval_lm, **evaluation(args, task,
-                                                                cross_model_dir(args, task))}
+        out["cross_model"] = {"lm": args.eval_lm,
+                              **evaluation(args, task, [(cross_model_dir(args, task), 1)])}
     return out
 
 
-def ranking(t: Path) -> dict | None:
-    return latest_ranking(t / "train")  # the run that exported the retriever
+def ranking(t: Path, r: int) -> dict | None:
+    return latest_ranking(t / f"train{suffix(r)}")  # the run that exported round r's retriever
 
 
-def evaluation(args, task: str, folder: Path, *more: Path) -> dict:
-    """`uprise eval` reports on the same queries (`more`: further methods, e.g. the hybrid's
-    folder): per method the average, CIs, changed answers; trained (and hybrid) minus BM25 and
-    minus untrained, paired bootstrap over the same queries."""
-    reports = [json.loads((f / REPORT_FILE).read_text()) for f in (folder, *more)]
-    report, part = reports[0], _part(reports[0])
+def evaluation(args, task: str, folders: list[tuple[Path, int]]) -> dict:
+    """`uprise eval` reports on the same queries, each (folder, mining round); a method of
+    round r >= 2 is named with the round's suffix. Per method the average, CIs, changed
+    answers; trained and hybrid minus BM25, minus the untrained encoder and (later rounds)
+    minus the same method of round 1, paired bootstrap over the same queries."""
+    reports = [(json.loads((f / REPORT_FILE).read_text()), f, r) for f, r in folders]
+    report, part = reports[0][0], _part(reports[0][0])
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
-    methods, values = {}, {}
-    for f, rep in zip((folder, *more), reports, strict=True):
+    methods, values, rank = {}, {}, part.get("ranking")
+    for rep, f, r in reports:
         for m, result in _part(rep)["methods"].items():
-            methods[m] = {k: result[k] for k in keep if k in result}
+            name = m + suffix(r)
+            methods[name] = {k: result[k] for k in keep if k in result}
+            if m == "hybrid":
+                methods[name]["weight"] = rep.get("hybrid")
             rows = [json.loads(line) for line in (f / "predictions" / f"{m}.jsonl").open()]
-            values[m] = {row["query_id"]: row["value"] for row in rows}
+            values[name] = {row["query_id"]: row["value"] for row in rows}
+        later = (_part(rep).get("ranking") or {}).get("methods", {})
+        if r > 1 and rank and "trained" in later:
+            rank["methods"]["trained" + suffix(r)] = later["trained"]
     order = list(values[next(iter(values))])
     if any(list(v) != order for v in values.values()):
-        raise ValueError(f"{folder} and {more}: the reports' queries differ; evaluate every "
-                         "method on the same data folder")
-    for m in {"trained", "hybrid"} & set(methods):  # the in-task claim: each minus the bases
-        for base in {"bm25", "untrained"} & set(methods):
-            methods[m][f"vs_{base}"] = paired_bootstrap(list(values[m].values()),
-                                                        list(values[base].values()),
-                                                        seed=args.seed)
+        raise ValueError(f"{[f for f, _ in folders]}: the reports' queries differ; evaluate "
+                         "every method on the same evaluation queries")
+    for name in methods:  # the in-task claim: each minus the bases (and minus round 1)
+        base = re.sub(r"_r\d+$", "", name)
+        if base not in ("trained", "hybrid"):
+            continue
+        for ref in [b for b in ("bm25", "untrained") if b in methods] + [base] * (name != base):
+            methods[name][f"vs_{ref}"] = paired_bootstrap(list(values[name].values()),
+                                                          list(values[ref].values()),
+                                                          seed=args.seed)
     return {"n_eval": part["tasks"][task]["n"], "metric": part["tasks"][task]["metric"],
-            "methods": methods, "ranking": part.get("ranking"),
-            "hybrid_weight": next((r["hybrid"] for r in reports if r.get("hybrid")), None),
+            "methods": methods, "ranking": rank,
+            "hybrid_weight": next((rep["hybrid"] for rep, _, _ in reports if rep.get("hybrid")),
+                                  None),
             "eval_wall_s": report.get("wall_time_s")}
 
 
@@ -253,12 +298,21 @@ def main() -> None:
     ap.add_argument("--hybrid", action="store_true",
                     help="also evaluate the trained retriever mixed with BM25 (weight chosen on "
                          "training's validation queries)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="training rounds; each after the first mines its candidates from the "
+                         "previous round's retriever (`uprise mine`), scores, retrains, evaluates")
+    ap.add_argument("--mine-top-k", type=int, default=5,
+                    help="retrieved candidates per query in a mined round; the rest of "
+                         "--candidates are random same-task prompts")
     ap.add_argument("--eval-lm", help="also evaluate with this LM (e.g. "
                     "embedded:qwen2.5-coder-0.5b-instruct after `uprise fetch-lm`)")
     ap.add_argument("--eval-lm-queries", type=int, default=200,
                     help="evaluation queries per task for --eval-lm")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "intask.json")
     args = ap.parse_args()
+    if args.rounds < 1 or not 1 <= args.mine_top_k <= args.candidates:
+        ap.error(f"--rounds {args.rounds}, --mine-top-k {args.mine_top_k}: expected --rounds >= 1 "
+                 f"and 1 <= --mine-top-k <= --candidates ({args.candidates})")
     results = {"setup": {**{k: str(v) if isinstance(v, Path) else v
                             for k, v in vars(args).items()}, **machine()}, "tasks": {}}
     if args.out.exists():  # one file for every task run so far, each with its own settings

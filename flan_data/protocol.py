@@ -70,14 +70,21 @@ def training_examples(
         rows = load_rows(task, task.train_split, data_dir)
         return convert_rows(task, task.train_split, rows, seed, None, max_prompt_chars), None
     rows = load_rows(task, task.eval_split, data_dir)
-    order = list(range(len(rows)))
-    _rng(seed, "carve", task.name).shuffle(order)
-    carved = sorted(order[: int(round(len(rows) * carve_fraction))])
+    carved, _ = carve_rows(task, len(rows), seed, carve_fraction)
     examples = convert_rows(
         task, task.eval_split, [rows[i] for i in carved], seed, carved, max_prompt_chars
     )
     carve = {"task": task.name, "split": task.eval_split, "rows": len(rows), "carved": len(carved)}
     return examples, carve
+
+
+def carve_rows(task: Task, n_rows: int, seed: int, fraction: float) -> tuple[list[int], list[int]]:
+    """(carved, kept) row indices of a task's evaluation split, each sorted: a seeded
+    `fraction` of the rows is carved out to feed the pool, the rest stays evaluation data."""
+    order = list(range(n_rows))
+    _rng(seed, "carve", task.name).shuffle(order)
+    cut = int(round(n_rows * fraction))
+    return sorted(order[:cut]), sorted(order[cut:])
 
 
 def sample_candidates(
@@ -172,50 +179,93 @@ def build_in_task_data(
     n_candidates: int = 50,
     eval_size: int | None = None,
     max_prompt_chars: int | None = 1500,
+    carve_fraction: float = 0.5,
 ) -> StageData:
     """In-task data (EPR-style, the easiest rung): pool and training queries from one task's
     training split, evaluation queries from its evaluation split. Labelled `mode: in_task` in
     the manifest; there is no held-out cluster. Where the source lacks the training split but
     has another split besides the evaluation one (the mirror's E2E NLG, ARC: validation), that
-    split feeds pool and queries (`pool_split` in the manifest); a task with nothing but its
-    evaluation split is refused (its evaluation rows would have to feed the pool)."""
+    split feeds pool and queries (`pool_split` in the manifest). A task with nothing but its
+    evaluation split (the mirror's DART, CommonGen) is carved (`in_task_carve`): a seeded
+    `carve_fraction` of its rows feeds pool and queries, the other rows are evaluated, less any
+    whose input equals a carved row's; the carve is recorded under `carves`."""
     task = get_task(task_name)
     split = in_task_source_split(task, data_dir)
-    rows = load_rows(task, split, data_dir)
-    examples = convert_rows(task, split, rows, seed, None, max_prompt_chars)
+    if split is None:
+        split = task.eval_split
+        examples, eval_queries, carve = in_task_carve(task, data_dir, seed, carve_fraction,
+                                                      eval_size, max_prompt_chars)
+    else:
+        rows = load_rows(task, split, data_dir)
+        examples = convert_rows(task, split, rows, seed, None, max_prompt_chars)
+        eval_queries, carve = task_evaluation_queries(task, data_dir, seed, eval_size), None
     pool = [e.to_prompt() for e in balanced_sample(examples, pool_size,
                                                    _rng(seed, "pool", task.name))]
     picked = balanced_sample(examples, queries, _rng(seed, "queries", task.name))
     train_queries = [e.to_query() for e in picked]
     candidates = sample_candidates(train_queries, pool, n_candidates, seed)
-    eval_queries = task_evaluation_queries(task, data_dir, seed, eval_size)
     manifest = {
         "mode": "in_task", "task": task.name, "held_out_cluster": None, "pool_split": split,
         "train_clusters": [task.cluster], "data_source": str(data_dir) if data_dir else "hub",
         "seed": seed, "pool_per_task": pool_size, "queries_per_task": queries,
         "n_candidates": n_candidates, "eval_per_task": eval_size,
-        "max_prompt_chars": max_prompt_chars, "carves": [],
+        "max_prompt_chars": max_prompt_chars, "carves": [carve] if carve else [],
         "counts": {"pool": len(pool), "train_queries": len(train_queries),
                    "eval_queries": len(eval_queries)},
     }
     return StageData(pool, train_queries, eval_queries, candidates, manifest)
 
 
-def in_task_source_split(task: Task, data_dir: Path | None) -> str:
+def in_task_source_split(task: Task, data_dir: Path | None) -> str | None:
     """The split in-task pool and training queries come from: the task's training split, else
     the first other split that is not its evaluation split (sorted: e.g. validation when the
-    evaluation split is test)."""
+    evaluation split is test); None when the evaluation split is all there is (carve it)."""
     splits = available_splits(task, data_dir)
     if task.train_split and task.train_split in splits:
         return task.train_split
     others = sorted(s for s in splits if s != task.eval_split)
-    if not others:
+    return others[0] if others else None
+
+
+def in_task_carve(task: Task, data_dir: Path | None, seed: int, carve_fraction: float,
+                  eval_size: int | None, max_prompt_chars: int | None,
+                  ) -> tuple[list[SourceExample], list[Query], dict[str, Any]]:
+    """(examples for pool and training queries, evaluation queries, the carve's record) of a
+    task with only its evaluation split: carved rows feed the pool, the kept rows are sampled
+    for evaluation after dropping those whose template fields equal a carved row's (CommonGen
+    repeats a concept set once per reference; one input must not be demonstration and query)."""
+    rows = load_rows(task, task.eval_split, data_dir)
+    carved, kept = carve_rows(task, len(rows), seed, carve_fraction)
+    source = convert_rows(task, task.eval_split, [rows[i] for i in carved], seed, carved)
+    seen = {_fields_key(e) for e in source}  # every carved row, also those too long to keep
+    held = convert_rows(task, task.eval_split, [rows[i] for i in kept], seed, kept)
+    fresh = [e for e in held if _fields_key(e) not in seen]
+    if not fresh:
         raise ValueError(
-            f"in-task mode needs a training split or another split besides the evaluation "
-            f"split {task.eval_split!r}; {task.name!r} has only {sorted(splits)} in "
-            f"{data_dir or 'the Hub'}. Pick a task with one (`uprise data --list`, and the "
-            "mirror's README lists the splits).")
-    return others[0]
+            f"in-task {task.name!r}: --carve-fraction {carve_fraction} of its only split "
+            f"{task.eval_split!r} ({len(rows)} rows) leaves no evaluation rows; lower it.")
+    examples = [e for e in source
+                if max_prompt_chars is None or len(e.to_prompt().text) <= max_prompt_chars]
+    carve = {"task": task.name, "split": task.eval_split, "rows": len(rows),
+             "fraction": carve_fraction, "carved": len(carved),
+             "eval_dropped_as_duplicates": len(held) - len(fresh)}
+    return examples, [e.to_query() for e in _eval_sample(task, fresh, seed, eval_size)], carve
+
+
+def in_task_carved_ids(manifest: dict[str, Any]) -> set[str]:
+    """Example ids of the rows an in-task build carved out of the evaluation split for its pool
+    (re-derived from the manifest's seed and carve); empty when nothing was carved."""
+    ids = set()
+    for carve in manifest.get("carves", []) if manifest.get("mode") == "in_task" else []:
+        task = get_task(carve["task"])
+        carved, _ = carve_rows(task, carve["rows"], manifest["seed"], carve["fraction"])
+        ids |= {f"{task.name}:{carve['split']}:{i}" for i in carved}
+    return ids
+
+
+def _fields_key(example: SourceExample) -> tuple:
+    """A row's input, independent of the template it was rendered with."""
+    return tuple(sorted(example.example.fields.items()))
 
 
 def evaluation_queries(
@@ -232,7 +282,13 @@ def task_evaluation_queries(
     """One task's evaluation queries: a seeded sample of `per_task` (None: all), source order."""
     rows = load_rows(task, task.eval_split, data_dir)
     examples = convert_rows(task, task.eval_split, rows, seed)
-    if per_task is not None and len(examples) > per_task:
-        keep = set(_rng(seed, "eval", task.name).sample(range(len(examples)), per_task))
-        examples = [e for i, e in enumerate(examples) if i in keep]
-    return [e.to_query() for e in examples]
+    return [e.to_query() for e in _eval_sample(task, examples, seed, per_task)]
+
+
+def _eval_sample(task: Task, examples: list[SourceExample], seed: int,
+                 per_task: int | None) -> list[SourceExample]:
+    """A seeded sample of `per_task` examples (None: all), in source order."""
+    if per_task is None or len(examples) <= per_task:
+        return examples
+    keep = set(_rng(seed, "eval", task.name).sample(range(len(examples)), per_task))
+    return [e for i, e in enumerate(examples) if i in keep]

@@ -33,7 +33,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "n_candidates": {"type": int, "help": "scored candidate prompts per training query (L)"},
     "eval_per_task": {"type": int, "help": "evaluation examples per held-out task"},
     "carve_fraction": {"type": float, "help": "share of the evaluation split carved out as "
-                       "training data of a training task that has no train split"},
+                       "training data of a training task that has no train split (in-task: "
+                       "of a task that has nothing but its evaluation split)"},
     "max_prompt_chars": {"type": int, "help": "drop demonstrations longer than this"},
 }
 _COUNTS = {  # field: (smallest value, None allowed)
@@ -81,7 +82,8 @@ class DataSettings:
         if self.in_task:
             return build_in_task_data(self.in_task, data_dir, self.seed, self.pool_per_task,
                                       self.queries_per_task, self.n_candidates,
-                                      self.eval_per_task, self.max_prompt_chars)
+                                      self.eval_per_task, self.max_prompt_chars,
+                                      self.carve_fraction)
         return build_stage_data(
             self.held_out_cluster, data_dir, list(self.train_clusters or []) or None,
             seed=self.seed, pool_per_task=self.pool_per_task,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flan_data import prepare_output_dir, read_stage_data, resolve_data_dir, write_json
+from flan_data.protocol import in_task_carved_ids
 from flan_data.provenance import run_info
 from flan_data.settings import add_arguments
 from flan_data.stage_io import POOL
@@ -187,7 +188,8 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if in_task and args.abstain:
         raise ValueError(f"{args.data} is in-task data: --abstain calibrates on other clusters' "
                          "validation queries, which in-task mode does not have; drop --abstain.")
-    check_pool_leakage(stage.eval_queries, stage.pool, retrievers, in_task=in_task)
+    check_pool_leakage(stage.eval_queries, stage.pool, retrievers, in_task=in_task,
+                       carved_ids=in_task_carved_ids(stage.manifest))
     lm = make_eval_lm(args.lm, args.dtype, _api(args))
     names, calibration = list(args.methods), None
     if args.abstain:

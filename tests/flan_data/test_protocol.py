@@ -118,9 +118,33 @@ def test_in_task_data_uses_the_training_split_for_pool_and_queries(shared_data_d
     for c in stage.candidates:
         assert len(c.prompt_ids) == 4 and c.query_id not in c.prompt_ids
         assert set(c.prompt_ids) <= pool_ids
-    assert stage.manifest["pool_split"] == "train"
-    with pytest.raises(ValueError, match="needs a training split"):
-        build_in_task_data("qnli", shared_data_dir)  # the mirror has only its validation split
+    assert stage.manifest["pool_split"] == "train" and stage.manifest["carves"] == []
+
+
+def test_in_task_data_of_a_task_with_only_its_evaluation_split_carves_it(shared_data_dir):
+    from flan_data.catalogue import get_task
+    from flan_data.loading import load_rows
+    from flan_data.protocol import build_in_task_data, carve_rows, in_task_carved_ids
+
+    # the mirror's CommonGen has nothing but validation, one row per (concept set, reference)
+    stage = build_in_task_data("common_gen", shared_data_dir, seed=3, pool_size=None,
+                               queries=20, n_candidates=3, eval_size=None, carve_fraction=0.4)
+    (carve,) = stage.manifest["carves"]
+    rows = load_rows(get_task("common_gen"), "validation", shared_data_dir)
+    assert carve["rows"] == len(rows) and carve["carved"] == round(0.4 * len(rows))
+    row = {p.id: int(p.id.rsplit(":", 1)[1]) for p in stage.pool}
+    evaluated = [int(q.id.rsplit(":", 1)[1]) for q in stage.eval_queries]
+    carved, kept = carve_rows(get_task("common_gen"), len(rows), 3, 0.4)
+    assert set(row.values()) <= set(carved) and set(evaluated) <= set(kept)
+    assert in_task_carved_ids(stage.manifest) == {f"common_gen:validation:{i}" for i in carved}
+    # no concept set is both a demonstration and an evaluated query; the repeats were dropped
+    concepts = {tuple(rows[i]["concepts"]) for i in carved}
+    assert not any(tuple(rows[i]["concepts"]) in concepts for i in evaluated)
+    dropped = sum(tuple(rows[i]["concepts"]) in concepts for i in kept)
+    assert carve["eval_dropped_as_duplicates"] == dropped > 0
+    assert len(evaluated) == len(kept) - dropped
+    with pytest.raises(ValueError, match="--carve-fraction 1.0 .* leaves no evaluation rows"):
+        build_in_task_data("common_gen", shared_data_dir, carve_fraction=1.0)
 
 
 def test_in_task_data_without_a_training_split_uses_another_non_evaluation_split(

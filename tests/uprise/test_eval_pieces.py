@@ -185,6 +185,26 @@ def test_in_task_leakage_check_allows_the_task_but_not_its_evaluated_split(share
         check_pool_leakage(stage.eval_queries, [*stage.pool, planted], in_task=True)
 
 
+def test_in_task_leakage_check_of_a_carved_split_allows_only_the_carved_rows(shared_data_dir):
+    from flan_data import LeakageError, Prompt
+    from flan_data.protocol import build_in_task_data, in_task_carved_ids
+
+    # DART: nothing but validation, so its pool rows and evaluated rows share that split
+    stage = build_in_task_data("dart", shared_data_dir, seed=3, pool_size=20, queries=4,
+                               n_candidates=2, eval_size=5)
+    carved = in_task_carved_ids(stage.manifest)
+    check_pool_leakage(stage.eval_queries, stage.pool, in_task=True, carved_ids=carved)
+    with pytest.raises(LeakageError):
+        check_pool_leakage(stage.eval_queries, stage.pool, in_task=True)  # no carve known
+    kept = next(f"dart:validation:{i}" for i in range(1000) if f"dart:validation:{i}"
+                not in carved and f"dart:validation:{i}" not in {q.id for q in stage.eval_queries})
+    planted = Prompt(id=kept, task="dart", cluster=stage.pool[0].cluster, template=0,
+                     text="an evaluation row that was not sampled")
+    with pytest.raises(LeakageError):
+        check_pool_leakage(stage.eval_queries, [*stage.pool, planted], in_task=True,
+                           carved_ids=carved)
+
+
 @pytest.mark.parametrize(("names", "dirs", "message"), [
     (["zero_shot", "retrieval"], {}, r"unknown method\(s\) \['retrieval'\]; expected names from"),
     (["trained"], {}, r"method\(s\) \['trained'\] need a retriever directory"),

@@ -26,11 +26,14 @@ PREDICTIONS_DIR = "predictions"
 
 
 def check_pool_leakage(queries: list[Query], pool: list[Prompt],
-                       retriever_dirs: list[str | Path] = (), in_task: bool = False) -> None:
+                       retriever_dirs: list[str | Path] = (), in_task: bool = False,
+                       carved_ids: set[str] | frozenset[str] = frozenset()) -> None:
     """Raises `LeakageError` if a prompt of the pool (or of a retriever's index) is one of the
     evaluated queries, or comes from their tasks or clusters (the BM25 and random baselines
     draw from `pool`; the dense retrievers from their index's prompts.jsonl). `in_task` (the
-    EPR-style mode) allows the evaluated task's prompts but none from its evaluated split."""
+    EPR-style mode) allows the evaluated task's prompts but none from its evaluated split,
+    except the rows carved out of it for the pool (`carved_ids`, of a task with no other
+    split; `flan_data.protocol.in_task_carved_ids`)."""
     from flan_data import LeakageError, read_jsonl
     from retriever import PROMPTS_FILE
 
@@ -41,7 +44,7 @@ def check_pool_leakage(queries: list[Query], pool: list[Prompt],
     sources.update({str(d): read_jsonl(Path(d) / PROMPTS_FILE, Prompt) for d in retriever_dirs})
     for where, prompts in sources.items():
         leaks = [p.id for p in prompts if p.id in ids or (
-            p.id.rsplit(":", 1)[0] in splits if in_task
+            p.id.rsplit(":", 1)[0] in splits and p.id not in carved_ids if in_task
             else p.task in tasks or p.cluster in clusters)]
         if leaks:
             raise LeakageError(
