@@ -318,9 +318,11 @@ def main() -> None:
     if args.out.exists():  # one file for every task run so far, each with its own settings
         results["tasks"] = json.loads(args.out.read_text()).get("tasks", {})
     for task in args.tasks:
-        times = run_task(args, task)
-        results["tasks"][task_dir(args, task).name] = {
-            **summary(args, task), "stage_wall_s_this_call": times, "settings": results["setup"]}
+        times, name = run_task(args, task), task_dir(args, task).name
+        earlier = results["tasks"].get(name, {}).get("stage_wall_s", {})
+        results["tasks"][name] = {  # wall time of each stage where it ran, over resumed calls
+            **summary(args, task), "stage_wall_s": {**earlier, **times},
+            "stage_wall_s_this_call": times, "settings": results["setup"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
