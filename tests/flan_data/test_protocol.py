@@ -132,10 +132,10 @@ def test_in_task_data_of_a_task_with_only_its_evaluation_split_carves_it(shared_
     (carve,) = stage.manifest["carves"]
     rows = load_rows(get_task("common_gen"), "validation", shared_data_dir)
     assert carve["rows"] == len(rows) and carve["carved"] == round(0.4 * len(rows))
-    row = {p.id: int(p.id.rsplit(":", 1)[1]) for p in stage.pool}
+    pooled = [int(p.id.rsplit(":", 1)[1]) for p in stage.pool]
     evaluated = [int(q.id.rsplit(":", 1)[1]) for q in stage.eval_queries]
     carved, kept = carve_rows(get_task("common_gen"), len(rows), 3, 0.4)
-    assert set(row.values()) <= set(carved) and set(evaluated) <= set(kept)
+    assert set(pooled) <= set(carved) and set(evaluated) <= set(kept)
     assert in_task_carved_ids(stage.manifest) == {f"common_gen:validation:{i}" for i in carved}
     # no concept set is both a demonstration and an evaluated query; the repeats were dropped
     concepts = {tuple(rows[i]["concepts"]) for i in carved}
