@@ -228,10 +228,7 @@ def evaluation(args, task: str, folders: list[tuple[Path, int]]) -> dict:
                                                           list(values[ref].values()),
                                                           seed=args.seed)
     return {"n_eval": part["tasks"][task]["n"], "metric": part["tasks"][task]["metric"],
-            "methods": methods, "ranking": rank,
-            "hybrid_weight": next((rep["hybrid"] for rep, _, _ in reports if rep.get("hybrid")),
-                                  None),
-            "eval_wall_s": report.get("wall_time_s")}
+            "methods": methods, "ranking": rank, "eval_wall_s": report.get("wall_time_s")}
 
 
 def _part(report: dict) -> dict:

@@ -64,10 +64,15 @@ def convert_rows(
             continue
         ex_id = f"{task.name}:{split}:{i}"
         src = SourceExample(ex_id, task, example, task.template_for(ex_id, seed))
-        if max_prompt_chars is not None and len(src.to_prompt().text) > max_prompt_chars:
-            continue
-        out.append(src)
+        if fits(src, max_prompt_chars):
+            out.append(src)
     return out
+
+
+def fits(example: SourceExample, max_prompt_chars: int | None) -> bool:
+    """Whether the example's demonstration (input and target) is at most `max_prompt_chars`
+    long (None: no limit)."""
+    return max_prompt_chars is None or len(example.to_prompt().text) <= max_prompt_chars
 
 
 def balanced_sample(examples: list[SourceExample], cap: int | None, rng: random.Random) -> list:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flan_data.catalogue import Task, clusters, get_task, tasks_in
-from flan_data.examples import SourceExample, balanced_sample, convert_rows
+from flan_data.examples import SourceExample, balanced_sample, convert_rows, fits
 from flan_data.loading import available_splits, load_rows
 from flan_data.schema import Candidates, Prompt, Query
 
@@ -244,8 +244,7 @@ def in_task_carve(task: Task, data_dir: Path | None, seed: int, carve_fraction: 
         raise ValueError(
             f"in-task {task.name!r}: --carve-fraction {carve_fraction} of its only split "
             f"{task.eval_split!r} ({len(rows)} rows) leaves no evaluation rows; lower it.")
-    examples = [e for e in source
-                if max_prompt_chars is None or len(e.to_prompt().text) <= max_prompt_chars]
+    examples = [e for e in source if fits(e, max_prompt_chars)]
     carve = {"task": task.name, "split": task.eval_split, "rows": len(rows),
              "fraction": carve_fraction, "carved": len(carved),
              "eval_dropped_as_duplicates": len(held) - len(fresh)}
