@@ -6,6 +6,7 @@ untrained encoder when pool, training queries and evaluation come from one task?
         --eval-lm embedded:qwen2.5-coder-0.5b-instruct     # + a stronger evaluated LM
     .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --hybrid  # + trained mixed with BM25
     .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --rounds 2  # + a mined round
+    .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --bm25-candidates 8  # + EPR's
 
 Per task, the documented pipeline through the `uprise` CLI, one stage at a time (one heavy
 process, as a 2-core machine needs), each stage skipped when its output exists, so a rerun
@@ -24,6 +25,9 @@ adds iterative mining (LLM-R, UDR): `uprise mine` takes round 1's retriever's to
 `--mine-top-k` same-task prompts plus random ones as each query's candidates, then score (pairs
 seen before come from the cache), train, index and evaluate again into `*_r2` folders; the
 table reports `trained_r2` (and `hybrid_r2`) against BM25, the untrained encoder and round 1.
+`--bm25-candidates K` adds EPR's candidate source beside round 1: `uprise mine --bm25` gives
+each training query its task's K best BM25 prompts plus random ones, then the same stages into
+`*_bm25c` folders, reported as `trained_bm25c` (and `hybrid_bm25c`) with the same comparisons.
 """
 
 from __future__ import annotations
@@ -82,8 +86,12 @@ def stages(args, task: str) -> list[tuple[str, bool, list]]:
          data_argv(args, task, t / "data", args.eval)),
         *round_stages(args, task, 1),
         *(s for r in range(2, args.rounds + 1) for s in round_stages(args, task, r)),
+        *bm25_candidate_stages(args, task),
         *cross_model_stages(args, task),
     ]
+
+
+BM25C = "_bm25c"  # folder suffix (and method-name suffix) of the BM25-candidate variant
 
 
 def suffix(r: int) -> str:
@@ -91,19 +99,44 @@ def suffix(r: int) -> str:
     return "" if r == 1 else f"_r{r}"
 
 
+def variants(args) -> list[str]:
+    """The folder suffix of every trained retriever of a task: the rounds, then BM25's."""
+    return [suffix(r) for r in range(1, args.rounds + 1)] + [BM25C] * bool(args.bm25_candidates)
+
+
 def round_stages(args, task: str, r: int) -> list[tuple[str, bool, list]]:
     """One training round: (round >= 2: `uprise mine` the candidates from the previous round's
-    retriever), score, train, index, evaluate; round 1 evaluates every method, later rounds
-    the trained retriever alone, on the same evaluation queries (the mined folder keeps them)."""
-    t, lm, x = task_dir(args, task), scoring_lm_args(args), suffix(r)
+    retriever), then `train_stages`; round 1 evaluates every method, later rounds the trained
+    retriever alone, on the same evaluation queries (the mined folder keeps them)."""
+    t = task_dir(args, task)
+    mine = [] if r == 1 else [mine_stage(args, task, suffix(r), args.mine_top_k, [
+        "--data", t / f"data{suffix(r - 1)}", "--retriever", t / f"retriever{suffix(r - 1)}"])]
+    return [*mine, *train_stages(args, task, suffix(r), args.methods if r == 1 else ["trained"])]
+
+
+def bm25_candidate_stages(args, task: str) -> list[tuple[str, bool, list]]:
+    """With --bm25-candidates K: EPR's candidate source. Each training query of round 1's data
+    gets its task's K best BM25 prompts plus random ones (`uprise mine --bm25`), then score,
+    train, index and evaluate the trained retriever alone into `*_bm25c` folders."""
+    if not args.bm25_candidates:
+        return []
+    src = ["--data", task_dir(args, task) / "data", "--bm25"]
+    return [mine_stage(args, task, BM25C, args.bm25_candidates, src),
+            *train_stages(args, task, BM25C, ["trained"])]
+
+
+def mine_stage(args, task: str, x: str, top_k: int, src: list) -> tuple[str, bool, list]:
+    data = task_dir(args, task) / f"data{x}"
+    return (f"mine{x}", (data / DATA_MANIFEST).is_file(),
+            ["mine", *src, "--output-dir", data, "--top-k", top_k,
+             "--n-random", args.candidates - top_k, "--seed", args.seed])
+
+
+def train_stages(args, task: str, x: str, methods: list[str]) -> list[tuple[str, bool, list]]:
+    """Score the candidates of folder `data{x}`, train, index and evaluate `methods`."""
+    t, lm = task_dir(args, task), scoring_lm_args(args)
     data, retriever, out = t / f"data{x}", t / f"retriever{x}", t / f"eval_k{args.k}{x}"
-    mine = [] if r == 1 else [
-        (f"mine{x}", (data / DATA_MANIFEST).is_file(),
-         ["mine", "--data", t / f"data{suffix(r - 1)}", "--retriever",
-          t / f"retriever{suffix(r - 1)}", "--output-dir", data, "--top-k", args.mine_top_k,
-          "--n-random", args.candidates - args.mine_top_k, "--seed", args.seed])]
     return [
-        *mine,
         (f"score{x}", False, ["score", "--data", data, "--output-dir", t / f"scores{x}", *lm]),
         (f"train{x}", (retriever / "uprise_config.json").is_file(),
          ["train", "fit", "--config", REPO / "configs" / "train.yaml",
@@ -115,27 +148,27 @@ def round_stages(args, task: str, r: int) -> list[tuple[str, bool, list]]:
         (f"eval{x}", (out / REPORT_FILE).is_file(),
          ["eval", "--data", data, "--retriever", retriever, "--k", args.k,
           "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
-          "--output-dir", out, "--no-progress", "--methods",
-          *(args.methods if r == 1 else ["trained"]), *lm]),
-        *hybrid_stages(args, task, r),
+          "--output-dir", out, "--no-progress", "--methods", *methods, *lm]),
+        *hybrid_stages(args, task, x),
     ]
 
 
-def hybrid_stages(args, task: str, r: int) -> list[tuple[str, bool, list]]:
-    """With --hybrid: round r's trained retriever mixed with BM25, its weight chosen by `uprise
-    eval` on training's validation queries, on the same evaluation queries (own folder)."""
+def hybrid_stages(args, task: str, x: str) -> list[tuple[str, bool, list]]:
+    """With --hybrid: the trained retriever of folder suffix x mixed with BM25, its weight
+    chosen by `uprise eval` on training's validation queries, on the same evaluation queries
+    (own folder)."""
     if not args.hybrid:
         return []
-    t, x, lm = task_dir(args, task), suffix(r), scoring_lm_args(args)
-    out = hybrid_dir(args, task, r)
+    t, lm = task_dir(args, task), scoring_lm_args(args)
+    out = hybrid_dir(args, task, x)
     return [(f"eval_hybrid{x}", (out / REPORT_FILE).is_file(),
              ["eval", "--data", t / f"data{x}", "--retriever", t / f"retriever{x}", "--k",
               args.k, "--methods", "hybrid", "--ranking-per-task", 0, "--output-dir", out,
               "--no-progress", *lm])]
 
 
-def hybrid_dir(args, task: str, r: int = 1) -> Path:
-    return task_dir(args, task) / f"eval_k{args.k}_hybrid{suffix(r)}"
+def hybrid_dir(args, task: str, x: str = "") -> Path:
+    return task_dir(args, task) / f"eval_k{args.k}_hybrid{x}"
 
 
 def cross_model_stages(args, task: str) -> list[tuple[str, bool, list]]:
@@ -176,51 +209,49 @@ def run_task(args, task: str) -> dict[str, float]:
 
 
 def summary(args, task: str) -> dict:
-    """The task's evaluation reports (methods, CIs, changed answers, ranking; each mining round
-    after the first as `trained_r2`, `hybrid_r2`, ...), training's validation ranking history
-    per round, and with --eval-lm the other LM's evaluation."""
-    t, rounds = task_dir(args, task), range(1, args.rounds + 1)
-    folders = [(t / f"eval_k{args.k}{suffix(r)}", r) for r in rounds]
-    folders += [(hybrid_dir(args, task, r), r) for r in rounds if args.hybrid]
-    out = {**evaluation(args, task, folders), "validation_ranking": ranking(t, 1)}
-    for r in rounds[1:]:
-        out[f"validation_ranking{suffix(r)}"] = ranking(t, r)
+    """The task's evaluation reports (methods, CIs, changed answers, ranking; each trained
+    retriever after round 1's named with its folder suffix: `trained_r2`, `hybrid_r2`,
+    `trained_bm25c`, ...), training's validation ranking history per retriever, and with
+    --eval-lm the other LM's evaluation."""
+    t, xs = task_dir(args, task), variants(args)
+    folders = [(t / f"eval_k{args.k}{x}", x) for x in xs]
+    folders += [(hybrid_dir(args, task, x), x) for x in xs if args.hybrid]
+    out = evaluation(args, task, folders)
+    for x in xs:
+        out[f"validation_ranking{x}"] = latest_ranking(t / f"train{x}")  # the exporting run
     if args.eval_lm:
         out["cross_model"] = {"lm": args.eval_lm,
-                              **evaluation(args, task, [(cross_model_dir(args, task), 1)])}
+                              **evaluation(args, task, [(cross_model_dir(args, task), "")])}
     return out
 
 
-def ranking(t: Path, r: int) -> dict | None:
-    return latest_ranking(t / f"train{suffix(r)}")  # the run that exported round r's retriever
-
-
-def evaluation(args, task: str, folders: list[tuple[Path, int]]) -> dict:
-    """`uprise eval` reports on the same queries, each (folder, mining round); a method of
-    round r >= 2 is named with the round's suffix. Per method the average, CIs, changed
-    answers; trained and hybrid minus BM25, minus the untrained encoder and (later rounds)
-    minus the same method of round 1, paired bootstrap over the same queries."""
-    reports = [(json.loads((f / REPORT_FILE).read_text()), f, r) for f, r in folders]
+def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
+    """`uprise eval` reports on the same queries, each (folder, suffix of its retriever); a
+    method of a later round or of the BM25-candidate variant is named with that suffix. Per
+    method the average, CIs, changed answers; trained and hybrid minus BM25, minus the untrained
+    encoder and (other variants) minus the same method of round 1, paired bootstrap over the
+    same queries."""
+    reports = [(json.loads((f / REPORT_FILE).read_text()), f, x) for f, x in folders]
     report, part = reports[0][0], _part(reports[0][0])
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
     methods, values, rank = {}, {}, part.get("ranking")
-    for rep, f, r in reports:
+    for rep, f, x in reports:
         for m, result in _part(rep)["methods"].items():
-            name = m + suffix(r)
+            name = m + x
             methods[name] = {k: result[k] for k in keep if k in result}
             if m == "hybrid":
                 methods[name]["weight"] = rep.get("hybrid")
             rows = [json.loads(line) for line in (f / "predictions" / f"{m}.jsonl").open()]
             values[name] = {row["query_id"]: row["value"] for row in rows}
         later = (_part(rep).get("ranking") or {}).get("methods", {})
-        if r > 1 and rank and "trained" in later:
-            rank["methods"]["trained" + suffix(r)] = later["trained"]
+        if x and rank and "trained" in later:
+            rank["methods"]["trained" + x] = later["trained"]
     order = list(values[next(iter(values))])
     if any(list(v) != order for v in values.values()):
         raise ValueError(f"{[f for f, _ in folders]}: the reports' queries differ; evaluate "
                          "every method on the same evaluation queries")
     for name in methods:  # the in-task claim: each minus the bases (and minus round 1)
-        base = re.sub(r"_r\d+$", "", name)
+        base = re.sub(rf"(_r\d+|{BM25C})$", "", name)
         if base not in ("trained", "hybrid"):
             continue
         for ref in [b for b in ("bm25", "untrained") if b in methods] + [base] * (name != base):
@@ -243,7 +274,7 @@ def machine() -> dict:
 
 
 def print_table(results: dict) -> None:
-    print(f"{'task (LM)':24s} {'n':>4s} {'method':10s} {'metric':>7s} {'vs bm25':>22s} "
+    print(f"{'task (LM)':24s} {'n':>4s} {'method':13s} {'metric':>7s} {'vs bm25':>22s} "
           f"{'vs untrained':>22s} {'changed':>8s} {'ndcg@3':>7s} {'top1':>6s}")
     for task, r in results["tasks"].items():
         print_rows(f"{task} (scoring LM)", r)
@@ -259,7 +290,7 @@ def print_rows(label: str, r: dict) -> None:
         ch = v.get("changed_vs_zero_shot")
         changed = "" if not ch else f"{100 * ch['rate']:.1f}"
         rk = rank.get(m, {})
-        print(f"{label:24s} {r['n_eval']:4d} {m:10s} {100 * v['average']:7.1f} "
+        print(f"{label:24s} {r['n_eval']:4d} {m:13s} {100 * v['average']:7.1f} "
               f"{diffs[0]:>22s} {diffs[1]:>22s} {changed:>8s} "
               f"{rk.get('ndcg@3', {}).get('mean', float('nan')):7.3f} "
               f"{rk.get('top1', {}).get('mean', float('nan')):6.3f}")
@@ -301,6 +332,9 @@ def main() -> None:
     ap.add_argument("--mine-top-k", type=int, default=5,
                     help="retrieved candidates per query in a mined round; the rest of "
                          "--candidates are random same-task prompts")
+    ap.add_argument("--bm25-candidates", type=int, default=0, metavar="K",
+                    help="also train on EPR's candidates: each query's K best BM25 prompts of "
+                         "its task plus random ones (--candidates in all), into *_bm25c folders")
     ap.add_argument("--eval-lm", help="also evaluate with this LM (e.g. "
                     "embedded:qwen2.5-coder-0.5b-instruct after `uprise fetch-lm`)")
     ap.add_argument("--eval-lm-queries", type=int, default=200,
@@ -310,6 +344,9 @@ def main() -> None:
     if args.rounds < 1 or not 1 <= args.mine_top_k <= args.candidates:
         ap.error(f"--rounds {args.rounds}, --mine-top-k {args.mine_top_k}: expected --rounds >= 1 "
                  f"and 1 <= --mine-top-k <= --candidates ({args.candidates})")
+    if not 0 <= args.bm25_candidates <= args.candidates:
+        ap.error(f"--bm25-candidates {args.bm25_candidates}: expected 0 (off) to --candidates "
+                 f"({args.candidates})")
     results = {"setup": {**{k: str(v) if isinstance(v, Path) else v
                             for k, v in vars(args).items()}, **machine()}, "tasks": {}}
     if args.out.exists():  # one file for every task run so far, each with its own settings

@@ -244,14 +244,17 @@ def _check_index_arguments(parser: argparse.ArgumentParser, ns: argparse.Namespa
 
 
 def mine_main(args: list[str] | None = None) -> None:
-    """`uprise mine --data DIR --retriever DIR --output-dir DIR2`: the next round of iterative
-    mining (candidates = the trained retriever's top-k same-task prompts + random ones); then
-    `uprise score --data DIR2 ...` and train on its scores."""
+    """`uprise mine --data DIR (--retriever DIR | --bm25) --output-dir DIR2`: the next round of
+    iterative mining (candidates = the trained retriever's, or BM25's, top-k same-task prompts +
+    random ones); then `uprise score --data DIR2 ...` and train on its scores."""
     from retriever.mining import mine_round
 
     parser = argparse.ArgumentParser(prog="uprise mine", description=mine_main.__doc__)
     parser.add_argument("--data", required=True, help="data folder of the previous round")
-    parser.add_argument("--retriever", required=True, help="retriever trained on that round")
+    ranker = parser.add_mutually_exclusive_group(required=True)
+    ranker.add_argument("--retriever", help="retriever trained on that round")
+    ranker.add_argument("--bm25", action="store_true",
+                        help="rank each query's task prompts with BM25 instead (EPR's candidates)")
     parser.add_argument("--output-dir", required=True, help="the new round's data folder")
     parser.add_argument("--top-k", type=int, default=5, help="retrieved candidates per query")
     parser.add_argument("--n-random", type=int, default=5, help="random same-task candidates")

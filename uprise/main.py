@@ -5,7 +5,7 @@
     fetch-lm   proxy_lm    fetch an optional stronger offline LM by pinned hash (Qwen2.5-0.5B)
     train      retriever   LightningCLI: fit the bi-encoder on the scores, export it
     index      retriever   encode a pool with an exported retriever into a FAISS index
-    mine       retriever   next round's candidates: a trained retriever's top-k + random ones
+    mine       retriever   next round's candidates: a retriever's (or BM25's) top-k + random ones
     retrieve   serve       top-k prompts / augmented input for a query
     eval       uprise      held-out eval: zero-shot, random, BM25, untrained, trained (+abstain)
     demo       serve       Gradio app to inspect retrieved prompts

@@ -1,4 +1,5 @@
-"""Iterative mining: top-k same-task candidates plus seeded random ones, round bookkeeping."""
+"""Iterative mining: top-k same-task candidates plus seeded random ones (from a retriever or
+BM25), round bookkeeping."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from flan_data import StageData, read_stage_data, write_stage_data
 from flan_data.schema import Prompt, Query
-from retriever.mining import mine_round, mined_candidates
+from retriever.mining import bm25_candidates, mine_round, mined_candidates
 
 
 def _pool():
@@ -58,3 +59,36 @@ def test_two_rounds_keep_the_data_and_count_rounds(tmp_path, tiny_config):
     with pytest.raises(FileExistsError, match="not empty"):
         mine_round(tmp_path / "r0", export, tmp_path / "r1")
     assert json.loads((tmp_path / "r1" / "data_manifest.json").read_text())["mining"]
+
+
+def test_bm25_candidates_rank_the_query_task_lexically_never_the_query():
+    pool = [Prompt(id=f"a{i}", task="a", cluster="c1", template=0, text=t) for i, t in
+            enumerate(["red apple pie", "green apple", "blue sky", "apple red apple pie", "rain"])]
+    pool.append(Prompt(id="b0", task="b", cluster="c2", template=0, text="red apple pie apple"))
+    query = Query(id="a0", task="a", cluster="c1", template=0, input="red apple pie",
+                  options=["x"], gold=0)
+    got = bm25_candidates([query], pool, top_k=2, n_random=1, seed=0)[0].prompt_ids
+    # a0 is the query itself, b0 another task; a3 shares red+apple+pie, a1 only apple
+    assert got[:2] == ["a3", "a1"] and got[2] in {"a2", "a4"}
+    assert bm25_candidates([query], pool, top_k=2, n_random=1, seed=0)[0].prompt_ids == got
+    other = Query(id="q", task="b", cluster="c2", template=0, input="apple", options=["x"], gold=0)
+    both = bm25_candidates([other, query], pool, top_k=2, n_random=1, seed=0)
+    assert both[0].prompt_ids == ["b0"] and both[1].prompt_ids == got  # one index per task
+
+
+def test_uprise_mine_bm25_writes_a_round_ranked_by_bm25(tmp_path):
+    from retriever.cli import mine_main
+
+    pool = [Prompt(id=f"a{i}", task="a", cluster="c1", template=0, text=f"word{i} shared")
+            for i in range(5)]
+    query = Query(id="x", task="a", cluster="c1", template=0, input="word3", options=["y"],
+                  gold=0)
+    write_stage_data(StageData(pool, [query], [], [], {"seed": 1}), tmp_path / "r0")
+    mine_main(["--data", str(tmp_path / "r0"), "--bm25", "--top-k", "1", "--n-random", "2",
+               "--output-dir", str(tmp_path / "r1")])
+    mined = read_stage_data(tmp_path / "r1")
+    assert mined.candidates[0].prompt_ids[0] == "a3" and len(mined.candidates[0].prompt_ids) == 3
+    assert mined.manifest["mining"]["ranker"] == "bm25"
+    assert mined.manifest["mining"]["retriever"] is None
+    with pytest.raises(SystemExit):  # a ranker is required, and only one
+        mine_main(["--data", str(tmp_path / "r0"), "--output-dir", str(tmp_path / "r2")])
