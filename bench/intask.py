@@ -230,7 +230,7 @@ def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
     method of a later round or of the BM25-candidate variant is named with that suffix. Per
     method the average, CIs, changed answers; trained and hybrid minus BM25, minus the untrained
     encoder and (other variants) minus the same method of round 1, paired bootstrap over the
-    same queries."""
+    same queries, at --level."""
     reports = [(json.loads((f / REPORT_FILE).read_text()), f, x) for f, x in folders]
     report, part = reports[0][0], _part(reports[0][0])
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
@@ -257,7 +257,7 @@ def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
         for ref in [b for b in ("bm25", "untrained") if b in methods] + [base] * (name != base):
             methods[name][f"vs_{ref}"] = paired_bootstrap(list(values[name].values()),
                                                           list(values[ref].values()),
-                                                          seed=args.seed)
+                                                          seed=args.seed, level=args.level)
     return {"n_eval": part["tasks"][task]["n"], "metric": part["tasks"][task]["metric"],
             "methods": methods, "ranking": rank, "eval_wall_s": report.get("wall_time_s")}
 
@@ -339,6 +339,9 @@ def main() -> None:
                     "embedded:qwen2.5-coder-0.5b-instruct after `uprise fetch-lm`)")
     ap.add_argument("--eval-lm-queries", type=int, default=200,
                     help="evaluation queries per task for --eval-lm")
+    ap.add_argument("--level", type=float, default=0.95,
+                    help="level of the paired intervals of trained and hybrid (e.g. 0.9875: "
+                         "Bonferroni for four variants compared)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "intask.json")
     args = ap.parse_args()
     if args.rounds < 1 or not 1 <= args.mine_top_k <= args.candidates:
