@@ -9,7 +9,7 @@ the share of the query's candidates written in its own instruction template, the
 its positive and for its hard negatives, the share of positives whose input equals the query's
 (the same example under another reference), and how far the positive's LM value lies above its
 candidates' median. Explains what contrastive training on those labels can learn (in-task E2E
-NLG and DART: README). Pure Python, no model. Prints a table, writes JSON.
+NLG, DART and CommonGen: README). Pure Python, no model. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
