@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -234,10 +233,11 @@ def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
     reports = [(json.loads((f / REPORT_FILE).read_text()), f, x) for f, x in folders]
     report, part = reports[0][0], _part(reports[0][0])
     keep = ("average", "vs_zero_shot", "changed_vs_zero_shot")
-    methods, values, rank = {}, {}, part.get("ranking")
+    methods, values, base, rank = {}, {}, {}, part.get("ranking")
     for rep, f, x in reports:
         for m, result in _part(rep)["methods"].items():
             name = m + x
+            base[name] = m
             methods[name] = {k: result[k] for k in keep if k in result}
             if m == "hybrid":
                 methods[name]["weight"] = rep.get("hybrid")
@@ -250,11 +250,10 @@ def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
     if any(list(v) != order for v in values.values()):
         raise ValueError(f"{[f for f, _ in folders]}: the reports' queries differ; evaluate "
                          "every method on the same evaluation queries")
-    for name in methods:  # the in-task claim: each minus the bases (and minus round 1)
-        base = re.sub(rf"(_r\d+|{BM25C})$", "", name)
-        if base not in ("trained", "hybrid"):
+    for name, m in base.items():  # the in-task claim: each minus the bases (and minus round 1)
+        if m not in ("trained", "hybrid"):
             continue
-        for ref in [b for b in ("bm25", "untrained") if b in methods] + [base] * (name != base):
+        for ref in [b for b in ("bm25", "untrained") if b in methods] + [m] * (name != m):
             methods[name][f"vs_{ref}"] = paired_bootstrap(list(values[name].values()),
                                                           list(values[ref].values()),
                                                           seed=args.seed, level=args.level)
