@@ -36,6 +36,7 @@ class StageData:
     eval_queries: list[Query]
     candidates: list[Candidates]
     manifest: dict[str, Any] = field(default_factory=dict)
+    dev_queries: list[Query] = field(default_factory=list)
 
 
 def _rng(seed: int, purpose: str, task: str) -> random.Random:
@@ -180,9 +181,13 @@ def build_in_task_data(
     eval_size: int | None = None,
     max_prompt_chars: int | None = 1500,
     carve_fraction: float = 0.5,
+    dev_size: int = 0,
 ) -> StageData:
     """In-task data (EPR-style, the easiest rung): pool and training queries from one task's
-    training split, evaluation queries from its evaluation split. Labelled `mode: in_task` in
+    training split, evaluation queries from its evaluation split. `dev_size` > 0 withholds that
+    many rows of the training split from pool and training queries as development queries
+    (`withhold_dev`), on which a choice between recipes can be made without looking at the
+    evaluation split. Labelled `mode: in_task` in
     the manifest; there is no held-out cluster. Where the source lacks the training split but
     has another split besides the evaluation one (the mirror's E2E NLG, ARC: validation), that
     split feeds pool and queries (`pool_split` in the manifest). A task with nothing but its
@@ -199,6 +204,7 @@ def build_in_task_data(
         rows = load_rows(task, split, data_dir)
         examples = convert_rows(task, split, rows, seed, None, max_prompt_chars)
         eval_queries, carve = task_evaluation_queries(task, data_dir, seed, eval_size), None
+    examples, dev = withhold_dev(task, examples, dev_size, seed)
     pool = [e.to_prompt() for e in balanced_sample(examples, pool_size,
                                                    _rng(seed, "pool", task.name))]
     picked = balanced_sample(examples, queries, _rng(seed, "queries", task.name))
@@ -210,10 +216,38 @@ def build_in_task_data(
         "seed": seed, "pool_per_task": pool_size, "queries_per_task": queries,
         "n_candidates": n_candidates, "eval_per_task": eval_size,
         "max_prompt_chars": max_prompt_chars, "carves": [carve] if carve else [],
+        "dev_per_task": dev_size,
         "counts": {"pool": len(pool), "train_queries": len(train_queries),
-                   "eval_queries": len(eval_queries)},
+                   "eval_queries": len(eval_queries), **({"dev_queries": len(dev)} if dev else {})},
     }
-    return StageData(pool, train_queries, eval_queries, candidates, manifest)
+    return StageData(pool, train_queries, eval_queries, candidates, manifest,
+                     [e.to_query() for e in dev])
+
+
+def withhold_dev(task: Task, examples: list[SourceExample], dev_size: int, seed: int,
+                 ) -> tuple[list[SourceExample], list[SourceExample]]:
+    """(the examples left for pool and training queries, `dev_size` development examples in
+    source order). Whole inputs are withheld, seeded: every row whose template fields equal a
+    development row's leaves the pool too (E2E and CommonGen give one input several
+    references; a development query must not find its own input among the demonstrations)."""
+    if not dev_size:
+        return examples, []
+    groups: dict[tuple, list[int]] = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(_fields_key(e), []).append(i)
+    order = list(groups.values())
+    _rng(seed, "dev", task.name).shuffle(order)
+    withheld: list[int] = []
+    for rows in order:
+        if len(withheld) >= dev_size:
+            break
+        withheld += rows
+    if len(withheld) < dev_size or len(withheld) == len(examples):
+        raise ValueError(f"in-task {task.name!r}: --dev-per-task {dev_size} needs more rows than "
+                         f"the {len(examples)} of its pool's source leave; lower it.")
+    out = set(withheld)
+    dev = sorted(withheld[:dev_size])
+    return [e for i, e in enumerate(examples) if i not in out], [examples[i] for i in dev]
 
 
 def in_task_source_split(task: Task, data_dir: Path | None) -> str | None:

@@ -36,10 +36,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
                        "training data of a training task that has no train split (in-task: "
                        "of a task that has nothing but its evaluation split)"},
     "max_prompt_chars": {"type": int, "help": "drop demonstrations longer than this"},
+    "dev_per_task": {"type": int, "help": "in-task: rows of the training split withheld from "
+                     "pool and training queries as development queries (`uprise eval --on dev`), "
+                     "to choose between recipes without the evaluation split; 0: none"},
 }
 _COUNTS = {  # field: (smallest value, None allowed)
     "seed": (0, False), "pool_per_task": (1, False), "queries_per_task": (1, False),
     "n_candidates": (1, False), "eval_per_task": (1, True), "max_prompt_chars": (1, False),
+    "dev_per_task": (0, False),
 }
 
 
@@ -55,6 +59,7 @@ class DataSettings:
     eval_per_task: int | None = None
     carve_fraction: float = 0.5
     max_prompt_chars: int | None = 1500
+    dev_per_task: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.train_clusters, list):
@@ -74,6 +79,9 @@ class DataSettings:
                              "(0, 1]")
         if self.in_task:
             get_task(self.in_task)  # an unknown task fails here, listing the known ones
+        elif self.dev_per_task:
+            raise ValueError(f"--dev-per-task {self.dev_per_task}: development queries are an "
+                             "in-task option; add --in-task TASK or drop it")
         else:
             check_clusters(self.held_out_cluster, list(self.train_clusters or []) or None)
 
@@ -83,7 +91,7 @@ class DataSettings:
             return build_in_task_data(self.in_task, data_dir, self.seed, self.pool_per_task,
                                       self.queries_per_task, self.n_candidates,
                                       self.eval_per_task, self.max_prompt_chars,
-                                      self.carve_fraction)
+                                      self.carve_fraction, self.dev_per_task)
         return build_stage_data(
             self.held_out_cluster, data_dir, list(self.train_clusters or []) or None,
             seed=self.seed, pool_per_task=self.pool_per_task,

@@ -3,6 +3,8 @@
     DIR/pool.jsonl            Prompt records (the retrieval pool)
     DIR/train_queries.jsonl   Query records the retriever learns from
     DIR/eval_queries.jsonl    Query records of the held-out cluster
+    DIR/dev_queries.jsonl     Query records withheld for development (in-task `--dev-per-task`;
+                              only where the manifest counts `dev_queries`)
     DIR/candidates.jsonl      Candidates records (prompt ids to score per training query)
     DIR/data_manifest.json    the protocol settings, counts and carves
 
@@ -32,8 +34,9 @@ from flan_data.schema import (
 
 POOL, TRAIN_QUERIES, EVAL_QUERIES = "pool.jsonl", "train_queries.jsonl", "eval_queries.jsonl"
 CANDIDATES, DATA_MANIFEST = "candidates.jsonl", "data_manifest.json"
+DEV_QUERIES = "dev_queries.jsonl"
 COUNT_KEYS = {POOL: "pool", TRAIN_QUERIES: "train_queries", EVAL_QUERIES: "eval_queries",
-              CANDIDATES: "train_queries"}
+              CANDIDATES: "train_queries", DEV_QUERIES: "dev_queries"}
 """The manifest `counts` key each file's record count must equal."""
 
 
@@ -47,6 +50,8 @@ def write_stage_data(stage: StageData, out_dir: str | Path) -> Path:
     write_jsonl(out / TRAIN_QUERIES, stage.train_queries)
     write_jsonl(out / EVAL_QUERIES, stage.eval_queries)
     write_jsonl(out / CANDIDATES, stage.candidates)
+    if "dev_queries" in stage.manifest.get("counts", {}):
+        write_jsonl(out / DEV_QUERIES, stage.dev_queries)
     write_json(out / DATA_MANIFEST, stage.manifest)  # last: its presence marks a complete stage
     return out
 
@@ -65,6 +70,8 @@ def read_stage_data(data_dir: str | Path) -> StageData:
         eval_queries=_read_counted(d / EVAL_QUERIES, Query, manifest),
         candidates=_read_counted(d / CANDIDATES, Candidates, manifest),
         manifest=manifest,
+        dev_queries=(_read_counted(d / DEV_QUERIES, Query, manifest)
+                     if "dev_queries" in manifest.get("counts", {}) else []),
     )
 
 

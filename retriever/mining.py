@@ -15,6 +15,7 @@ cache) and train on it; each round is its own folder, so every round's numbers s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections import defaultdict
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flan_data import StageData, check_no_leakage, read_stage_data, write_stage_data
+from flan_data import check_no_leakage, read_stage_data, write_stage_data
 from flan_data.schema import Candidates, Prompt, Query, prepare_output_dir
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,7 @@ def mine_round(data_dir: str | Path, retriever_dir: str | Path | None, out_dir: 
                            "ranker": "bm25" if retriever_dir is None else "retriever",
                            "retriever": None if retriever_dir is None else str(retriever_dir),
                            "top_k": top_k, "n_random": n_random, "seed": seed}}
-    write_stage_data(StageData(stage.pool, stage.train_queries, stage.eval_queries, candidates,
-                               manifest), out)
+    write_stage_data(dataclasses.replace(stage, candidates=candidates, manifest=manifest), out)
     log.info("mining round %d: %d queries x %d candidates -> %s", previous + 1,
              len(candidates), top_k + n_random, out)
     return out

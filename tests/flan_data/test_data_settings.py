@@ -48,6 +48,8 @@ def _required(parser) -> list[str]:
     ({"held_out_cluster": "nope"}, "unknown cluster 'nope'"),
     ({"held_out_cluster": "nli", "train_clusters": ["nli"]}, "also listed in train_clusters"),
     ({"in_task": "no_such_task"}, "no_such_task"),
+    ({"dev_per_task": 5}, "--dev-per-task 5: development queries are an in-task option"),
+    ({"in_task": "rte", "dev_per_task": -1}, "--dev-per-task -1: expected an integer >= 0"),
 ])
 def test_check_names_the_option(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -159,3 +159,61 @@ def test_in_task_data_without_a_training_split_uses_another_non_evaluation_split
     assert {q.id.rsplit(":", 1)[0] for q in stage.train_queries} == {"e2e_nlg:validation"}
     assert {q.id.rsplit(":", 1)[0] for q in stage.eval_queries} == {"e2e_nlg:test"}
 
+
+
+def test_withheld_development_rows_take_whole_inputs_with_them():
+    from flan_data.catalogue import get_task
+    from flan_data.examples import convert_rows
+    from flan_data.protocol import withhold_dev
+
+    task = get_task("common_gen")  # one row per (concept set, reference): inputs repeat
+    rows = [{"concepts": [c, "dog"], "target": f"{c} dog {n}"}
+            for c in "abcdef" for n in range(1 + (c in "ace"))]  # a, c, e twice: 9 rows
+    examples = convert_rows(task, "validation", rows, seed=0)
+    rest, dev = withhold_dev(task, examples, 4, seed=5)
+
+    def inputs(part):
+        return {e.example.fields["concepts"] for e in part}
+
+    assert len(examples) == 9 and len(inputs(examples)) == 6
+    assert len(dev) == 4 and not inputs(dev) & inputs(rest)
+    assert inputs(dev) | inputs(rest) == inputs(examples)
+    # whole inputs: 4 rows, or 5 where the last input taken has a second row (evaluated once)
+    assert len(examples) - len(rest) in (4, 5)
+    assert dev == [e for e in examples if e in dev]  # source order
+    assert withhold_dev(task, examples, 4, seed=5) == (rest, dev)  # seeded
+    assert withhold_dev(task, examples, 4, seed=6) != (rest, dev)
+    assert withhold_dev(task, examples, 0, seed=5) == (examples, [])
+    with pytest.raises(ValueError, match="--dev-per-task 9 needs more rows than the 9"):
+        withhold_dev(task, examples, 9, seed=5)
+
+
+def test_in_task_development_queries_are_withheld_from_pool_and_training_queries(
+        shared_data_dir, tmp_path):
+    from flan_data.catalogue import get_task
+    from flan_data.loading import load_rows
+    from flan_data.protocol import build_in_task_data
+
+    # E2E NLG's validation split (pool source) repeats each meaning representation
+    stage = build_in_task_data("e2e_nlg", shared_data_dir, seed=3, pool_size=None, queries=40,
+                               n_candidates=3, eval_size=6, dev_size=25)
+    assert len(stage.dev_queries) == 25 == stage.manifest["counts"]["dev_queries"]
+    assert stage.manifest["dev_per_task"] == 25
+    assert {q.id.rsplit(":", 1)[0] for q in stage.dev_queries} == {"e2e_nlg:validation"}
+    dev_refs = {q.id for q in stage.dev_queries}
+    assert not dev_refs & ({p.id for p in stage.pool} | {q.id for q in stage.train_queries})
+    source = load_rows(get_task("e2e_nlg"), "validation", shared_data_dir)
+
+    def meaning(example_id):
+        return source[int(example_id.rsplit(":", 1)[1])]["meaning_representation"]
+
+    assert not {meaning(i) for i in dev_refs} & {meaning(p.id) for p in stage.pool}
+    assert not {meaning(i) for i in dev_refs} & {meaning(q.id) for q in stage.train_queries}
+    write_stage_data(stage, tmp_path / "d")
+    assert read_stage_data(tmp_path / "d").dev_queries == stage.dev_queries
+    plain = build_in_task_data("e2e_nlg", shared_data_dir, seed=3, pool_size=None, queries=40,
+                               n_candidates=3, eval_size=6)
+    assert plain.dev_queries == [] and len(plain.pool) > len(stage.pool)
+    write_stage_data(plain, tmp_path / "p")
+    assert not (tmp_path / "p" / "dev_queries.jsonl").exists()
+    assert read_stage_data(tmp_path / "p").dev_queries == []

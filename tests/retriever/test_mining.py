@@ -83,11 +83,14 @@ def test_uprise_mine_bm25_writes_a_round_ranked_by_bm25(tmp_path):
             for i in range(5)]
     query = Query(id="x", task="a", cluster="c1", template=0, input="word3", options=["y"],
                   gold=0)
-    write_stage_data(StageData(pool, [query], [], [], {"seed": 1}), tmp_path / "r0")
+    dev = Query(id="d", task="a", cluster="c1", template=0, input="word9", options=["y"], gold=0)
+    write_stage_data(StageData(pool, [query], [], [], {"seed": 1, "counts": {"dev_queries": 1}},
+                               [dev]), tmp_path / "r0")
     mine_main(["--data", str(tmp_path / "r0"), "--bm25", "--top-k", "1", "--n-random", "2",
                "--output-dir", str(tmp_path / "r1")])
     mined = read_stage_data(tmp_path / "r1")
     assert mined.candidates[0].prompt_ids[0] == "a3" and len(mined.candidates[0].prompt_ids) == 3
+    assert mined.dev_queries == [dev]  # the development queries travel with the round
     assert mined.manifest["mining"]["ranker"] == "bm25"
     assert mined.manifest["mining"]["retriever"] is None
     with pytest.raises(SystemExit):  # a ranker is required, and only one
