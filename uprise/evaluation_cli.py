@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--data", help="folder written by `uprise data` (single run)")
     mode.add_argument("--clusters", nargs="+", help="held-out clusters, or 'all'")
     mode.add_argument("--task-file", help="YAML/JSONL task description (see README)")
+    p.add_argument("--on", choices=("eval", "dev"), default="eval",
+                   help="single run: the queries evaluated, the data's evaluation queries or its "
+                        "development queries (in-task `uprise data --dev-per-task N`), on which "
+                        "recipes are compared without looking at the evaluation split")
     p.add_argument("--retriever", help="single run: trained retriever export")
     p.add_argument("--baseline-retriever", help="single run: untrained export (default: built)")
     p.add_argument("--encoder", help="retriever base encoder (default: the config's)")
@@ -158,6 +162,8 @@ def eval_main(argv: list[str] | None = None) -> None:
             check_weight(args.hybrid_weight)
         except ValueError as e:
             parser.error(f"--hybrid-weight: {e}")
+    if args.on == "dev" and not args.data:
+        parser.error("--on dev evaluates a single run's development queries; add --data DIR")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
     if args.ranking_per_task < 0 or args.ranking_prompts < 2:
@@ -168,6 +174,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     if args.data:
         report = _single_run(args, out)
         title = (f"in-task ({report['config']['data_manifest']['task']}) {args.data}"
+                 f"{', development queries' * (args.on == 'dev')}"
                  if report["config"]["mode"] == "in_task" else f"held-out data {args.data}")
     else:
         report, title = _multi_run(args, out), "leave-one-cluster-out evaluation"
@@ -182,14 +189,18 @@ def eval_main(argv: list[str] | None = None) -> None:
 def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One held-out cluster from `uprise data` files and a trained export."""
 
-    stage = read_stage_data(args.data)
+    stage = _queries_evaluated(args, read_stage_data(args.data))
     retrievers = [d for d in (args.retriever, args.baseline_retriever) if d]
     in_task = stage.manifest.get("mode") == "in_task"
     if in_task and args.abstain:
         raise ValueError(f"{args.data} is in-task data: --abstain calibrates on other clusters' "
                          "validation queries, which in-task mode does not have; drop --abstain.")
+    # development rows come from the pool's own split: every pool prompt may share it, none
+    # may be a development query (`withhold_dev` withheld them with their inputs)
+    allowed = {p.id for p in stage.pool} if args.on == "dev" else in_task_carved_ids(
+        stage.manifest)
     check_pool_leakage(stage.eval_queries, stage.pool, retrievers, in_task=in_task,
-                       carved_ids=in_task_carved_ids(stage.manifest))
+                       carved_ids=allowed)
     lm = make_eval_lm(args.lm, args.dtype, _api(args))
     names, calibration = list(args.methods), None
     if args.abstain:
@@ -218,6 +229,16 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.ranking_per_task:
         report["ranking"] = _single_ranking(args, stage, lm, out)
     return report
+
+
+def _queries_evaluated(args: argparse.Namespace, stage: Any) -> Any:
+    """The stage with the queries `--on` names in place of its evaluation queries."""
+    if args.on == "eval":
+        return stage
+    if not stage.dev_queries:
+        raise ValueError(f"{args.data} has no development queries; build it with `uprise data "
+                         "--in-task TASK --dev-per-task N` or drop --on dev")
+    return dataclasses.replace(stage, eval_queries=stage.dev_queries)
 
 
 def _hybrid_weight(args: argparse.Namespace) -> dict[str, Any]:
