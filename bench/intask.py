@@ -7,6 +7,7 @@ untrained encoder when pool, training queries and evaluation come from one task?
     .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --hybrid  # + trained mixed with BM25
     .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --rounds 2  # + a mined round
     .venv/bin/python bench/intask.py --run RUN --tasks e2e_nlg --bm25-candidates 8  # + EPR's
+    .venv/bin/python bench/intask.py --run RUN --tasks dart --bm25-candidates 8 --dev 150
 
 Per task, the documented pipeline through the `uprise` CLI, one stage at a time (one heavy
 process, as a 2-core machine needs), each stage skipped when its output exists, so a rerun
@@ -28,6 +29,11 @@ table reports `trained_r2` (and `hybrid_r2`) against BM25, the untrained encoder
 `--bm25-candidates K` adds EPR's candidate source beside round 1: `uprise mine --bm25` gives
 each training query its task's K best BM25 prompts plus random ones, then the same stages into
 `*_bm25c` folders, reported as `trained_bm25c` (and `hybrid_bm25c`) with the same comparisons.
+`--dev N` withholds N rows of the training split (whole inputs) from pool and training queries
+(`uprise data --dev-per-task N`), evaluates BM25, the untrained encoder and every trained variant
+(with --hybrid, their hybrids too) on them before the evaluation split (`uprise eval --on dev`,
+`eval_dev_k*` folders) and records, per task, the variant with the highest development average
+(`selection`): the recipe is chosen there, and its evaluation numbers are the ones claimed.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def data_argv(args, task: str, out: Path, n_eval: int) -> list:
     return ["data", "--in-task", task, "--output-dir", out, "--seed", args.seed,
             "--pool-per-task", args.pool, "--queries-per-task", args.queries,
             "--n-candidates", args.candidates, "--eval-per-task", n_eval,
-            "--max-prompt-chars", args.max_prompt_chars]
+            "--max-prompt-chars", args.max_prompt_chars, "--dev-per-task", args.dev]
 
 
 def stages(args, task: str) -> list[tuple[str, bool, list]]:
@@ -144,12 +150,37 @@ def train_stages(args, task: str, x: str, methods: list[str]) -> list[tuple[str,
           "--trainer.default_root_dir", t / f"train{x}", "--export_dir", retriever]),
         (f"index{x}", is_indexed(retriever), ["index", "--retriever", retriever, "--pool",
                                               data / POOL]),
+        *dev_stages(args, task, x, methods),  # the choice's numbers exist before the evaluation
         (f"eval{x}", (out / REPORT_FILE).is_file(),
          ["eval", "--data", data, "--retriever", retriever, "--k", args.k,
           "--ranking-per-task", args.ranking, "--ranking-prompts", args.ranking_prompts,
           "--output-dir", out, "--no-progress", "--methods", *methods, *lm]),
         *hybrid_stages(args, task, x),
     ]
+
+
+def dev_stages(args, task: str, x: str, methods: list[str]) -> list[tuple[str, bool, list]]:
+    """With --dev N: the retriever of folder suffix x (round 1: with BM25 and the untrained
+    encoder; with --hybrid: and its hybrid, own folder) on the development queries, rows of the
+    training split withheld from pool and training queries, where `selection` chooses the
+    variant reported."""
+    if not args.dev:
+        return []
+    t, lm = task_dir(args, task), scoring_lm_args(args)
+    runs = [("", [m for m in methods if m in DEV_METHODS])]
+    runs += [("_hybrid", ["hybrid"])] * args.hybrid
+    return [(f"eval_dev{h}{x}", (dev_dir(args, task, h + x) / REPORT_FILE).is_file(),
+             ["eval", "--data", t / f"data{x}", "--on", "dev", "--retriever",
+              t / f"retriever{x}", "--k", args.k, "--ranking-per-task", 0, "--output-dir",
+              dev_dir(args, task, h + x), "--no-progress", "--methods", *names, *lm])
+            for h, names in runs]
+
+
+DEV_METHODS = ("bm25", "untrained", "trained")
+
+
+def dev_dir(args, task: str, x: str = "") -> Path:
+    return task_dir(args, task) / f"eval_dev_k{args.k}{x}"
 
 
 def hybrid_stages(args, task: str, x: str) -> list[tuple[str, bool, list]]:
@@ -218,6 +249,8 @@ def summary(args, task: str) -> dict:
     out = evaluation(args, task, folders)
     for x in xs:
         out[f"validation_ranking{x}"] = latest_ranking(t / f"train{x}")  # the exporting run
+    if args.dev:
+        out["selection"] = selection(args, task, out["methods"])
     if args.eval_lm:
         out["cross_model"] = {"lm": args.eval_lm,
                               **evaluation(args, task, [(cross_model_dir(args, task), "")])}
@@ -261,6 +294,24 @@ def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
             "methods": methods, "ranking": rank, "eval_wall_s": report.get("wall_time_s")}
 
 
+def selection(args, task: str, methods: dict) -> dict:
+    """The variant chosen on the development queries, a rule fixed before any run: of the
+    trained retrievers (round 1, later rounds, BM25 candidates) and, with --hybrid, their
+    hybrids, the one with the highest development average, the earlier listed on a tie; with its
+    evaluation comparisons."""
+    xs = variants(args)
+    folders = [(dev_dir(args, task, x), x) for x in xs]
+    folders += [(dev_dir(args, task, "_hybrid" + x), x) for x in xs if args.hybrid]
+    dev = evaluation(args, task, folders)
+    averages = {m: v["average"] for m, v in dev["methods"].items()}
+    variant = [m for m in averages if m.startswith(("trained", "hybrid"))]
+    chosen = max(variant, key=lambda m: (averages[m], -variant.index(m)))
+    return {"rule": "highest development average among the trained variants (and their "
+                    "hybrids); the earlier listed on a tie",
+            "n_dev": dev["n_eval"], "dev": dev["methods"], "chosen": chosen,
+            "eval": methods[chosen]}
+
+
 def _part(report: dict) -> dict:
     """A single run's report, or the first cluster's part of a multi-cluster one."""
     return report["clusters"][next(iter(report["clusters"]))] if "clusters" in report else report
@@ -280,6 +331,11 @@ def print_table(results: dict) -> None:
         if r.get("cross_model"):
             print_rows(f"{task} ({r['cross_model']['lm'].removeprefix('embedded:')[:12]})",
                        r["cross_model"])
+        if r.get("selection"):
+            sel = r["selection"]
+            dev = ", ".join(f"{m} {100 * v['average']:.1f}" for m, v in sel["dev"].items())
+            print(f"{task}: chosen on {sel['n_dev']} development queries ({dev}): "
+                  f"{sel['chosen']}")
 
 
 def print_rows(label: str, r: dict) -> None:
@@ -334,6 +390,10 @@ def main() -> None:
     ap.add_argument("--bm25-candidates", type=int, default=0, metavar="K",
                     help="also train on EPR's candidates: each query's K best BM25 prompts of "
                          "its task plus random ones (--candidates in all), into *_bm25c folders")
+    ap.add_argument("--dev", type=int, default=0, metavar="N",
+                    help="withhold N rows of the training split as development queries; every "
+                         "trained variant is evaluated on them and the best one is reported as "
+                         "the task's choice (`selection`), never chosen on the evaluation split")
     ap.add_argument("--eval-lm", help="also evaluate with this LM (e.g. "
                     "embedded:qwen2.5-coder-0.5b-instruct after `uprise fetch-lm`)")
     ap.add_argument("--eval-lm-queries", type=int, default=200,
