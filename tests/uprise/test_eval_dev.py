@@ -14,16 +14,14 @@ import pytest
 from flan_data import LeakageError
 from flan_data.protocol import build_in_task_data
 from flan_data.schema import Score, write_jsonl
-from flan_data.stage_io import POOL, TRAIN_QUERIES, write_stage_data
+from flan_data.stage_io import write_stage_data
 from uprise.evaluation_cli import eval_main
 
 
 @pytest.fixture(scope="module")
-def in_task(tmp_path_factory, shared_data_dir, tiny_bert_path):
+def in_task(tmp_path_factory, shared_data_dir, train_tiny_retriever):
     """In-task CommonGen data with development queries, and a tiny retriever trained on
     hand-valued scores of its candidates, indexed over its pool."""
-    from retriever import index_pool, train_retriever
-
     root = tmp_path_factory.mktemp("dev")
     stage = build_in_task_data("common_gen", shared_data_dir, seed=3, pool_size=30, queries=8,
                                n_candidates=3, eval_size=4, dev_size=5)
@@ -32,11 +30,7 @@ def in_task(tmp_path_factory, shared_data_dir, tiny_bert_path):
               for n, c in enumerate(stage.candidates) for j, pid in enumerate(c.prompt_ids)
               for loss in [1.0 + ((n + 2 * j) % 5) / 5]]
     write_jsonl(root / "scores.jsonl", scores)
-    export = train_retriever(root / "scores.jsonl", root / "data" / TRAIN_QUERIES,
-                             root / "data" / POOL, out_dir=root / "run",
-                             encoder=str(tiny_bert_path), epochs=1, batch_size=4, lr=1e-3,
-                             val_fraction=0.25, accelerator="cpu", progress=False)
-    index_pool(export, root / "data" / POOL)
+    export = train_tiny_retriever(root)
     return root, stage, export
 
 

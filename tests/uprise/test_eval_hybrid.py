@@ -11,17 +11,15 @@ import pytest
 
 from flan_data.protocol import build_stage_data
 from flan_data.schema import Score, write_jsonl
-from flan_data.stage_io import POOL, TRAIN_QUERIES, write_stage_data
+from flan_data.stage_io import POOL, write_stage_data
 from uprise.evaluation.hybrid import calibrate, choose_weight
 from uprise.evaluation_cli import eval_main
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_data_dir, tiny_bert_path):
+def trained(tmp_path_factory, shared_data_dir, train_tiny_retriever):
     """A stage folder, hand-valued scores of its candidates, and a tiny retriever trained on
     them (a quarter of the scored queries held out for validation) and indexed."""
-    from retriever import index_pool, train_retriever
-
     root = tmp_path_factory.mktemp("hybrid")
     stage = build_stage_data("commonsense", shared_data_dir, ["nli"], pool_per_task=12,
                              queries_per_task=8, n_candidates=4, eval_per_task=3,
@@ -31,11 +29,7 @@ def trained(tmp_path_factory, shared_data_dir, tiny_bert_path):
               for n, c in enumerate(stage.candidates) for j, pid in enumerate(c.prompt_ids)
               for v in [((n * 7 + j * 5) % 11) / 11]]
     write_jsonl(root / "scores.jsonl", scores)
-    export = train_retriever(root / "scores.jsonl", root / "data" / TRAIN_QUERIES,
-                             root / "data" / POOL, out_dir=root / "run",
-                             encoder=str(tiny_bert_path), epochs=1, batch_size=4, lr=1e-3,
-                             val_fraction=0.25, accelerator="cpu", progress=False)
-    index_pool(export, root / "data" / POOL)
+    export = train_tiny_retriever(root)
     return root, export
 
 
