@@ -187,13 +187,13 @@ def build_in_task_data(
     training split, evaluation queries from its evaluation split. `dev_size` > 0 withholds that
     many rows of the training split from pool and training queries as development queries
     (`withhold_dev`), on which a choice between recipes can be made without looking at the
-    evaluation split. Labelled `mode: in_task` in
-    the manifest; there is no held-out cluster. Where the source lacks the training split but
-    has another split besides the evaluation one (the mirror's E2E NLG, ARC: validation), that
-    split feeds pool and queries (`pool_split` in the manifest). A task with nothing but its
-    evaluation split (the mirror's DART, CommonGen) is carved (`in_task_carve`): a seeded
-    `carve_fraction` of its rows feeds pool and queries, the other rows are evaluated, less any
-    whose input equals a carved row's; the carve is recorded under `carves`."""
+    evaluation split. Labelled `mode: in_task` in the manifest; there is no held-out cluster.
+    Where the source lacks the training split but has another split besides the evaluation one
+    (the mirror's E2E NLG, ARC: validation), that split feeds pool and queries (`pool_split` in
+    the manifest). A task with nothing but its evaluation split (the mirror's DART, CommonGen)
+    is carved (`in_task_carve`): a seeded `carve_fraction` of its rows feeds pool and queries,
+    the other rows are evaluated, less any whose input equals a carved row's; the carve is
+    recorded under `carves`."""
     task = get_task(task_name)
     split = in_task_source_split(task, data_dir)
     if split is None:

@@ -50,7 +50,7 @@ def write_stage_data(stage: StageData, out_dir: str | Path) -> Path:
     write_jsonl(out / TRAIN_QUERIES, stage.train_queries)
     write_jsonl(out / EVAL_QUERIES, stage.eval_queries)
     write_jsonl(out / CANDIDATES, stage.candidates)
-    if "dev_queries" in stage.manifest.get("counts", {}):
+    if _has_dev_queries(stage.manifest):
         write_jsonl(out / DEV_QUERIES, stage.dev_queries)
     write_json(out / DATA_MANIFEST, stage.manifest)  # last: its presence marks a complete stage
     return out
@@ -71,7 +71,7 @@ def read_stage_data(data_dir: str | Path) -> StageData:
         candidates=_read_counted(d / CANDIDATES, Candidates, manifest),
         manifest=manifest,
         dev_queries=(_read_counted(d / DEV_QUERIES, Query, manifest)
-                     if "dev_queries" in manifest.get("counts", {}) else []),
+                     if _has_dev_queries(manifest) else []),
     )
 
 
@@ -98,6 +98,12 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
             f"re-run `uprise data` for {path.parent} (with --overwrite)."
         )
     return manifest
+
+
+def _has_dev_queries(manifest: dict[str, Any]) -> bool:
+    """Whether the folder holds DEV_QUERIES: only where the manifest counts them (in-task data
+    built with `--dev-per-task`), so folders without them keep their four files."""
+    return COUNT_KEYS[DEV_QUERIES] in manifest.get("counts", {})
 
 
 def _read_counted(path: Path, cls: type[Record], manifest: dict[str, Any]) -> list[Record]:

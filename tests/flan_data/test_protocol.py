@@ -160,7 +160,6 @@ def test_in_task_data_without_a_training_split_uses_another_non_evaluation_split
     assert {q.id.rsplit(":", 1)[0] for q in stage.eval_queries} == {"e2e_nlg:test"}
 
 
-
 def test_withheld_development_rows_take_whole_inputs_with_them():
     from flan_data.catalogue import get_task
     from flan_data.examples import convert_rows
