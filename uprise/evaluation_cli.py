@@ -22,7 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flan_data import prepare_output_dir, read_stage_data, resolve_data_dir, write_json
+from flan_data import (
+    StageData,
+    prepare_output_dir,
+    read_stage_data,
+    resolve_data_dir,
+    write_json,
+)
 from flan_data.protocol import in_task_carved_ids
 from flan_data.provenance import run_info
 from flan_data.settings import add_arguments
@@ -231,7 +237,7 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return report
 
 
-def _queries_evaluated(args: argparse.Namespace, stage: Any) -> Any:
+def _queries_evaluated(args: argparse.Namespace, stage: StageData) -> StageData:
     """The stage with the queries `--on` names in place of its evaluation queries."""
     if args.on == "eval":
         return stage
