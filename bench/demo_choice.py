@@ -15,7 +15,6 @@ LM-score ranking does not (in-task E2E NLG: README). Prints a table, writes JSON
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from statistics import fmean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flan_data import get_task, read_stage_data  # noqa: E402
+from flan_data import get_task, read_stage_data, write_json  # noqa: E402
 from proxy_lm.loading import cpu_name  # noqa: E402
 from uprise.evaluation.methods import build_methods  # noqa: E402
 
@@ -77,8 +76,7 @@ def main() -> None:
     print(f"{'method':10s} {'same template':>14s} {'word Jaccard (best)':>20s}")
     for name, r in rows.items():
         print(f"{name:10s} {r['same_template']:14.2f} {r['best_prompt_word_jaccard']:20.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import platform
 import sys
 import time
@@ -73,6 +72,7 @@ from gpu_scoring import bench_scoring, lm_tokenizer  # noqa: E402
 from gpu_training import bench_biencoder  # noqa: E402
 from scoring import matmul_peak  # noqa: E402
 
+from flan_data import write_json  # noqa: E402
 from proxy_lm import resolve_dtype  # noqa: E402
 from proxy_lm.loading import cpu_name  # noqa: E402
 
@@ -209,11 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     transformers.utils.logging.disable_progress_bar()  # save/load bars of the random towers
     args.budget_s = args.budget_s or (300.0 if args.smoke else 400.0)
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    out = write_json(args.out, result)
     print_table(result, out)
 
 

@@ -51,6 +51,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from flan_data import write_json  # noqa: E402
 from flan_data.stage_io import DATA_MANIFEST, POOL, TRAIN_QUERIES  # noqa: E402
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever.index_manifest import is_indexed  # noqa: E402
@@ -419,8 +420,7 @@ def main() -> None:
         results["tasks"][name] = {  # wall time of each stage where it ran, over resumed calls
             **summary(args, task), "stage_wall_s": {**earlier, **times},
             "stage_wall_s_this_call": times, "settings": results["setup"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print_table(results)
     print(f"wrote {args.out}")
 

@@ -15,7 +15,6 @@ NLG, DART and CommonGen: README). Pure Python, no model. Prints a table, writes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from statistics import fmean, median
@@ -23,7 +22,7 @@ from statistics import fmean, median
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flan_data import read_stage_data  # noqa: E402
+from flan_data import read_stage_data, write_json  # noqa: E402
 from flan_data.score_folder import read_scores  # noqa: E402
 from retriever.labels import build_training_examples  # noqa: E402
 
@@ -66,9 +65,8 @@ def main() -> None:
     print(f"{args.run.name}: " + ", ".join(keys))
     for name, r in rows.items():
         print(f"{name:8s} n={r['n_queries']:4d} " + " ".join(f"{r[k]:6.3f}" for k in keys))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"setup": {k: str(v) for k, v in vars(args).items()}, "variants": rows}
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -28,6 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from flan_data import write_json  # noqa: E402
 from flan_data.stage_io import POOL, TRAIN_QUERIES  # noqa: E402
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever import BiEncoder, BiEncoderConfig, export_retriever  # noqa: E402
@@ -145,8 +146,7 @@ def main() -> None:
                                for t in sorted(set(tasks))},
         }
         _print(report)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(Path(args.out), report)
 
 
 def _curve(run_dir: Path) -> list[dict]:

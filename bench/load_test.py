@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flan_data import write_json  # noqa: E402
+
 QUERIES = [
     "Review: a gorgeous, moving film that stays with you. Is this review positive or negative?",
     "Premise: A man is playing a guitar on stage. Hypothesis: A musician is performing.",
@@ -138,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     for sample in result["error_samples"]:
         print("  error:", sample)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -28,7 +28,6 @@ bench/results/retrieval.json. Timings depend on the machine and its load: rerun 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flan_data import write_json  # noqa: E402
 
 K, RECALL_TARGET, BATCH, ROUNDS = 3, 0.95, 256, 3
 FACTORIES = {  # approximate indexes tried per pool size (Flat, exact, always runs)
@@ -284,8 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     for size in sizes:
         report["sizes"][str(size)] = bench_size(size, dim, encoder, texts, args.seed)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(f"wrote {out}")
 
 

@@ -17,7 +17,6 @@ Writes JSON to --out. Nothing here is asserted; numbers on a shared machine are 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -31,7 +30,7 @@ import transformers
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flan_data import build_stage_data, join_context, resolve_data_dir, tasks_in  # noqa: E402
+from flan_data import build_stage_data, join_context, resolve_data_dir, tasks_in, write_json  # noqa: E402
 from proxy_lm import continuation_losses, load_lm, resolve_dtype, score_record  # noqa: E402
 from proxy_lm.likelihood import tokenize  # noqa: E402
 from proxy_lm.loading import LanguageModel, cpu_has_native_bf16, cpu_name  # noqa: E402
@@ -285,8 +284,7 @@ def report(args, lm, queries, groups, methods, fast, fast_name) -> None:
         "labels": {"queries_with_labels": len(want), "changed_vs_" + ref: changed},
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"\n{n} pairs, {result['setup']['pairs_per_prompt']:.1f} pairs per prompt, "
           f"peak matmul {', '.join(f'{k} {v / 1e9:.0f} GFLOP/s' for k, v in peaks.items())}")
     print(f"{'method':<16}{'s':>8}{'pairs/s':>9}{'tok/s':>9}{'GFLOP/s':>9}{'%peak':>7}")

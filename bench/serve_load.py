@@ -45,6 +45,8 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 from load_test import free_port  # noqa: E402
 from retrieval import load_encoder, query_texts, synthetic  # noqa: E402
 
+from flan_data import write_json  # noqa: E402
+
 K, FACTORY, NPROBE, SEED = 3, "IVF1024,Flat", 4, 0
 CLUSTERS = ["sentiment", "nli", "paraphrase", "commonsense", "closed_book_qa"]
 CHAT_ANSWER = {"object": "chat.completion",
@@ -269,8 +271,7 @@ def run_bench(args) -> None:
               f"{p['rps']:>7.1f} {p['p50_ms']:>7.1f} {p['p99_ms']:>7.1f} {p['mean_batch']:>6.1f} "
               + " ".join(f"{p['share_of_capacity'][n]:>18.0%}" for n in names))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(f"wrote {out}")
 
 
