@@ -64,6 +64,8 @@ def main() -> None:
                     help="also the hybrid method at this weight (the one `uprise eval` chose)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_choice_e2e.json")
     args = ap.parse_args()
+    if args.eval_per_task is not None and args.eval_per_task < 1:
+        ap.error(f"--eval-per-task {args.eval_per_task}: expected >= 1")
     stage = read_stage_data(args.data)
     by_text = {p.text: p for p in stage.pool}
     queries = stage.eval_queries
@@ -72,7 +74,8 @@ def main() -> None:
         if not cluster:
             sys.exit(f"{args.data}: its data_manifest.json names no held_out_cluster; drop "
                      "--eval-per-task (an in-task folder holds its evaluation queries)")
-        queries = evaluation_queries(cluster, resolve_data_dir(None), args.seed, args.eval_per_task)
+        source = resolve_data_dir(stage.manifest.get("data_source"))  # the run's own source
+        queries = evaluation_queries(cluster, source, args.seed, args.eval_per_task)
     if not queries:
         sys.exit(f"{args.data}: no evaluation queries; for a leave-one-cluster-out folder pass "
                  "--eval-per-task N (the N of its `uprise eval` run)")
@@ -91,8 +94,8 @@ def main() -> None:
         rows[name] = {
             "same_template": fmean(fmean(p.task == q.task and p.template == q.template for p in ps)
                                    for q, ps in zip(queries, shown, strict=True)),
-            "same_task": fmean(fmean(p.task == q.task for p in ps) for q, ps in zip(queries, shown,
-                                                                                 strict=True)),
+            "same_task": fmean(fmean(p.task == q.task for p in ps)
+                               for q, ps in zip(queries, shown, strict=True)),
             "generation_prompts": fmean(fmean(get_task(p.task).kind == "generation" for p in ps)
                                         for ps in shown),
             "clusters": {c: fmean(fmean(p.cluster == c for p in ps) for ps in shown)
