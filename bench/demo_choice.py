@@ -75,7 +75,8 @@ def main() -> None:
             sys.exit(f"{args.data}: its data_manifest.json names no held_out_cluster; drop "
                      "--eval-per-task (an in-task folder holds its evaluation queries)")
         source = resolve_data_dir(stage.manifest.get("data_source"))  # the run's own source
-        queries = evaluation_queries(cluster, source, args.seed, args.eval_per_task)
+        seed = stage.manifest.get("seed", args.seed)  # and its own seed, as `uprise eval` samples
+        queries = evaluation_queries(cluster, source, seed, args.eval_per_task)
     if not queries:
         sys.exit(f"{args.data}: no evaluation queries; for a leave-one-cluster-out folder pass "
                  "--eval-per-task N (the N of its `uprise eval` run)")
