@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", default=str(REPO / "bench" / "results" / "labels.json"))
+    p.add_argument("--out", default=REPO / "bench" / "results" / "labels.json")
     args = p.parse_args()
     run, work = Path(args.run), Path(args.run) / "bench_labels"
     names = args.variants.split(",")
@@ -146,7 +146,7 @@ def main() -> None:
                                for t in sorted(set(tasks))},
         }
         _print(report)
-        write_json(Path(args.out), report)
+        write_json(args.out, report)
 
 
 def _curve(run_dir: Path) -> list[dict]:

@@ -1,0 +1,72 @@
+"""bench/pairwise.py: method differences from a report's predictions, against hand-computed cases.
+
+The difference is the mean over the queries both methods answered, the interval is the report's
+own stratified bootstrap (same seed, same query order), a leave-one-cluster-out report gives one
+row per held-out folder, and bad input names the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uprise.evaluation.stats import paired_bootstrap
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "pairwise.py"
+
+
+def _write_predictions(folder: Path, method: str, rows: list[tuple[str, str, float]]) -> None:
+    (folder / "predictions").mkdir(parents=True, exist_ok=True)
+    with (folder / "predictions" / f"{method}.jsonl").open("w", encoding="utf-8") as f:
+        for qid, task, value in rows:
+            f.write(json.dumps({"query_id": qid, "task": task, "value": value}) + "\n")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          check=False)
+
+
+@pytest.fixture()
+def loco_report(tmp_path: Path) -> Path:
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text(json.dumps({"config": {"seed": 7}}))
+    held = report / "held"
+    # trained answers q1..q4; untrained also q5, which trained lacks and must be ignored
+    _write_predictions(held, "trained", [("q1", "a", 1.0), ("q2", "a", 0.0),
+                                         ("q3", "b", 0.5), ("q4", "b", 1.0)])
+    _write_predictions(held, "untrained", [("q4", "b", 0.0), ("q3", "b", 0.5),
+                                           ("q2", "a", 0.0), ("q1", "a", 0.0),
+                                           ("q5", "b", 1.0)])
+    return report
+
+
+def test_difference_and_interval_match_the_reports_bootstrap(loco_report: Path) -> None:
+    out = loco_report.parent / "pairs.json"
+    done = _run("--report", str(loco_report), "--pairs", "trained:untrained", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    got = json.loads(out.read_text())["pairs"]["held"]["trained-untrained"]
+    # per-query differences in trained's order: q1 +1, q2 0, q3 0, q4 +1 -> mean 0.5, n = 4
+    assert got["n"] == 4
+    assert got["diff"] == pytest.approx(0.5)
+    want = paired_bootstrap([1.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 0.0], seed=7,
+                            groups=["a", "a", "b", "b"])
+    assert (got["low"], got["high"]) == pytest.approx((want["low"], want["high"]))
+    assert "held" in done.stdout and "+50.0" in done.stdout
+
+
+def test_missing_method_and_bad_rows_are_named(loco_report: Path) -> None:
+    done = _run("--report", str(loco_report), "--pairs", "trained:bm25")
+    assert done.returncode != 0 and "bm25.jsonl" in done.stderr and "trained" in done.stderr
+    bad = loco_report / "held" / "predictions" / "untrained.jsonl"
+    bad.write_text(bad.read_text() + "{\"query_id\": \"q9\"}\n")
+    done = _run("--report", str(loco_report), "--pairs", "trained:untrained")
+    assert done.returncode != 0 and f"{bad}:6" in done.stderr
+    done = _run("--report", str(loco_report), "--pairs", "trained-untrained")
+    assert done.returncode != 0 and "METHOD:METHOD" in done.stderr
+
