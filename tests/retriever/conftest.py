@@ -59,6 +59,19 @@ def tiny_config(tiny_bert_path):
                            prompt_max_length=48)
 
 
+@pytest.fixture(scope="module")
+def no_dropout_bert_path(tiny_bert_path, tmp_path_factory) -> Path:
+    """The tiny BERT with dropout off: a chunked or split forward computes the same function."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("no-dropout")
+    tower = AutoModel.from_pretrained(tiny_bert_path, hidden_dropout_prob=0.0,
+                                      attention_probs_dropout_prob=0.0)
+    tower.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_bert_path).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(name="make_pool")
 def make_pool_fixture():
     """The pool builder, for tests that need a pool of a given size."""

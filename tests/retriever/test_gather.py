@@ -1,4 +1,5 @@
-"""Two gloo processes with gathered in-batch negatives equal the global loss on one process."""
+"""Two gloo processes with gathered in-batch negatives equal the global batch on one process:
+the loss and gradients of `gather_prompts` + `info_nce`, and a real Lightning DDP training step."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from retriever.losses import info_nce
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from ddp_train_worker import RANK_ITEMS, train_step  # noqa: E402
 from gather_worker import SPLIT_P, SPLIT_Q, global_batch  # noqa: E402
 
 
@@ -54,3 +56,43 @@ def test_two_ranks_equal_the_global_batch_on_one_process(tmp_path):
         assert torch.allclose(got["loss"], losses[rank].detach(), atol=1e-6)
         assert torch.allclose(got["q_grad"], q.grad[q0:q1], atol=1e-6)
         assert torch.allclose(got["p_grad"], p.grad[p0:p1], atol=1e-6)
+
+
+def test_a_two_process_ddp_training_step_equals_the_global_batch_on_one_process(
+        tmp_path, no_dropout_bert_path):
+    """Two real `Trainer(strategy=ddp, gloo)` ranks, two queries each, apply exactly the
+    gradients (and reach the weights) of one process training on all four queries, whose
+    in-batch negatives are every rank's prompts; a rank alone, without the other's prompts as
+    negatives, would not. float64, dropout off, so only summation order differs."""
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
+               "NODE_RANK": "0", "LOCAL_RANK": str(rank)}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(HERE / "ddp_train_worker.py"), str(rank), "2", port,
+             str(no_dropout_bert_path), str(tmp_path / f"rank{rank}.pt")],
+            env=env, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [(r["steps"], r["world"]) for r in ranks] == [(1, 2), (1, 2)]
+
+    one = train_step(str(no_dropout_bert_path), RANK_ITEMS[0] + RANK_ITEMS[1], devices=1)
+    alone = train_step(str(no_dropout_bert_path), RANK_ITEMS[0], devices=1)
+    assert one["grads"].keys() == ranks[0]["grads"].keys() and len(one["grads"]) > 10
+    for name, grad in one["grads"].items():
+        for rank in ranks:
+            torch.testing.assert_close(rank["grads"][name], grad, atol=1e-12, rtol=1e-9,
+                                       msg=name)
+        # AdamW's first step moves a weight by about lr * sign(grad): compare where the
+        # gradient is clearly non-zero (some are zero in exact arithmetic)
+        clear = grad.abs() > 1e-9
+        for rank in ranks:
+            torch.testing.assert_close(rank["weights"][name][clear],
+                                       one["weights"][name][clear], atol=1e-12, rtol=1e-9,
+                                       msg=name)
+    differs = [n for n, g in one["grads"].items()
+               if not torch.allclose(alone["grads"][n], g, atol=1e-6)]
+    assert len(differs) > 10  # the other rank's queries and negatives change the step

@@ -101,23 +101,13 @@ class _GradsBeforeStep(L.Callback):
                       if p.grad is not None}
 
 
-def _no_dropout_config(tiny_config: BiEncoderConfig, tmp_path) -> BiEncoderConfig:
-    from transformers import AutoModel, AutoTokenizer
-
-    path = tmp_path / "no-dropout"
-    tower = AutoModel.from_pretrained(tiny_config.base_model, hidden_dropout_prob=0.0,
-                                      attention_probs_dropout_prob=0.0)
-    tower.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tiny_config.base_model).save_pretrained(path)
-    return BiEncoderConfig(base_model=str(path), query_max_length=32, prompt_max_length=48)
-
-
 @pytest.mark.parametrize("loss", ["info_nce", "info_nce+kl"])
-def test_a_lightning_step_with_grad_cache_equals_the_plain_step(tiny_config, tmp_path, loss,
+def test_a_lightning_step_with_grad_cache_equals_the_plain_step(no_dropout_bert_path, loss,
                                                                 text_batch):
     """A real Trainer step (manual optimisation) sees the plain step's gradients and moves the
     weights like it (dropout off, so chunking cannot change the forward)."""
-    config = _no_dropout_config(tiny_config, tmp_path)
+    config = BiEncoderConfig(base_model=str(no_dropout_bert_path), query_max_length=32,
+                             prompt_max_length=48)
     results = []
     for chunk in (0, 1):
         torch.manual_seed(0)
