@@ -103,3 +103,14 @@ class TrainSettings:
         if metadata:
             fit["metadata"] = json.loads(json.dumps(metadata, default=str))  # plain JSON values
         return {"subcommand": "fit", "fit": fit}
+
+
+def add_loss_arguments(parser: Any) -> None:
+    """`--loss` and `--lm-temperature` for the commands that train from a quickstart-style
+    config (`uprise quickstart`, `uprise eval --clusters`); default None: the config's value."""
+    parser.add_argument("--loss", choices=get_args(LossName),
+                        help="training loss; 'info_nce+kl' also distils the LM's log-scores "
+                             "(LLM-R) (default: the config's)")
+    parser.add_argument("--lm-temperature", type=float,
+                        help="temperature of the distillation target over the LM's log-scores, "
+                             "> 0 (default: the config's)")

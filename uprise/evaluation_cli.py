@@ -33,7 +33,7 @@ from flan_data.protocol import in_task_carved_ids
 from flan_data.provenance import run_info
 from flan_data.settings import add_arguments
 from flan_data.stage_io import POOL
-from retriever.settings import EMBEDDED_ENCODER
+from retriever.settings import EMBEDDED_ENCODER, add_loss_arguments
 from uprise.evaluation import (
     ABSTAIN,
     DEFAULT_METHODS,
@@ -124,6 +124,7 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
     add_arguments(loco, ["train_clusters", "eval_per_task", "pool_per_task", "queries_per_task",
                          "n_candidates"], overrides=True)
     loco.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
+    add_loss_arguments(loco)
 
 
 def make_eval_lm(lm: str | None, dtype: str, api: dict[str, Any]) -> Predictor:
@@ -170,6 +171,10 @@ def eval_main(argv: list[str] | None = None) -> None:
             parser.error(f"--hybrid-weight: {e}")
     if args.on == "dev" and not args.data:
         parser.error("--on dev evaluates a single run's development queries; add --data DIR")
+    if args.data and (args.loss or args.lm_temperature is not None):
+        parser.error("--loss / --lm-temperature set how --clusters runs train; a --data run "
+                     "evaluates an already trained --retriever (train it with `uprise train fit "
+                     "--model.loss info_nce+kl --model.lm_temperature T`)")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
     if args.ranking_per_task < 0 or args.ranking_prompts < 2:
@@ -298,7 +303,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     overrides = {"data_dir": args.data_dir, "lm": args.scoring_lm, "encoder": args.encoder,
                  "seed": args.seed, "pool_per_task": args.pool_per_task,
                  "queries_per_task": args.queries_per_task, "n_candidates": args.n_candidates,
-                 "epochs": args.epochs}
+                 "epochs": args.epochs, "loss": args.loss, "lm_temperature": args.lm_temperature}
     base = QuickstartConfig.from_yaml(args.config or LOCO_CONFIG, **overrides)
     tasks = None
     if args.task_file:

@@ -34,7 +34,7 @@ from flan_data.protocol import check_clusters
 from flan_data.provenance import run_info
 from flan_data.settings import DataSettings, add_arguments
 from flan_data.stage_io import DATA_MANIFEST
-from retriever.settings import LossName, TrainSettings
+from retriever.settings import LossName, TrainSettings, add_loss_arguments
 from uprise.evaluation.report import REPORT_FILE
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ def quickstart_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="skip stages already complete")
     add_arguments(parser, ["held_out_cluster", "seed", "eval_per_task", "queries_per_task"],
                   overrides=True)
+    add_loss_arguments(parser)
     parser.add_argument("--data-dir")
     parser.add_argument("--lm")
     parser.add_argument("--encoder")
@@ -249,13 +250,19 @@ def quickstart_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quickstart_main(argv: list[str] | None = None) -> None:
-    args = quickstart_parser().parse_args(argv)
-    cfg = QuickstartConfig.from_yaml(
+def quickstart_config(args: argparse.Namespace) -> QuickstartConfig:
+    """The run's config: the --config file with the command line's options over it."""
+    return QuickstartConfig.from_yaml(
         args.config, held_out_cluster=args.held_out_cluster, data_dir=args.data_dir, lm=args.lm,
         encoder=args.encoder, seed=args.seed, eval_per_task=args.eval_per_task,
-        queries_per_task=args.queries_per_task,
+        queries_per_task=args.queries_per_task, loss=args.loss,
+        lm_temperature=args.lm_temperature,
     )
+
+
+def quickstart_main(argv: list[str] | None = None) -> None:
+    args = quickstart_parser().parse_args(argv)
+    cfg = quickstart_config(args)
     check_evaluates(cfg)
     out = Path(args.output_dir)
     if not args.resume:

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from uprise.evaluation_cli import eval_main
 from uprise.main import main
-from uprise.quickstart import DEFAULT_CONFIG, QuickstartConfig, quickstart_main, run_quickstart
+from uprise.quickstart import (
+    DEFAULT_CONFIG,
+    QuickstartConfig,
+    quickstart_config,
+    quickstart_main,
+    quickstart_parser,
+    run_quickstart,
+)
 
 
 def _yaml(tmp_path: Path, **changes) -> Path:
@@ -95,3 +103,35 @@ def test_data_refuses_bad_options_before_making_the_folder(tmp_path, capsys, opt
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_loss_options_reach_the_quickstart_config_over_the_file(tmp_path):
+    args = quickstart_parser().parse_args(["--loss", "info_nce+kl", "--lm-temperature", "0.5"])
+    cfg = quickstart_config(args)
+    assert (cfg.loss, cfg.lm_temperature) == ("info_nce+kl", 0.5)
+    plain = quickstart_config(quickstart_parser().parse_args(
+        ["--config", str(_yaml(tmp_path, loss="info_nce+kl", lm_temperature=0.2))]))
+    assert (plain.loss, plain.lm_temperature) == ("info_nce+kl", 0.2)  # the file's, unflagged
+    with pytest.raises(ValueError, match="lm_temperature: got 0.0"):
+        quickstart_config(quickstart_parser().parse_args(["--lm-temperature", "0"]))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--clusters", "commonsense", "--loss", "kl"], "--loss: invalid choice: 'kl'"),
+    (["--data", "run/data", "--methods", "zero_shot", "--loss", "info_nce+kl"],
+     "a --data run evaluates an already trained --retriever"),
+])
+def test_eval_refuses_bad_loss_options(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_loss_options_reach_the_stage_config(tmp_path):
+    """--lm-temperature 0 is refused by the stage config's own check: the option reached it
+    (before any model loads or any cluster folder is made)."""
+    with pytest.raises(ValueError, match="lm_temperature: got 0.0"):
+        eval_main(["--clusters", "commonsense", "--loss", "info_nce+kl", "--lm-temperature", "0",
+                   "--work-dir", str(tmp_path / "work"), "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "work").exists()
