@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from flan_data.schema import Prompt, Query
 from flan_data.score_folder import read_scores
 from flan_data.stage_io import read_stage_file
-from retriever.labels import TrainingExample, build_training_examples
+from retriever.labels import TrainingExample, build_training_examples, task_accuracy
 from retriever.resumable import EpochSampler, ResumableLoader
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class RetrieverDataModule(L.LightningDataModule):
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
         self.train_set: ExampleDataset | None = None
         self.val_set: ExampleDataset | None = None
+        self.tasks_at_chance: list[str] | None = None  # drop_chance_tasks: tasks without labels
         self._train_loader: ResumableLoader | None = None
         self._train_resume: dict[str, int] | None = None
 
@@ -235,10 +236,14 @@ class RetrieverDataModule(L.LightningDataModule):
                            f"{len(unknown) - 1} more) not in {self.queries_path}; score and "
                            "train with the same data folder.")
         val_ids = validation_query_ids(scored, self.val_fraction, self.seed)
+        train_scores = [s for s in scores if s.query_id not in val_ids]
         train = build_training_examples(
-            [s for s in scores if s.query_id not in val_ids], self.n_hard_negatives, queries,
-            pool, label_copy_correction=hp.label_copy_correction,
+            train_scores, self.n_hard_negatives, queries, pool,
+            label_copy_correction=hp.label_copy_correction,
             drop_chance_tasks=hp.drop_chance_tasks)
+        if hp.drop_chance_tasks:  # the same test build_training_examples applied, for the record
+            self.tasks_at_chance = sorted(t for t, a in task_accuracy(train_scores, queries).items()
+                                          if not a.above_chance)
         if not train:
             raise ValueError(
                 f"{self.scores_path}: no training query has a usable positive (none made the LM "

@@ -97,12 +97,13 @@ def test_fit_from_a_yaml_config_with_dotted_overrides(train_files, tiny_bert_pat
     )
     train_main(["fit", "--config", str(config), "--data.batch_size", "8",
                 "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false",
-                "--export_dir", str(tmp_path / "exp")])
+                "--data.drop_chance_tasks", "true", "--export_dir", str(tmp_path / "exp")])
     saved = next((tmp_path / "run").rglob("config.yaml")).read_text()
     assert "batch_size: 8" in saved and "prompt_max_length: 40" in saved
     _, exported = load_retriever_encoder(tmp_path / "exp")
     assert exported["encoder"]["prompt_max_length"] == 40
     assert exported["metadata"]["seed"] == 3
+    assert exported["metadata"]["tasks_at_chance"] == []  # the one task is well above chance
 
 
 @pytest.mark.parametrize("config_name, extra", [
@@ -129,6 +130,7 @@ def test_shipped_train_configs_fit_with_dotted_overrides(train_files, tiny_bert_
     _, exported = load_retriever_encoder(tmp_path / "exp")
     assert exported["metadata"]["seed"] == 42
     assert exported["metadata"]["global_steps"] == 1
+    assert exported["metadata"]["tasks_at_chance"] is None  # drop_chance_tasks off
 
 
 @pytest.mark.parametrize(("reference", "keep_start", "expected"), [

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from flan_data.schema import Score, write_jsonl
+from flan_data.schema import Query, Score, write_jsonl
 from retriever.data import RetrieverDataModule, collate_examples
 
 
@@ -91,3 +91,31 @@ def test_validation_queries_do_not_depend_on_label_options(train_files, make_poo
     assert len(item["scored_ids"]) == 4 and len(item["prompt_ids"]) == 1 + 3 + 2
     pool_task = {p.id: p.task for p in make_pool()}
     assert all(pool_task[pid] != "rte" for pid in item["prompt_ids"][-2:])  # other tasks only
+
+
+def test_tasks_at_chance_are_recorded_and_give_no_training_labels(tmp_path, make_pool):
+    pool = make_pool()
+    queries, scores = [], []
+    for task, correct in (("rte", lambda j: j != 1), ("coin", lambda j: j % 2 == 0)):
+        for i in range(8):  # rte: 3 of 4 candidates make the LM correct; coin: 2 of 4 (chance)
+            q = Query(id=f"{task}{i}", task=task, cluster="nli", template=0, input=f"{task} {i}",
+                      options=["yes", "no"], gold=0)
+            queries.append(q)
+            scores += [Score(query_id=q.id, prompt_id=pool[j].id, lm="tiny", template=0,
+                             option_losses=[0.5, 1.0], score=0.9 - j / 10, correct=correct(j))
+                       for j in range(4)]
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("pool", "queries", "scores")}
+    for name, records in (("pool", pool), ("queries", queries), ("scores", scores)):
+        write_jsonl(paths[name], records)
+
+    def setup(drop: bool) -> RetrieverDataModule:
+        dm = RetrieverDataModule(paths["scores"], paths["queries"], paths["pool"],
+                                 val_fraction=0.25, drop_chance_tasks=drop)
+        dm.setup("fit")
+        return dm
+
+    dropped, kept = setup(True), setup(False)
+    assert dropped.tasks_at_chance == ["coin"] and kept.tasks_at_chance is None
+    assert {it["query"].split()[0] for it in dropped.train_set.items} == {"rte"}
+    assert {it["query"].split()[0] for it in kept.train_set.items} == {"rte", "coin"}
+    assert len(dropped.val_set) == len(kept.val_set)  # validation is never filtered
