@@ -69,4 +69,3 @@ def test_missing_method_and_bad_rows_are_named(loco_report: Path) -> None:
     assert done.returncode != 0 and f"{bad}:6" in done.stderr
     done = _run("--report", str(loco_report), "--pairs", "trained-untrained")
     assert done.returncode != 0 and "METHOD:METHOD" in done.stderr
-

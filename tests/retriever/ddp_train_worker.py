@@ -1,4 +1,4 @@
-"""`python ddp_train_worker.py RANK WORLD PORT BASE_MODEL OUT`: one rank of a Lightning DDP step.
+"""`python ddp_train_worker.py RANK WORLD BASE_MODEL OUT`: one rank of a Lightning DDP step.
 
 Each rank holds its own two queries (`RANK_ITEMS[rank]`, prompts distinct across ranks, one
 "as good" scored candidate per rank so the ignore mask matters) and runs one `Trainer.fit` step
@@ -70,7 +70,7 @@ def train_step(base_model: str, items: list[dict[str, Any]], devices: int) -> di
 
 
 def main() -> None:
-    rank, world, base_model, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4], sys.argv[5]
+    rank, world, base_model, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     # the test launches the ranks itself (LOCAL_RANK, MASTER_ADDR/PORT in the environment):
     # Lightning sees an externally launched job and only joins the gloo group
     torch.save(train_step(base_model, RANK_ITEMS[rank], devices=world), out)

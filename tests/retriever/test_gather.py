@@ -71,7 +71,7 @@ def test_a_two_process_ddp_training_step_equals_the_global_batch_on_one_process(
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
                "NODE_RANK": "0", "LOCAL_RANK": str(rank)}
         procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "ddp_train_worker.py"), str(rank), "2", port,
+            [sys.executable, str(HERE / "ddp_train_worker.py"), str(rank), "2",
              str(no_dropout_bert_path), str(tmp_path / f"rank{rank}.pt")],
             env=env, stderr=subprocess.PIPE, text=True))
     for proc in procs:
