@@ -57,6 +57,7 @@ from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever.index_manifest import is_indexed  # noqa: E402
 from retriever.settings import latest_ranking  # noqa: E402
 from uprise.evaluation.report import REPORT_FILE  # noqa: E402
+from uprise.evaluation.run import read_predictions  # noqa: E402
 from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 UPRISE = [sys.executable, "-m", "uprise"]
@@ -275,7 +276,7 @@ def evaluation(args, task: str, folders: list[tuple[Path, str]]) -> dict:
             methods[name] = {k: result[k] for k in keep if k in result}
             if m == "hybrid":
                 methods[name]["weight"] = rep.get("hybrid")
-            rows = [json.loads(line) for line in (f / "predictions" / f"{m}.jsonl").open()]
+            rows = read_predictions(f, m)
             values[name] = {row["query_id"]: row["value"] for row in rows}
         later = (_part(rep).get("ranking") or {}).get("methods", {})
         if x and rank and "trained" in later:

@@ -23,32 +23,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flan_data import write_json  # noqa: E402
+from uprise.evaluation.run import PREDICTIONS_DIR, read_predictions  # noqa: E402
 from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 
-def _values(path: Path) -> dict[str, tuple[str, float]]:
-    """query_id -> (task, metric value) of one method's predictions file."""
-    rows = {}
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                row = json.loads(line)
-                rows[row["query_id"]] = (row["task"], float(row["value"]))
-            except (ValueError, KeyError, TypeError) as err:
-                raise SystemExit(f"{path}:{line_no}: not a prediction row ({err})") from err
-    return rows
+def _by_query(folder: Path, method: str) -> dict[str, tuple[str, float]]:
+    """query_id -> (task, metric value) of one method's predictions, in the evaluation's order."""
+    try:
+        rows = read_predictions(folder, method)
+    except (OSError, ValueError) as err:
+        raise SystemExit(str(err)) from err
+    return {r["query_id"]: (r["task"], float(r["value"])) for r in rows}
 
 
 def compare(folder: Path, pairs: list[tuple[str, str]], seed: int) -> dict[str, dict]:
     """Every pair (a, b) on the queries of one predictions/ folder: a - b with its CI."""
     out = {}
     for a, b in pairs:
-        files = [folder / "predictions" / f"{m}.jsonl" for m in (a, b)]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise SystemExit(f"{', '.join(missing)}: no such predictions (methods run: "
-                             f"{sorted(p.stem for p in (folder / 'predictions').glob('*.jsonl'))})")
-        va, vb = _values(files[0]), _values(files[1])
+        va, vb = _by_query(folder, a), _by_query(folder, b)
         ids = [i for i in va if i in vb]  # the evaluation's query order, as report.json
         if not ids:
             raise SystemExit(f"{folder}: {a} and {b} share no query")
@@ -76,8 +68,8 @@ def main() -> None:
         raise SystemExit(f"{report_path}: missing; --report takes the folder `uprise eval` wrote")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     seed = report.get("config", {}).get("seed", 0)
-    folders = ({args.report.name: args.report} if (args.report / "predictions").is_dir() else
-               {d.name: d for d in sorted(args.report.iterdir()) if (d / "predictions").is_dir()})
+    folders = ({args.report.name: args.report} if (args.report / PREDICTIONS_DIR).is_dir() else
+               {d.name: d for d in sorted(args.report.iterdir()) if (d / PREDICTIONS_DIR).is_dir()})
     if not folders:
         raise SystemExit(f"{args.report}: no predictions/ folder in it or in its sub-folders")
     results = {name: compare(folder, pairs, seed) for name, folder in folders.items()}

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from uprise.evaluation.run import write_predictions
 from uprise.evaluation.stats import paired_bootstrap
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "pairwise.py"
 
 
 def _write_predictions(folder: Path, method: str, rows: list[tuple[str, str, float]]) -> None:
-    (folder / "predictions").mkdir(parents=True, exist_ok=True)
-    with (folder / "predictions" / f"{method}.jsonl").open("w", encoding="utf-8") as f:
-        for qid, task, value in rows:
-            f.write(json.dumps({"query_id": qid, "task": task, "value": value}) + "\n")
+    """Rows as `uprise eval` writes them (its own writer)."""
+    write_predictions({method: [{"query_id": qid, "task": task, "prediction": "x", "value": value,
+                                 "n_prompts": 3, "parsed": True, "option": None}
+                                for qid, task, value in rows]}, folder)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

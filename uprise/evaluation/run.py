@@ -6,12 +6,14 @@ trained retriever exported with its starting weights, beside the untrained one) 
 method's predictions instead of asking the LM again. `evaluate_methods` returns the report of
 `summary.summarise` (plus, per method, `changed_vs_zero_shot`, `unparsable` and
 `paper_metrics`) and the per-example predictions by method, which `write_predictions` writes as
-`predictions/<method>.jsonl`. `check_pool_leakage` refuses, before anything runs, a pool or
-retriever index holding prompts of the evaluated queries' tasks or clusters.
+`predictions/<method>.jsonl` (`read_predictions` reads them back). `check_pool_leakage` refuses,
+before anything runs, a pool or retriever index holding prompts of the evaluated queries' tasks
+or clusters.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from uprise.evaluation.summary import paper_metrics, prediction_changes, summari
 
 log = logging.getLogger(__name__)
 PREDICTIONS_DIR = "predictions"
+PREDICTION_FIELDS = ("query_id", "task", "prediction", "value", "n_prompts", "parsed", "option")
+"""The keys of every row of a predictions file."""
 
 
 def check_pool_leakage(queries: list[Query], pool: list[Prompt],
@@ -107,3 +111,27 @@ def write_predictions(predictions: dict[str, list[dict[str, Any]]], out: str | P
     out/predictions/<method>.jsonl."""
     for name, rows in predictions.items():
         write_jsonl(Path(out) / PREDICTIONS_DIR / f"{name}.jsonl", rows)
+
+
+def read_predictions(out: str | Path, method: str) -> list[dict[str, Any]]:
+    """One method's rows as `write_predictions` wrote them to out/predictions/<method>.jsonl,
+    in the evaluation's query order; a missing file or a malformed row names the file (and
+    line) and what is there instead."""
+    folder = Path(out) / PREDICTIONS_DIR
+    path = folder / f"{method}.jsonl"
+    if not path.is_file():
+        written = sorted(p.stem for p in folder.glob("*.jsonl"))
+        raise FileNotFoundError(f"{path}: no predictions of {method!r} (methods written there: "
+                                f"{written})")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from err
+            missing = [k for k in PREDICTION_FIELDS if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise ValueError(f"{path}:{line_no}: a prediction row lacks {missing}")
+            rows.append(row)
+    return rows
