@@ -5,7 +5,8 @@ Each rank holds its own two queries (`RANK_ITEMS[rank]`, prompts distinct across
 of `RetrieverModule` on CPU with the gloo backend, in float64, in-batch negatives gathered
 across ranks (`gather_negatives`, the default). `train_step` is also what the test runs on one
 process with both ranks' queries in one batch. Saves the gradients DDP averaged (just before
-the optimiser step) and the weights after it to OUT.
+the optimiser step) and the weights after it to OUT. `GradsBeforeStep`, the callback that
+records those gradients, is also the gradient-caching tests' probe.
 """
 
 from __future__ import annotations

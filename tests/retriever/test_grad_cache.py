@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -10,6 +13,9 @@ from retriever.grad_cache import grad_cached_backward
 from retriever.losses import info_nce
 from retriever.model import BiEncoder, BiEncoderConfig
 from retriever.module import RetrieverModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ddp_train_worker import GradsBeforeStep  # noqa: E402
 
 QUERIES = ["the cat sat on the mat", "which came last? radio, phone", "a dog", "fox field look"]
 PROMPTS = ["a wonderful film. positive", "the dog barked", "radio or phone", "phone came last",
@@ -92,15 +98,6 @@ def test_bad_arguments_are_refused(tiny_config):
         RetrieverModule(model, grad_cache_chunk=-1)
 
 
-class _GradsBeforeStep(L.Callback):
-    def __init__(self) -> None:
-        self.grads: dict[str, torch.Tensor] = {}
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.grads = {n: p.grad.clone() for n, p in pl_module.model.named_parameters()
-                      if p.grad is not None}
-
-
 @pytest.mark.parametrize("loss", ["info_nce", "info_nce+kl"])
 def test_a_lightning_step_with_grad_cache_equals_the_plain_step(no_dropout_bert_path, loss,
                                                                 text_batch):
@@ -112,7 +109,7 @@ def test_a_lightning_step_with_grad_cache_equals_the_plain_step(no_dropout_bert_
     for chunk in (0, 1):
         torch.manual_seed(0)
         module = RetrieverModule(BiEncoder(config), lr=1e-3, loss=loss, grad_cache_chunk=chunk)
-        grads = _GradsBeforeStep()
+        grads = GradsBeforeStep()
         trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=[grads])
