@@ -10,7 +10,10 @@ candidate of a query against the LM's own scores: NDCG@3, top-1 agreement and Sp
 query (`retriever.ranking`), next to the untrained encoder, with paired bootstrap 95% CIs
 stratified by task. Nothing here touches a held-out cluster: this is where label and loss
 defaults are chosen. Each variant's export is kept under RUN/bench_labels/, so a rerun only
-trains the variants not done yet. Prints a table and writes JSON to --out.
+trains the variants not done yet. Also recorded: the LM's accuracy per training task, each
+variant's number of training queries and, when the score folder holds zero-shot scores, per task
+what the candidates add over zero-shot (`zero_shot_gain`). Prints a table and writes JSON to
+--out.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ VARIANTS = {  # name -> train_retriever options (over --epochs/--batch-size/--lr
     "uprise_lr1e-5": {"lr": 1e-5, "epochs": 4},
     "copy": {"label_copy_correction": True},
     "chance": {"drop_chance_tasks": True},
+    "zs_gain": {"zero_shot_relative": True},
     "random_neg": {"n_random_negatives": 4},
     "kd": {"loss": "info_nce+kl", "lm_temperature": 0.1},
     "kd_t0.5": {"loss": "info_nce+kl", "lm_temperature": 0.5},
@@ -57,6 +61,16 @@ def val_items(run: Path, val_fraction: float, seed: int) -> list[dict]:
                                val_fraction=val_fraction, seed=seed)
     data.setup("fit")
     return data.val_set.items
+
+
+def n_train_queries(run: Path, options: dict, args: argparse.Namespace) -> int:
+    """How many training queries a variant's labels keep (its options that shape the data)."""
+    keys = ("label_copy_correction", "drop_chance_tasks", "zero_shot_relative")
+    data = RetrieverDataModule(run / "scores", run / "data" / TRAIN_QUERIES, run / "data" / POOL,
+                               val_fraction=args.val_fraction, seed=args.seed,
+                               **{k: v for k, v in options.items() if k in keys})
+    data.setup("fit")
+    return len(data.train_set)
 
 
 def per_query(export: Path, items: list[dict]) -> dict[str, np.ndarray]:
@@ -120,7 +134,8 @@ def main() -> None:
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "machine": platform.machine()},
               "untrained": {m: float(np.nanmean(base[m])) for m in METRICS},
-              "lm_task_accuracy": _task_accuracy(run), "variants": {}}
+              "lm_task_accuracy": _task_accuracy(run),
+              "zero_shot_gain": _zero_shot_gain(run), "variants": {}}
     for name in names:
         export, t0 = work / name / "retriever", time.perf_counter()
         trained = not (export / "uprise_config.json").is_file()
@@ -136,6 +151,7 @@ def main() -> None:
         values = per_query(export, items)
         report["variants"][name] = {
             "options": VARIANTS[name], "trained_this_call": trained,
+            "n_train_queries": n_train_queries(run, VARIANTS[name], args),
             "seconds_this_call": round(time.perf_counter() - t0, 1),  # train (if) + measure
             "exported_epoch": (config.get("validation_ranking", {}).get("exported") or {}
                                ).get("epoch"),
@@ -164,6 +180,32 @@ def _task_accuracy(run: Path) -> dict:
     return {t: {"accuracy": round(a.accuracy, 3), "chance": round(a.chance, 3),
                 "z": round(a.z, 2), "n_queries": a.n_queries, "above_chance": a.above_chance}
             for t, a in task_accuracy(read_scores(run / "scores"), queries).items()}
+
+
+def _zero_shot_gain(run: Path) -> dict | None:
+    """Per task, what the candidates add over zero-shot (label value minus the zero-shot one):
+    the share of candidates with a positive gain, the share of queries with at least one, and
+    the median over queries of the best candidate's gain. None without zero-shot scores."""
+    from flan_data.schema import Query, read_jsonl
+    from flan_data.score_folder import ZERO_SHOT_FILE, read_scores, read_zero_shot
+    from retriever.labels import value
+
+    if not (run / "scores" / ZERO_SHOT_FILE).is_file():
+        return None
+    queries = {q.id: q for q in read_jsonl(run / "data" / TRAIN_QUERIES, Query)}
+    zero = read_zero_shot(run / "scores")
+    gains: dict[str, list[float]] = {}
+    for s in read_scores(run / "scores"):
+        gains.setdefault(s.query_id, []).append(value(s) - value(zero[s.query_id]))
+    by_task: dict[str, list[list[float]]] = {}
+    for qid, g in gains.items():
+        by_task.setdefault(queries[qid].task, []).append(g)
+    return {t: {"n_queries": len(rows),
+                "candidates_above_zero_shot": round(float(np.mean([x > 0 for g in rows
+                                                                   for x in g])), 3),
+                "queries_with_a_gain": round(float(np.mean([max(g) > 0 for g in rows])), 3),
+                "median_best_gain": round(float(np.median([max(g) for g in rows])), 3)}
+            for t, rows in sorted(by_task.items())}
 
 
 def _print(report: dict) -> None:

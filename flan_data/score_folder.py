@@ -3,6 +3,8 @@
     DIR/shard-00000.jsonl ...   Score records, `shard_size` pairs per shard, in work order
     DIR/score_manifest.json     {"lm", "n_pairs", "shard_size", "pairs_sha256", "order",
                                  "complete": bool, "shards": [{"file", "n", "complete"}, ...]}
+    DIR/zero_shot.jsonl         one Score per scored query with no demonstration (prompt_id
+                                `ZERO_SHOT_ID`), written after the shards (`read_zero_shot`)
     DIR/.uprise-score.lock      empty; a scoring run holds its `flock` (`proxy_lm.shards`)
 
 This module is the folder's one reader and manifest writer; how pairs become shards (work
@@ -22,12 +24,15 @@ or objects naming their file under `file`, `path`, `name` or `shard`, and a mani
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from flan_data.schema import SchemaError, Score, read_jsonl, write_json
 
 SCORE_MANIFEST, LEGACY_MANIFEST = "score_manifest.json", "manifest.json"
+ZERO_SHOT_FILE, ZERO_SHOT_ID = "zero_shot.jsonl", ""
+"""The zero-shot scores' file in a score folder, and their prompt id (no demonstration)."""
 SHARD_GLOB, LOCK_FILE = "shard-*.jsonl", ".uprise-score.lock"
 _ENTRY_KEYS = ("file", "path", "name", "shard")
 """Keys a manifest's shard entry may name its file under (the first string one wins)."""
@@ -82,6 +87,35 @@ def is_complete(folder: str | Path) -> bool:
     """Whether `folder` holds a score manifest that marks scoring complete."""
     manifest = read_manifest(folder, required=False)
     return manifest is not None and bool(manifest.get("complete"))
+
+
+def read_zero_shot(folder: str | Path, query_ids: Iterable[str] = ()) -> dict[str, Score]:
+    """The zero-shot Score of each query in `folder/ZERO_SHOT_FILE`, by query id.
+
+    Raises FileNotFoundError when the file is missing (score folders written before it existed:
+    resuming `uprise score` on the folder adds it), SchemaError for a record that is not a
+    zero-shot score or repeats a query, and KeyError when one of `query_ids` has none."""
+    folder = Path(folder)
+    path = folder / ZERO_SHOT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the zero-shot scores are missing. Run `uprise score` again with "
+            f"the same --data and --output-dir {folder} (it keeps the complete shards and scores "
+            "only the queries with no demonstration).")
+    out: dict[str, Score] = {}
+    for line, s in enumerate(read_jsonl(path, Score), start=1):
+        if s.prompt_id != ZERO_SHOT_ID or s.query_id in out:
+            why = "repeats its query" if s.query_id in out else f"has prompt_id {s.prompt_id!r}"
+            raise SchemaError(f"{path}:{line}: the score of query {s.query_id!r} {why}; a "
+                              f"zero-shot file holds one score per query with prompt_id "
+                              f"{ZERO_SHOT_ID!r}. Delete the file and rerun `uprise score`.")
+        out[s.query_id] = s
+    missing = sorted(set(query_ids) - out.keys())
+    if missing:
+        raise KeyError(f"{path}: no zero-shot score for query {missing[0]!r} (and "
+                       f"{len(missing) - 1} more); delete the file and rerun `uprise score` on "
+                       f"{folder} with the same --data.")
+    return out
 
 
 def read_scores(path: str | Path) -> list[Score]:

@@ -17,6 +17,7 @@ _EXPORTS = {
     "continuation_losses": "proxy_lm.likelihood",
     "score_record": "proxy_lm.scoring",
     "score_candidates": "proxy_lm.scoring",
+    "score_zero_shot": "proxy_lm.scoring",
     "read_scores": "flan_data.score_folder",
     "score_candidates_distributed": "proxy_lm.distributed",
     "ScoreCache": "proxy_lm.score_cache",

@@ -5,6 +5,8 @@ started by your cluster launcher, e.g. SLURM's srun or torchrun) through Lightni
 to resume. Scores already in the persistent score cache are not recomputed. Options are
 checked and the data folder read before the output folder is made; the run then holds the
 folder's lock (`proxy_lm.shards.score_folder_lock`), so a second run on it fails at once.
+When every pair is scored, the global-zero process adds each query's zero-shot score
+(`proxy_lm.scoring.score_zero_shot`); rerunning on a folder that lacks it adds only that.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flan_data import StageData, read_stage_data
 from flan_data.score_folder import read_scores
 from proxy_lm.distributed import score_candidates_distributed
 from proxy_lm.loading import EMBEDDED_LM, load_lm
+from proxy_lm.scoring import score_zero_shot
 from proxy_lm.shards import score_folder_lock
 
 
@@ -73,9 +76,11 @@ def _launcher_rank() -> int:
 
 def _score(args: argparse.Namespace, stage: StageData) -> None:
     lm = load_lm(args.lm, dtype=args.dtype, device=_dtype_device(args.accelerator))
+    queries = {q.id: q for q in stage.train_queries}
+    cache = False if args.no_score_cache else (args.score_cache or True)
     zero = score_candidates_distributed(
         lm,
-        queries={q.id: q for q in stage.train_queries},
+        queries=queries,
         prompts={p.id: p for p in stage.pool},
         candidates=stage.candidates,
         out_dir=Path(args.output_dir),
@@ -86,9 +91,11 @@ def _score(args: argparse.Namespace, stage: StageData) -> None:
         num_nodes=args.num_nodes,
         strategy=args.strategy,
         progress=not args.no_progress,
-        score_cache=False if args.no_score_cache else (args.score_cache or True),
+        score_cache=cache,
     )
     if zero:
+        score_zero_shot(lm, {c.query_id: queries[c.query_id] for c in stage.candidates},
+                        args.output_dir, args.batch_size, cache)
         n = len(read_scores(args.output_dir))
         print(f"scored {n} pairs with {lm.name} -> {args.output_dir}")
 

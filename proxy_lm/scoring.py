@@ -13,6 +13,11 @@ the prompt's tokens run once per shard for all its queries. Losses already in th
 score cache (`proxy_lm.score_cache`, on by default) are not recomputed, so scoring the same
 pairs again, in any folder, costs no forward pass. `ShardScorer` is the unit both this loop
 and the multi-device Lightning path (`proxy_lm.distributed`) run.
+
+After the shards, `score_zero_shot` scores each query once with no demonstration (context: the
+input alone) into `zero_shot.jsonl` of the same folder: what labels relative to zero-shot need
+(`retriever.labels`). It costs one forward pass per query (1/L of the candidate pairs), through
+the same score cache, and is skipped when the file already covers every query.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 from pathlib import Path
 
 from flan_data.schema import Candidates, Prompt, Query, Score, join_context, write_jsonl
-from flan_data.score_folder import read_scores
+from flan_data.score_folder import ZERO_SHOT_FILE, ZERO_SHOT_ID, read_scores, read_zero_shot
 from proxy_lm.likelihood import continuation_losses
 from proxy_lm.loading import LanguageModel
 from proxy_lm.score_cache import ScoreCache, pair_key
@@ -31,7 +36,7 @@ from proxy_lm.shards import open_manifest, reconcile, shard_pairs, work_order
 log = logging.getLogger(__name__)
 
 __all__ = ["ShardScorer", "continuation_losses", "read_scores", "score_candidates",
-           "score_record"]
+           "score_record", "score_zero_shot"]
 
 
 def score_record(query: Query, prompt_id: str, lm_name: str, losses: list[float]) -> Score:
@@ -131,8 +136,48 @@ def score_candidates(
     log.info("scored %d pairs with %s -> %s (%d computed, %d from the score cache, %d shards "
              "were complete)", len(pairs), lm.name, out_dir, scorer.computed, scorer.cached,
              len(manifest["shards"]) - len(pending))
+    score_zero_shot(lm, {c.query_id: queries[c.query_id] for c in candidates}, out_dir,
+                    batch_size, score_cache)
     by_pair = {(s.query_id, s.prompt_id): s for s in read_scores(out_dir)}
     return [by_pair[pair] for pair in pairs]
+
+
+def score_zero_shot(
+    lm: LanguageModel,
+    queries: dict[str, Query],
+    out_dir: str | Path,
+    batch_size: int = 16,
+    score_cache: str | Path | bool | None = True,
+) -> list[Score]:
+    """Scores every query with no demonstration into `out_dir/zero_shot.jsonl` (atomic; kept
+    when it already holds exactly these queries); returns the scores in `queries` order."""
+    path = Path(out_dir) / ZERO_SHOT_FILE
+    if path.is_file():
+        try:
+            known = read_zero_shot(out_dir, queries)
+        except (KeyError, ValueError) as err:  # other queries, or damaged: score again
+            log.warning("%s; scoring the zero-shot pairs again", err)
+        else:
+            if known.keys() == queries.keys():
+                return [known[q] for q in queries]
+    ordered = list(queries.values())
+    contexts = [join_context([], q.input) for q in ordered]
+    keys = [pair_key(q.template, c, q.continuations()) for q, c in zip(ordered, contexts,
+                                                                         strict=True)]
+    cache = open_score_cache(lm, score_cache)
+    known_losses = cache.get(keys) if cache is not None else {}
+    todo = [i for i, key in enumerate(keys) if key not in known_losses]
+    rows = continuation_losses(lm, [contexts[i] for i in todo],
+                               [ordered[i].continuations() for i in todo], batch_size=batch_size)
+    new = {keys[i]: row for i, row in zip(todo, rows, strict=True)}
+    if cache is not None and new:
+        cache.put(new)
+    scores = [score_record(q, ZERO_SHOT_ID, lm.name, new.get(key) or known_losses[key])
+              for q, key in zip(ordered, keys, strict=True)]
+    write_jsonl(path, scores)
+    log.info("zero-shot: scored %d queries -> %s (%d computed, %d from the score cache)",
+             len(scores), path, len(todo), len(scores) - len(todo))
+    return scores
 
 
 def candidate_pairs(

@@ -110,6 +110,7 @@ class RetrieverCLI(LightningCLI):
             "n_random_negatives": data.n_random_negatives,
             "label_copy_correction": data.label_copy_correction,
             "drop_chance_tasks": data.drop_chance_tasks,
+            "zero_shot_relative": data.zero_shot_relative,
             "tasks_at_chance": self.datamodule.tasks_at_chance,  # gave no labels (None: option off)
             "loss": self.model.hparams.loss,
             "global_steps": self.trainer.global_step,

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from flan_data.schema import Prompt, Query
-from flan_data.score_folder import read_scores
+from flan_data.score_folder import ZERO_SHOT_FILE, read_scores, read_zero_shot
 from flan_data.stage_io import read_stage_file
 from retriever.labels import TrainingExample, build_training_examples, task_accuracy
 from retriever.resumable import EpochSampler, ResumableLoader
@@ -181,6 +181,8 @@ class RetrieverDataModule(L.LightningDataModule):
         label_copy_correction: judge a candidate against the candidates with the same answer
             (see `retriever.labels`).
         drop_chance_tasks: tasks where the LM is not above chance give no training labels.
+        zero_shot_relative: label by each candidate's gain over the query's zero-shot score
+            (read from the score folder's zero_shot.jsonl; see `retriever.labels`).
         batch_all_candidates: put every scored candidate of a query into its training batch
             (needed by the `info_nce+kl` loss; more prompts to encode per step).
         val_fraction: share of the scored queries held out for validation (0 = none).
@@ -199,6 +201,7 @@ class RetrieverDataModule(L.LightningDataModule):
         n_random_negatives: int = 0,
         label_copy_correction: bool = False,
         drop_chance_tasks: bool = False,
+        zero_shot_relative: bool = False,
         batch_all_candidates: bool = False,
         val_fraction: float = 0.1,
         seed: int = 42,
@@ -226,6 +229,10 @@ class RetrieverDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
+        if hp.zero_shot_relative and not Path(self.scores_path).is_dir():
+            raise ValueError(f"data.zero_shot_relative needs the score folder written by `uprise "
+                             f"score` (it holds {ZERO_SHOT_FILE}); {self.scores_path} is not a "
+                             "folder. Pass the folder, or set data.zero_shot_relative=false.")
         scores = read_scores(self.scores_path)
         queries = {q.id: q for q in read_stage_file(self.queries_path, Query)}  # count-checked
         pool = {p.id: p for p in read_stage_file(self.pool_path, Prompt)}
@@ -237,18 +244,20 @@ class RetrieverDataModule(L.LightningDataModule):
                            "train with the same data folder.")
         val_ids = validation_query_ids(scored, self.val_fraction, self.seed)
         train_scores = [s for s in scores if s.query_id not in val_ids]
+        zero_shot = (read_zero_shot(self.scores_path, scored) if hp.zero_shot_relative
+                     else None)
         train = build_training_examples(
             train_scores, self.n_hard_negatives, queries, pool,
             label_copy_correction=hp.label_copy_correction,
-            drop_chance_tasks=hp.drop_chance_tasks)
+            drop_chance_tasks=hp.drop_chance_tasks, zero_shot=zero_shot)
         if hp.drop_chance_tasks:  # the same test build_training_examples applied, for the record
             self.tasks_at_chance = sorted(t for t, a in task_accuracy(train_scores, queries).items()
                                           if not a.above_chance)
         if not train:
             raise ValueError(
                 f"{self.scores_path}: no training query has a usable positive (none made the LM "
-                "correct, or every task is at chance); score more candidates or queries, or "
-                "set data.drop_chance_tasks=false."
+                "correct or beat zero-shot, or every task is at chance); score more candidates "
+                "or queries, or set data.drop_chance_tasks / data.zero_shot_relative to false."
             )
         val = build_training_examples([s for s in scores if s.query_id in val_ids],
                                       self.n_hard_negatives)

@@ -22,6 +22,16 @@ Options (each measured; see the README's "Training labels" section for the defau
   left uncorrected. With the correction on, the positive is the best corrected value (UPRISE's
   "made the LM correct" filter is itself mostly label copying), else the best-valued candidate
   that made the LM correct (UPRISE).
+- `zero_shot` (labels relative to zero-shot): given each query's zero-shot score (no
+  demonstration), a candidate's value is its *gain*, its value minus the zero-shot value (what
+  the prompt adds to the gold answer's log-probability or log-likelihood), and only candidates
+  with a positive gain may be the positive: a query no candidate improves gives no label (every
+  one of its prompts hurts or does nothing, so the best of them teaches the retriever a
+  prompt that should not be used). This replaces UPRISE's "made the LM correct" filter, which
+  keeps prompts that leave an already-correct answer where it was or lower it. A constant shift
+  per query does not change a query's ranking, hard negatives or KD target: the option acts
+  through which queries are labelled and which candidates may be positives. With
+  `label_copy_correction` as well, the gain decides eligibility and the corrected value ranks.
 - `drop_chance_tasks`: a task on which the scoring LM is not above chance (one-sided 95%,
   per-query share of correct candidates against 1 / number of options, queries as the unit)
   supplies no labels; its prompts stay in the pool. `task_accuracy` reports the test.
@@ -121,11 +131,19 @@ def _centred_by_answer(values: dict[str, float],
 
 
 def _example(query_id: str, cands: dict[str, Score], n_hard_negatives: int,
-             corrected: dict[str, float] | None) -> TrainingExample | None:
+             corrected: dict[str, float] | None,
+             zero_shot: Score | None = None) -> TrainingExample | None:
     ids = sorted(cands)
     values = corrected if corrected is not None else {p: value(cands[p]) for p in ids}
-    eligible = ids if corrected is not None else [
-        p for p in ids if cands[p].correct is None or cands[p].correct]
+    if zero_shot is not None:
+        base = value(zero_shot)
+        eligible = [p for p in ids if value(cands[p]) > base]
+        if corrected is None:
+            values = {p: v - base for p, v in values.items()}
+    elif corrected is not None:
+        eligible = ids
+    else:
+        eligible = [p for p in ids if cands[p].correct is None or cands[p].correct]
     if not eligible or (corrected is not None and len(set(values.values())) < 2):
         return None
     positive = min(eligible, key=lambda p: (-values[p], p))
@@ -147,12 +165,14 @@ def build_training_examples(
     pool: dict[str, Prompt] | None = None,
     label_copy_correction: bool = False,
     drop_chance_tasks: bool = False,
+    zero_shot: dict[str, Score] | None = None,
 ) -> list[TrainingExample]:
     """Labels each query from its candidates' scores (see the module docstring).
 
     `queries` is needed by `drop_chance_tasks` and `label_copy_correction`, `pool` by the
-    latter. Queries with no eligible positive are dropped. Examples come out in the order
-    queries first appear in `scores`.
+    latter; `zero_shot` (query id -> its zero-shot Score) turns on labels relative to zero-shot
+    and must cover every scored query. Queries with no eligible positive are dropped. Examples
+    come out in the order queries first appear in `scores`.
     """
     if n_hard_negatives < 0:
         raise ValueError(f"n_hard_negatives={n_hard_negatives}; expected an integer >= 0.")
@@ -165,6 +185,12 @@ def build_training_examples(
         best = by_query[s.query_id].get(s.prompt_id)
         if best is None or s.score > best.score:  # duplicate pair: keep the better judgement
             by_query[s.query_id][s.prompt_id] = s
+    if zero_shot is not None:
+        missing = sorted(by_query.keys() - zero_shot.keys())
+        if missing:
+            raise KeyError(f"no zero-shot score for query {missing[0]!r} (and "
+                           f"{len(missing) - 1} more); score the zero-shot pairs of every "
+                           "scored query (`uprise score` writes them).")
     skip_tasks: set[str] = set()
     if drop_chance_tasks:
         accuracy = task_accuracy(scores, queries)
@@ -181,11 +207,13 @@ def build_training_examples(
         if label_copy_correction:
             answers = {p: candidate_answer(pool[p], queries[query_id]) for p in cands}
             corrected = _centred_by_answer({p: value(s) for p, s in cands.items()}, answers)
-        ex = _example(query_id, cands, n_hard_negatives, corrected)
+        ex = _example(query_id, cands, n_hard_negatives, corrected,
+                      zero_shot[query_id] if zero_shot is not None else None)
         if ex is None:
             dropped += 1
         else:
             examples.append(ex)
-    log.info("training examples: %d queries kept, %d dropped (no eligible positive), %d from "
-             "tasks at chance", len(examples), dropped, skipped)
+    log.info("training examples: %d queries kept, %d dropped (no eligible positive%s), %d from "
+             "tasks at chance", len(examples), dropped,
+             ": no candidate beat zero-shot" if zero_shot is not None else "", skipped)
     return examples

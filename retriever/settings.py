@@ -46,6 +46,7 @@ class TrainSettings:
     n_random_negatives: int = 0
     label_copy_correction: bool = False
     drop_chance_tasks: bool = False
+    zero_shot_relative: bool = False
     loss: LossName = "info_nce"
     lm_temperature: float = 0.1
     temperature: float = 0.05
@@ -91,6 +92,7 @@ class TrainSettings:
                      "n_random_negatives": self.n_random_negatives,
                      "label_copy_correction": self.label_copy_correction,
                      "drop_chance_tasks": self.drop_chance_tasks,
+                     "zero_shot_relative": self.zero_shot_relative,
                      "val_fraction": self.val_fraction},
             "trainer": {"default_root_dir": str(out_dir), "max_epochs": self.epochs,
                         "max_steps": self.max_steps, "accelerator": self.accelerator,

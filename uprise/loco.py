@@ -34,7 +34,7 @@ from flan_data import (
     write_stage_data,
 )
 from flan_data.loading import available_splits
-from flan_data.score_folder import is_complete
+from flan_data.score_folder import ZERO_SHOT_FILE, is_complete
 from flan_data.stage_io import DATA_MANIFEST
 from retriever import INDEX_MANIFEST
 from uprise.evaluation import (
@@ -115,8 +115,9 @@ def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
         stage = cfg.data_settings().build(resolve_data_dir(cfg.data_dir))
         write_stage_data(stage, cluster_dir / "data")
     stage = read_stage_data(cluster_dir / "data")
-    if not is_complete(cluster_dir / "scores"):
-        score_stage(scoring_lm(), stage, cluster_dir / "scores", cfg.score_batch_size, progress)
+    scores = cluster_dir / "scores"
+    if not is_complete(scores) or not (scores / ZERO_SHOT_FILE).is_file():  # older folders
+        score_stage(scoring_lm(), stage, scores, cfg.score_batch_size, progress)
     train_stage(cfg.train_settings(), cluster_dir, cfg.export_metadata(), progress)
     index_stage(cfg.encoder, cluster_dir, cfg.export_metadata())
     return stage

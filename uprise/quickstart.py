@@ -51,7 +51,7 @@ _INTS = {  # field: (smallest value, None allowed)
     "eval_batch_size": (1, False),
 }
 _POSITIVE_FLOATS = ("lm_temperature", "lr")
-_BOOLS = ("label_copy_correction", "drop_chance_tasks")
+_BOOLS = ("label_copy_correction", "drop_chance_tasks", "zero_shot_relative")
 _STRINGS = {"held_out_cluster": None, "lm": None, "encoder": None, "lm_dtype": LM_DTYPES,
             "loss": get_args(LossName)}
 
@@ -77,6 +77,7 @@ class QuickstartConfig:
     n_random_negatives: int = _TRAIN.n_random_negatives
     label_copy_correction: bool = _TRAIN.label_copy_correction
     drop_chance_tasks: bool = _TRAIN.drop_chance_tasks
+    zero_shot_relative: bool = _TRAIN.zero_shot_relative
     loss: LossName = _TRAIN.loss
     lm_temperature: float = _TRAIN.lm_temperature
     lr: float = _TRAIN.lr
@@ -129,7 +130,8 @@ class QuickstartConfig:
             lr=self.lr, seed=self.seed, n_hard_negatives=self.n_hard_negatives,
             n_random_negatives=self.n_random_negatives,
             label_copy_correction=self.label_copy_correction,
-            drop_chance_tasks=self.drop_chance_tasks, loss=self.loss,
+            drop_chance_tasks=self.drop_chance_tasks,
+            zero_shot_relative=self.zero_shot_relative, loss=self.loss,
             lm_temperature=self.lm_temperature)
 
     def export_metadata(self) -> dict[str, Any]:
@@ -181,7 +183,9 @@ def check_resumable(cfg: QuickstartConfig, out: Path) -> None:
         return
     before = json.loads(saved.read_text())["config"]
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    changed = sorted(k for k in now if before.get(k) != now[k])
+    defaults = json.loads(json.dumps(dataclasses.asdict(QuickstartConfig())))
+    # a key the saved config lacks was added later: the run used its default
+    changed = sorted(k for k in now if before.get(k, defaults[k]) != now[k])
     if changed:
         raise ValueError(
             f"{saved}: cannot resume with a different config (changed: {changed}). "

@@ -12,9 +12,12 @@ from flan_data.score_folder import (
     LEGACY_MANIFEST,
     LOCK_FILE,
     SCORE_MANIFEST,
+    ZERO_SHOT_FILE,
+    ZERO_SHOT_ID,
     is_complete,
     read_manifest,
     read_scores,
+    read_zero_shot,
     shard_name,
     write_manifest,
 )
@@ -143,3 +146,26 @@ def test_open_manifest_refuses_a_non_empty_folder_but_ignores_its_lock(tmp_path)
     (other / "notes.txt").write_text("x")
     with pytest.raises(FileExistsError, match=f"other is not empty; it has no {SCORE_MANIFEST}"):
         open_manifest(other, "lm", PAIRS, 2)
+
+
+def test_read_zero_shot_names_the_file_line_and_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{ZERO_SHOT_FILE} not found.*`uprise score`"):
+        read_zero_shot(tmp_path)
+    write_jsonl(tmp_path / ZERO_SHOT_FILE, [s("q1", ZERO_SHOT_ID), s("q2", ZERO_SHOT_ID)])
+    assert list(read_zero_shot(tmp_path, ["q2"])) == ["q1", "q2"]
+    with pytest.raises(KeyError, match="no zero-shot score for query 'q3'"):
+        read_zero_shot(tmp_path, ["q1", "q3"])
+    write_jsonl(tmp_path / ZERO_SHOT_FILE, [s("q1", ZERO_SHOT_ID), s("q1", ZERO_SHOT_ID)])
+    with pytest.raises(SchemaError, match=f"{ZERO_SHOT_FILE}:2: .*'q1' repeats its query"):
+        read_zero_shot(tmp_path)
+    write_jsonl(tmp_path / ZERO_SHOT_FILE, [s("q1", ZERO_SHOT_ID), s("q2", "a")])
+    with pytest.raises(SchemaError, match=f"{ZERO_SHOT_FILE}:2: .*has prompt_id 'a'"):
+        read_zero_shot(tmp_path)
+
+
+def test_the_zero_shot_file_is_not_a_shard(tmp_path):
+    written = score_folder(tmp_path)
+    write_jsonl(tmp_path / ZERO_SHOT_FILE, [s(q, ZERO_SHOT_ID) for q in ("q1", "q2", "q3")])
+    assert read_scores(tmp_path) == written
+    write_json(tmp_path / SCORE_MANIFEST, {"complete": True})  # hand-made: every shard file
+    assert read_scores(tmp_path) == written

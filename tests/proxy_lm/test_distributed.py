@@ -23,7 +23,7 @@ import pytest
 import proxy_lm.scoring as scoring
 from flan_data import write_stage_data
 from flan_data.protocol import StageData
-from flan_data.score_folder import SCORE_MANIFEST
+from flan_data.score_folder import SCORE_MANIFEST, read_zero_shot
 from proxy_lm import read_scores, score_candidates
 from proxy_lm.cli import score_main
 
@@ -92,9 +92,11 @@ def test_sigkilled_run_resumes_recomputing_only_the_shard_in_flight(
                         lambda lm, contexts, *a, **k: computed.append(len(contexts))
                         or compute(lm, contexts, *a, **k))
     score_main(args)  # the same command, in this process, with the child's thread count
-    assert sum(computed) == sum(e["n"] for e in shards if e["file"] not in done)
+    n_queries = len({c.query_id for c in scoring_data[2]})  # + one zero-shot pass per query
+    assert sum(computed) == sum(e["n"] for e in shards if e["file"] not in done) + n_queries
     # Same hardware, same thread count: bitwise equal to an uninterrupted run.
     assert read_scores(out) == _reference(tiny_gpt_neo_path, scoring_data, tmp_path / "ref")
+    assert read_zero_shot(out) == read_zero_shot(tmp_path / "ref")
 
 
 def test_two_ddp_processes_equal_one(tiny_llama_path, scoring_data, stage_dir, tmp_path,

@@ -9,8 +9,14 @@ import pytest
 
 import proxy_lm.scoring as scoring
 from flan_data.schema import Query, join_context
-from flan_data.score_folder import SCORE_MANIFEST
-from proxy_lm import continuation_losses, read_scores, score_candidates, score_record
+from flan_data.score_folder import SCORE_MANIFEST, ZERO_SHOT_FILE, ZERO_SHOT_ID, read_zero_shot
+from proxy_lm import (
+    continuation_losses,
+    read_scores,
+    score_candidates,
+    score_record,
+    score_zero_shot,
+)
 
 CHOICE = Query("q", "sst2", "sentiment", 3, "great film", options=["pos", "neg", "meh"], gold=1)
 GENERATION = Query("g", "common_gen", "struct_to_text", 0, "words: a b", references=["a b."])
@@ -50,6 +56,40 @@ def test_scores_use_prompt_then_query_context(tiny_gpt_neo_path, scoring_data, t
     assert first.option_losses == pytest.approx(want, abs=1e-5)
     assert first.lm == str(tiny_gpt_neo_path)
     assert {s.correct is None for s in scores if not queries[s.query_id].is_choice} == {True}
+    zero = read_zero_shot(tmp_path / "s")  # every scored query, with the input alone
+    assert sorted(zero) == sorted({c.query_id for c in candidates})
+    [want] = continuation_losses(lm, [q.input], [q.continuations()])
+    assert zero[q.id].option_losses == pytest.approx(want, abs=1e-5)
+    assert zero[q.id] == score_record(q, ZERO_SHOT_ID, lm.name, zero[q.id].option_losses)
+
+
+def test_zero_shot_scores_are_kept_cached_or_redone(tiny_lm, scoring_data, tmp_path,
+                                                     monkeypatch):
+    queries, _, candidates = scoring_data
+    scored = {c.query_id: queries[c.query_id] for c in candidates}
+    calls = []
+
+    def counting(lm, contexts, *args, **kwargs):
+        calls.append(len(contexts))
+        return continuation_losses(lm, contexts, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "continuation_losses", counting)
+    cache = tmp_path / "cache"
+    first = score_zero_shot(tiny_lm, scored, tmp_path / "a", score_cache=cache)
+    assert calls == [len(scored)] and [z.query_id for z in first] == list(scored)
+    assert score_zero_shot(tiny_lm, scored, tmp_path / "a", score_cache=cache) == first
+    assert calls == [len(scored)]  # the file covers these queries: kept, nothing run
+    assert score_zero_shot(tiny_lm, scored, tmp_path / "b", score_cache=cache) == first
+    assert calls == [len(scored), 0]  # another folder: every loss from the score cache
+    fewer = dict(list(scored.items())[:2])
+    redone = score_zero_shot(tiny_lm, fewer, tmp_path / "a", score_cache=False)
+    assert calls[-1] == 2  # other queries than the file's: scored again (batching may differ)
+    assert [z.option_losses for z in redone] == [
+        pytest.approx(z.option_losses, abs=1e-5) for z in first[:2]]
+    assert sorted(read_zero_shot(tmp_path / "a")) == sorted(fewer)  # and rewritten
+    (tmp_path / "a" / ZERO_SHOT_FILE).write_text("{not json\n")
+    assert score_zero_shot(tiny_lm, fewer, tmp_path / "a", score_cache=cache) == first[:2]
+    assert calls[-1] == 0  # a damaged file is redone, here from the cache
 
 
 def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_path, monkeypatch):
@@ -80,7 +120,7 @@ def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_p
     crash_at.clear()
     resumed = score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5,
                                progress=False, score_cache=False)
-    assert len(calls) == 3  # the complete first shard was skipped
+    assert len(calls) == 4  # 3 shards (the complete first one was skipped) + the zero-shot pass
     assert resumed == full
     assert read_scores(out) == read_scores(tmp_path / "full")  # shard (work) order
     assert sorted(read_scores(out), key=repr) == sorted(full, key=repr)
@@ -89,7 +129,7 @@ def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_p
     calls.clear()
     assert score_candidates(tiny_lm, queries, prompts, candidates, out, shard_size=5,
                             progress=False, score_cache=False) == full
-    assert len(calls) == 1
+    assert len(calls) == 1  # the zero-shot file is complete: kept
 
 
 def test_refuses_to_resume_a_different_run(tiny_gpt_neo_path, scoring_data, tmp_path):

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from flan_data.schema import Query, Score, write_jsonl
+from flan_data.schema import Query, Score, write_json, write_jsonl
+from flan_data.score_folder import SCORE_MANIFEST, ZERO_SHOT_FILE, ZERO_SHOT_ID, shard_name
 from retriever.data import RetrieverDataModule, collate_examples
 
 
@@ -119,3 +120,46 @@ def test_tasks_at_chance_are_recorded_and_give_no_training_labels(tmp_path, make
     assert {it["query"].split()[0] for it in dropped.train_set.items} == {"rte"}
     assert {it["query"].split()[0] for it in kept.train_set.items} == {"rte", "coin"}
     assert len(dropped.val_set) == len(kept.val_set)  # validation is never filtered
+
+
+def test_zero_shot_relative_reads_the_folders_zero_shot_scores(tmp_path, train_files):
+    scores = [Score(**json.loads(line)) for line in train_files["scores"].open()]
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    write_jsonl(folder / shard_name(0), scores)
+    write_json(folder / SCORE_MANIFEST, {"complete": True})
+
+    def make(path, **options):
+        dm = RetrieverDataModule(path, train_files["queries"], train_files["pool"],
+                                 val_fraction=0.25, seed=3, **options)
+        dm.setup("fit")
+        return dm
+
+    with pytest.raises(ValueError, match="zero_shot_relative needs the score folder"):
+        make(train_files["scores"], zero_shot_relative=True)
+    with pytest.raises(FileNotFoundError, match=f"{ZERO_SHOT_FILE} not found"):
+        make(folder, zero_shot_relative=True)
+    # Zero-shot at each query's median candidate score: only the candidates above it qualify.
+    by_query: dict[str, list[float]] = {}
+    for x in scores:
+        by_query.setdefault(x.query_id, []).append(x.score)
+    write_jsonl(folder / ZERO_SHOT_FILE, [
+        Score(query_id=q, prompt_id=ZERO_SHOT_ID, lm="tiny", template=0,
+              option_losses=[1.0, 1.0], score=sorted(v)[len(v) // 2], correct=False)
+        for q, v in by_query.items()])
+    plain, gain = make(folder), make(folder, zero_shot_relative=True)
+    assert plain.val_set.items == gain.val_set.items  # validation keeps the plain labels
+    zero = {q: sorted(v)[len(v) // 2] for q, v in by_query.items()}
+    lm = {(x.query_id, x.prompt_id): x.score for x in scores}
+    queries = {json.loads(line)["input"]: json.loads(line)["id"]
+               for line in train_files["queries"].open()}
+    for item in gain.train_set.items:
+        q = queries[item["query"]]
+        assert lm[(q, item["prompt_ids"][0])] > zero[q]  # the positive beats zero-shot
+    # Where the best candidate made the LM wrong, UPRISE's positive is another one.
+    assert [it["prompt_ids"][0] for it in gain.train_set.items] != [
+        it["prompt_ids"][0] for it in plain.train_set.items]
+    kept = {queries[it["query"]] for it in gain.train_set.items}
+    assert kept == {queries[it["query"]] for it in plain.train_set.items
+                    if max(v for (qq, _), v in lm.items() if qq == queries[it["query"]])
+                    > zero[queries[it["query"]]]}

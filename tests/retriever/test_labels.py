@@ -139,3 +139,77 @@ def test_options_need_their_inputs():
     with pytest.raises(ValueError, match="needs the pool"):
         build_training_examples([s("q", "a", 0.5, True)], 1, {"q": QUERY},
                                 label_copy_correction=True)
+
+
+def zs(q, score, correct):
+    return s(q, "", score, correct)
+
+
+def test_zero_shot_relative_labels_by_gain(caplog):
+    scores = [
+        s("q1", "a", 0.6, True),  # gain log(.6/.5) > 0: the only candidate that adds
+        s("q1", "b", 0.45, True),  # correct, but lowers the gold answer: not a positive now
+        s("q1", "c", 0.2, False),
+        s("q2", "a", 0.7, True),  # q2: zero-shot 0.8, every candidate lowers it -> dropped
+        s("q2", "b", 0.6, True),
+        s("q3", "a", 0.3, False),  # q3: no candidate made the LM correct (UPRISE drops it),
+        s("q3", "b", 0.2, False),  # but a raises the gold option above zero-shot's 0.1
+        s("g", "x", -1.2, None),
+        s("g", "y", -0.8, None),
+    ]
+    zero = {"q1": zs("q1", 0.5, True), "q2": zs("q2", 0.8, True), "q3": zs("q3", 0.1, False),
+            "g": zs("g", -1.0, None)}
+    assert [ex.query_id for ex in build_training_examples(scores, 1)] == ["q1", "q2", "g"]
+    assert build_training_examples(scores, 1)[0].positive_id == "a"
+    with caplog.at_level("INFO", logger="retriever.labels"):
+        got = build_training_examples(scores, 1, zero_shot=zero)
+    assert [ex.query_id for ex in got] == ["q1", "q3", "g"]
+    q1, q3, g = got
+    assert q1.positive_id == "a" and q1.negative_ids == ("c",)
+    assert q1.candidate_values == pytest.approx(
+        [math.log(0.6 / 0.5), math.log(0.45 / 0.5), math.log(0.2 / 0.5)])
+    assert q1.candidate_lm == (0.6, 0.45, 0.2)  # raw scores stay for the diagnostics
+    assert q3.positive_id == "a" and q3.negative_ids == ("b",)
+    assert g.positive_id == "y" and g.candidate_values == pytest.approx([-0.2, 0.2])
+    assert "1 dropped (no eligible positive: no candidate beat zero-shot)" in caplog.text
+
+
+def test_zero_shot_relative_prefers_a_gain_over_an_already_correct_answer():
+    # Both candidates make the LM correct; UPRISE takes the best raw score. Relative to a
+    # zero-shot of 0.95, neither adds anything, so the query teaches nothing.
+    scores = [s("q", "a", 0.9, True), s("q", "b", 0.7, True)]
+    assert build_training_examples(scores, 1)[0].positive_id == "a"
+    assert build_training_examples(scores, 1, zero_shot={"q": zs("q", 0.95, True)}) == []
+
+
+def test_zero_shot_relative_with_label_copy_correction():
+    # Gain decides who may be the positive; the corrected value ranks the eligible ones.
+    pool = {"a": _prompt("a", "yes"), "b": _prompt("b", "yes"), "c": _prompt("c", "no"),
+            "d": _prompt("d", "no")}
+    scores = [s("q", "a", 0.9, True), s("q", "b", 0.6, True), s("q", "c", 0.3, False),
+              s("q", "d", 0.1, False)]
+    corrected = build_training_examples(scores, 1, {"q": QUERY}, pool, label_copy_correction=True)
+    assert corrected[0].positive_id == "c"  # best within its answer group (see above)
+    both = build_training_examples(scores, 1, {"q": QUERY}, pool, label_copy_correction=True,
+                                   zero_shot={"q": zs("q", 0.5, True)})[0]
+    assert both.positive_id == "a"  # c (0.3) is below zero-shot's 0.5: not eligible
+    assert both.candidate_values == corrected[0].candidate_values
+    both = build_training_examples(scores, 1, {"q": QUERY}, pool, label_copy_correction=True,
+                                   zero_shot={"q": zs("q", 0.2, False)})[0]
+    assert both.positive_id == "c"  # now c adds to zero-shot, and it ranks first
+
+
+def test_zero_shot_relative_keeps_the_kd_target():
+    # A constant shift per query: the softmax over candidate values is the same.
+    scores = [s("q", p, v, True) for p, v in (("a", 0.9), ("b", 0.6), ("c", 0.3))]
+    plain = build_training_examples(scores, 2)[0]
+    gain = build_training_examples(scores, 2, zero_shot={"q": zs("q", 0.4, True)})[0]
+    shift = [x - y for x, y in zip(plain.candidate_values, gain.candidate_values, strict=True)]
+    assert shift == pytest.approx([math.log(0.4)] * 3)
+    assert gain.negative_ids == plain.negative_ids == ("c", "b")  # lowest first
+
+
+def test_zero_shot_relative_needs_every_scored_query():
+    with pytest.raises(KeyError, match="no zero-shot score for query 'q2'"):
+        build_training_examples([s("q1", "a", 0.5, True), s("q2", "a", 0.5, True)], 1,
+                                zero_shot={"q1": zs("q1", 0.4, True)})

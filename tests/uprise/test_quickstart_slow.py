@@ -9,6 +9,7 @@ import json
 import pytest
 
 from flan_data import tasks_in
+from flan_data.score_folder import read_scores, read_zero_shot
 from uprise.quickstart import DEFAULT_CONFIG, QuickstartConfig, run_quickstart
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,8 @@ def test_artefacts_are_written_and_loadable(tiny_run):
     hits = retriever.retrieve("Review: a gorgeous, moving film.\nPositive or negative?", k=3)
     assert len(hits) == 3 and {h.cluster for h in hits} <= {"nli", "paraphrase"}
     assert (out / "train").is_dir() and (out / "quickstart_config.json").is_file()
+    zero = read_zero_shot(out / "scores")  # each scored query, with no demonstration
+    assert sorted(zero) == sorted({s.query_id for s in read_scores(out / "scores")})
     assert "| **average** |" in (out / "report.md").read_text()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 

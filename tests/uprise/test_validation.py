@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flan_data.schema import write_json
 from uprise.evaluation_cli import eval_main
 from uprise.main import main
 from uprise.quickstart import (
     DEFAULT_CONFIG,
+    RUN_CONFIG,
     QuickstartConfig,
+    check_resumable,
     quickstart_config,
     quickstart_main,
     quickstart_parser,
@@ -135,3 +138,13 @@ def test_eval_loss_options_reach_the_stage_config(tmp_path):
         eval_main(["--clusters", "commonsense", "--loss", "info_nce+kl", "--lm-temperature", "0",
                    "--work-dir", str(tmp_path / "work"), "--output-dir", str(tmp_path / "out")])
     assert not (tmp_path / "work").exists()
+
+
+def test_a_run_saved_before_a_config_key_existed_resumes_with_its_default(tmp_path):
+    cfg = QuickstartConfig()
+    saved = dataclasses.asdict(cfg)
+    del saved["zero_shot_relative"]  # a run folder from before the option
+    write_json(tmp_path / RUN_CONFIG, {"config": saved})
+    check_resumable(cfg, tmp_path)
+    with pytest.raises(ValueError, match=r"changed: \['zero_shot_relative'\]"):
+        check_resumable(dataclasses.replace(cfg, zero_shot_relative=True), tmp_path)
