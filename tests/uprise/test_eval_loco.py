@@ -145,3 +145,21 @@ def test_bring_your_own_task_end_to_end(tmp_path, shared_data_dir, tiny_bert_pat
     assert pool and {p["cluster"] for p in pool} <= {"nli", "paraphrase"}
     assert not {p["task"] for p in pool} & {"product_reviews", "sst2", "sentiment140"}
     assert "product_reviews" in (out / "report.md").read_text()
+
+
+def test_the_cpu_config_is_the_documented_cpu_run():
+    """configs/loco_cpu.yaml gives the stage config of the README's CPU proof run (loco.yaml with
+    that run's size options), so its cached stages are reused and its numbers reproduced."""
+    from uprise.loco import LOCO_CONFIG, cluster_config
+    from uprise.quickstart import QuickstartConfig
+
+    train = ["sentiment", "nli", "paraphrase", "commonsense", "coreference", "closed_book_qa",
+             "summarization", "struct_to_text"]
+    documented = QuickstartConfig.from_yaml(LOCO_CONFIG, pool_per_task=200, queries_per_task=40,
+                                            n_candidates=10, epochs=3)
+    cpu = QuickstartConfig.from_yaml(REPO / "configs" / "loco_cpu.yaml")
+    assert cpu.eval_per_task == 150  # the run's --eval-per-task
+    for cluster in ("struct_to_text", "summarization"):
+        assert cluster_config(cpu, cluster, train) == cluster_config(documented, cluster, train)
+    command = (REPO / "configs" / "loco_cpu.yaml").read_text()
+    assert "--train-clusters " + " ".join(train[:6]) in " ".join(command.replace("#", "").split())
