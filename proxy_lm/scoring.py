@@ -150,7 +150,8 @@ def score_zero_shot(
     score_cache: str | Path | bool | None = True,
 ) -> list[Score]:
     """Scores every query with no demonstration into `out_dir/zero_shot.jsonl` (atomic; kept
-    when it already holds exactly these queries); returns the scores in `queries` order."""
+    when it already holds exactly these queries, scored by this LM); returns the scores in
+    `queries` order."""
     path = Path(out_dir) / ZERO_SHOT_FILE
     if path.is_file():
         try:
@@ -158,7 +159,7 @@ def score_zero_shot(
         except (KeyError, ValueError) as err:  # other queries, or damaged: score again
             log.warning("%s; scoring the zero-shot pairs again", err)
         else:
-            if known.keys() == queries.keys():
+            if known.keys() == queries.keys() and {z.lm for z in known.values()} == {lm.name}:
                 return [known[q] for q in queries]
     ordered = list(queries.values())
     contexts = [join_context([], q.input) for q in ordered]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 
 import proxy_lm.scoring as scoring
-from flan_data.schema import Query, join_context
+from flan_data.schema import Query, join_context, write_jsonl
 from flan_data.score_folder import SCORE_MANIFEST, ZERO_SHOT_FILE, ZERO_SHOT_ID, read_zero_shot
 from proxy_lm import (
     continuation_losses,
@@ -90,6 +91,10 @@ def test_zero_shot_scores_are_kept_cached_or_redone(tiny_lm, scoring_data, tmp_p
     (tmp_path / "a" / ZERO_SHOT_FILE).write_text("{not json\n")
     assert score_zero_shot(tiny_lm, fewer, tmp_path / "a", score_cache=cache) == first[:2]
     assert calls[-1] == 0  # a damaged file is redone, here from the cache
+    write_jsonl(tmp_path / "a" / ZERO_SHOT_FILE,
+                [dataclasses.replace(z, lm="another-lm") for z in first[:2]])
+    assert score_zero_shot(tiny_lm, fewer, tmp_path / "a", score_cache=False) == redone
+    assert calls[-1] == 2  # another LM's zero-shot scores are not kept
 
 
 def test_interrupted_run_resumes_to_the_same_scores(tiny_lm, scoring_data, tmp_path, monkeypatch):
