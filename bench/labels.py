@@ -11,9 +11,10 @@ query (`retriever.ranking`), next to the untrained encoder, with paired bootstra
 stratified by task. Nothing here touches a held-out cluster: this is where label and loss
 defaults are chosen. Each variant's export is kept under RUN/bench_labels/, so a rerun only
 trains the variants not done yet. Also recorded: the LM's accuracy per training task, each
-variant's number of training queries and, when the score folder holds zero-shot scores, per task
-what the candidates add over zero-shot (`zero_shot_gain`). Prints a table and writes JSON to
---out.
+variant's number of training queries, each later variant's paired difference from the first one
+listed (`vs_<first>`, the default when it comes first) and, when the score folder holds zero-shot
+scores, per task what the candidates add over zero-shot (`zero_shot_gain`). Prints a table and
+writes JSON to --out.
 """
 
 from __future__ import annotations
@@ -92,14 +93,16 @@ def per_query(export: Path, items: list[dict]) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in ranking_metrics(retr, lm, mask).items()}
 
 
-def compare(values: dict[str, np.ndarray], base: dict[str, np.ndarray], tasks: list[str]) -> dict:
+def compare(values: dict[str, np.ndarray], base: dict[str, np.ndarray], tasks: list[str],
+            label: str = "vs_untrained") -> dict:
+    """Per metric: the variant's mean and its paired difference from `base` under `label`
+    (queries where either is undefined left out)."""
     out = {}
     for name in METRICS:
         ok = ~np.isnan(values[name]) & ~np.isnan(base[name])
         kept = [t for t, keep in zip(tasks, ok, strict=True) if keep]
         out[name] = {"mean": float(np.mean(values[name][ok])), "n": int(ok.sum()),
-                     "vs_untrained": paired_bootstrap(values[name][ok], base[name][ok],
-                                                      groups=kept)}
+                     label: paired_bootstrap(values[name][ok], base[name][ok], groups=kept)}
     return out
 
 
@@ -136,6 +139,7 @@ def main() -> None:
               "untrained": {m: float(np.nanmean(base[m])) for m in METRICS},
               "lm_task_accuracy": _task_accuracy(run),
               "zero_shot_gain": _zero_shot_gain(run), "variants": {}}
+    first: dict[str, np.ndarray] | None = None
     for name in names:
         export, t0 = work / name / "retriever", time.perf_counter()
         trained = not (export / "uprise_config.json").is_file()
@@ -149,6 +153,7 @@ def main() -> None:
                                                **VARIANTS[name]})
         config = json.loads((export / "uprise_config.json").read_text())["metadata"]
         values = per_query(export, items)
+        first = first or values  # the first variant listed is the reference
         report["variants"][name] = {
             "options": VARIANTS[name], "trained_this_call": trained,
             "n_train_queries": n_train_queries(run, VARIANTS[name], args),
@@ -157,6 +162,8 @@ def main() -> None:
                                ).get("epoch"),
             "validation_curve": _curve(work / name),
             "metrics": compare(values, base, tasks),
+            **({f"vs_{names[0]}": compare(values, first, tasks, f"vs_{names[0]}")}
+               if name != names[0] else {}),
             "by_task_ndcg@3": {t: float(np.nanmean([v for v, tt in zip(values["ndcg@3"], tasks,
                                                                         strict=True) if tt == t]))
                                for t in sorted(set(tasks))},
@@ -219,6 +226,12 @@ def _print(report: dict) -> None:
             cells.append(f"{row['metrics'][m]['mean']:.3f} ({d['diff']:+.3f} "
                          f"[{d['low']:+.3f},{d['high']:+.3f}])")
         print(f"{name:<12}" + "".join(f"{c:>28}" for c in cells))
+    for name, row in report["variants"].items():
+        vs = next((k for k in row if k.startswith("vs_")), None)
+        if vs:
+            print(f"{name} {vs.replace('_', ' ', 1)}: " + ", ".join(
+                f"{m} {d['diff']:+.3f} [{d['low']:+.3f},{d['high']:+.3f}]"
+                for m, d in ((m, row[vs][m][vs]) for m in METRICS)))
 
 
 if __name__ == "__main__":
