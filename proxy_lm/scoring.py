@@ -60,7 +60,8 @@ def score_record(query: Query, prompt_id: str, lm_name: str, losses: list[float]
 
 
 class ShardScorer:
-    """Scores lists of pairs (one shard at a time) through the score cache, if any."""
+    """Scores lists of pairs (one shard at a time) through the score cache, if any; a pair
+    whose prompt id is `ZERO_SHOT_ID` is the query with no demonstration."""
 
     def __init__(self, lm: LanguageModel, queries: dict[str, Query], prompts: dict[str, Prompt],
                  cache: ScoreCache | None, batch_size: int = 16) -> None:
@@ -68,10 +69,16 @@ class ShardScorer:
         self.cache, self.batch_size = cache, batch_size
         self.computed = self.cached = 0  # pairs, for logs and tests
 
+    def context(self, pair: tuple[str, str]) -> str:
+        """The LM context of a pair: the prompt then the query input (prompt id
+        `ZERO_SHOT_ID`: the input alone)."""
+        query_id, prompt_id = pair
+        demos = [] if prompt_id == ZERO_SHOT_ID else [self.prompts[prompt_id].text]
+        return join_context(demos, self.queries[query_id].input)
+
     def key(self, pair: tuple[str, str]) -> str:
-        query, prompt = self.queries[pair[0]], self.prompts[pair[1]]
-        return pair_key(query.template, join_context([prompt.text], query.input),
-                        query.continuations())
+        query = self.queries[pair[0]]
+        return pair_key(query.template, self.context(pair), query.continuations())
 
     def preload(self, pairs: list[tuple[str, str]]) -> None:
         """Reads the cache once for every pair this process will score."""
@@ -82,8 +89,7 @@ class ShardScorer:
         keys = [self.key(pair) for pair in pairs]
         known = self.cache.get(keys) if self.cache is not None else {}
         todo = [k for k, key in enumerate(keys) if key not in known]
-        contexts = [join_context([self.prompts[pairs[k][1]].text], self.queries[pairs[k][0]].input)
-                    for k in todo]
+        contexts = [self.context(pairs[k]) for k in todo]
         conts = [self.queries[pairs[k][0]].continuations() for k in todo]
         losses = continuation_losses(self.lm, contexts, conts, batch_size=self.batch_size,
                                      groups=[pairs[k][1] for k in todo])
@@ -161,23 +167,11 @@ def score_zero_shot(
         else:
             if known.keys() == queries.keys() and {z.lm for z in known.values()} == {lm.name}:
                 return [known[q] for q in queries]
-    ordered = list(queries.values())
-    contexts = [join_context([], q.input) for q in ordered]
-    keys = [pair_key(q.template, c, q.continuations()) for q, c in zip(ordered, contexts,
-                                                                         strict=True)]
-    cache = open_score_cache(lm, score_cache)
-    known_losses = cache.get(keys) if cache is not None else {}
-    todo = [i for i, key in enumerate(keys) if key not in known_losses]
-    rows = continuation_losses(lm, [contexts[i] for i in todo],
-                               [ordered[i].continuations() for i in todo], batch_size=batch_size)
-    new = {keys[i]: row for i, row in zip(todo, rows, strict=True)}
-    if cache is not None and new:
-        cache.put(new)
-    scores = [score_record(q, ZERO_SHOT_ID, lm.name, new.get(key) or known_losses[key])
-              for q, key in zip(ordered, keys, strict=True)]
+    scorer = ShardScorer(lm, queries, {}, open_score_cache(lm, score_cache), batch_size)
+    scores = scorer.score([(q, ZERO_SHOT_ID) for q in queries])
     write_jsonl(path, scores)
     log.info("zero-shot: scored %d queries -> %s (%d computed, %d from the score cache)",
-             len(scores), path, len(todo), len(scores) - len(todo))
+             len(scores), path, scorer.computed, scorer.cached)
     return scores
 
 
