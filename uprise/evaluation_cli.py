@@ -51,6 +51,7 @@ from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_que
 from uprise.evaluation.methods import HYBRID
 from uprise.evaluation.ranking import ranking_section, standard_rankers
 from uprise.evaluation.report import REPORT_MD, markdown
+from uprise.quickstart import add_mining_arguments
 
 log = logging.getLogger(__name__)
 EMBEDDED_LM = "embedded:smollm2-135m-instruct"
@@ -124,6 +125,7 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
     add_arguments(loco, ["train_clusters", "eval_per_task", "pool_per_task", "queries_per_task",
                          "n_candidates"], overrides=True)
     loco.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
+    add_mining_arguments(loco)
     add_loss_arguments(loco)
 
 
@@ -303,7 +305,8 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     overrides = {"data_dir": args.data_dir, "lm": args.scoring_lm, "encoder": args.encoder,
                  "seed": args.seed, "pool_per_task": args.pool_per_task,
                  "queries_per_task": args.queries_per_task, "n_candidates": args.n_candidates,
-                 "epochs": args.epochs, "loss": args.loss, "lm_temperature": args.lm_temperature}
+                 "epochs": args.epochs, "loss": args.loss, "lm_temperature": args.lm_temperature,
+                 "mining_rounds": args.mining_rounds, "mining_top_k": args.mining_top_k}
     base = QuickstartConfig.from_yaml(args.config or LOCO_CONFIG, **overrides)
     tasks = None
     if args.task_file:

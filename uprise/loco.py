@@ -2,12 +2,13 @@
 
 Contract: for each held-out cluster C, `prepare_cluster` builds (or reuses) under
 `work_dir/C/` the quickstart's stages with C held out: data (pool, training queries and
-candidates from the other clusters only), scores (the scoring LM), the trained retriever and
-the untrained baseline, each skipped when its completion marker exists; a cluster directory
-built with another config is refused. `evaluate_cluster` evaluates the evaluation LM on C's
-evaluation queries (test split where labelled, else validation: `flan_data.evaluation_queries`)
-with every method, after checking that no pool or index prompt comes from C, and (with
-`abstain`) a threshold calibrated on the training clusters' unused validation queries.
+candidates from the other clusters only), scores (the scoring LM), the trained retriever, the
+untrained baseline and (with `mining_rounds > 1`) the mined rounds (`uprise.rounds`), each
+skipped when its completion marker exists; a cluster directory built with another config is
+refused. `evaluate_cluster` evaluates the evaluation LM on C's evaluation queries (test split
+where labelled, else validation: `flan_data.evaluation_queries`) with every method (each mined
+round's retriever as `trained_r<r>`), after checking that no pool or index prompt comes from C,
+and (with `abstain`) a threshold calibrated on the training clusters' unused validation queries.
 `run_loco` does both for each cluster and returns the multi-cluster report.
 """
 
@@ -51,9 +52,10 @@ from uprise.evaluation import (
     write_report_files,
 )
 from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
-from uprise.evaluation.ranking import ranking_section, standard_rankers
+from uprise.evaluation.ranking import dense_ranker, ranking_section, standard_rankers
 from uprise.evaluation.report import summary
 from uprise.quickstart import RUN_CONFIG, QuickstartConfig, check_resumable
+from uprise.rounds import check_rounds, mining_stages, round_dirs, round_method, round_methods
 from uprise.stages import index_stage, score_stage, train_stage
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
     """Data, scores, trained + untrained retrievers for one held-out cluster (cached)."""
     cluster_dir.mkdir(parents=True, exist_ok=True)
     check_resumable(cfg, cluster_dir)
+    check_rounds(cfg, cluster_dir)
     write_json(cluster_dir / RUN_CONFIG, {"config": dataclasses.asdict(cfg)})
     if not (cluster_dir / "data" / DATA_MANIFEST).is_file():
         stage = cfg.data_settings().build(resolve_data_dir(cfg.data_dir))
@@ -120,6 +123,7 @@ def prepare_cluster(cfg: QuickstartConfig, cluster_dir: Path,
         score_stage(scoring_lm(), stage, scores, cfg.score_batch_size, progress)
     train_stage(cfg.train_settings(), cluster_dir, cfg.export_metadata(), progress)
     index_stage(cfg.encoder, cluster_dir, cfg.export_metadata())
+    mining_stages(cfg, cluster_dir, scoring_lm, cfg.export_metadata(), progress)
     return stage
 
 
@@ -157,8 +161,10 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
     if settings.tasks is not None:
         queries = [q for q in queries if q.task in settings.tasks]
     check_no_leakage(cfg.held_out_cluster, stage.pool, stage.train_queries, stage.candidates)
+    rounds = round_dirs(cluster_dir, cfg.mining_rounds)
     check_pool_leakage(queries, stage.pool,
-                       [cluster_dir / "retriever", cluster_dir / "untrained_retriever"])
+                       [cluster_dir / "retriever", cluster_dir / "untrained_retriever",
+                        *(folder / "retriever" for folder in rounds.values())])
     names = list(settings.methods)
     calibration = None
     if settings.abstain:
@@ -168,16 +174,19 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
         names, stage.pool, settings.k, settings.seed, cluster_dir / "retriever",
         cluster_dir / "untrained_retriever",
         abstain_threshold=float(calibration["threshold"]) if calibration else None)
+    methods.update(round_methods(rounds, settings.k))
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)
     report["data_manifest"] = stage.manifest
     if calibration:
         report["abstain_calibration"] = calibration
     if settings.ranking_per_task and scoring_lm is not None:
+        rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
+                                   settings.seed)
+        rankers.update({round_method(r): dense_ranker(folder / "retriever")
+                        for r, folder in rounds.items()})
         report["ranking"] = ranking_section(
-            scoring_lm(), queries, stage.pool,
-            standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
-                             settings.seed),
+            scoring_lm(), queries, stage.pool, rankers,
             cluster_dir / "ranking_scores", settings.ranking_per_task, settings.ranking_prompts,
             settings.seed, batch_size=settings.batch_size, progress=settings.progress)
     return report, predictions

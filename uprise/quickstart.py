@@ -48,7 +48,7 @@ _INTS = {  # field: (smallest value, None allowed)
     "n_candidates": (1, False), "eval_per_task": (0, True), "max_prompt_chars": (1, True),
     "score_batch_size": (1, False), "epochs": (1, False), "train_batch_size": (1, False),
     "n_hard_negatives": (0, False), "n_random_negatives": (0, False), "k": (1, False),
-    "eval_batch_size": (1, False),
+    "eval_batch_size": (1, False), "mining_rounds": (1, False), "mining_top_k": (1, False),
 }
 _POSITIVE_FLOATS = ("lm_temperature", "lr")
 _BOOLS = ("label_copy_correction", "drop_chance_tasks", "zero_shot_relative")
@@ -83,6 +83,11 @@ class QuickstartConfig:
     lr: float = _TRAIN.lr
     k: int = 3
     eval_batch_size: int = 16
+    mining_rounds: int = 1
+    """Training rounds; each after the first mines its candidates from the previous round's
+    retriever (`uprise.rounds`)."""
+    mining_top_k: int = 5
+    """Retrieved candidates per query in a mined round; the other n_candidates are random."""
 
     def __post_init__(self) -> None:
         if isinstance(self.train_clusters, list):
@@ -105,6 +110,9 @@ class QuickstartConfig:
         if self.data_dir is not None and (not isinstance(self.data_dir, str)
                                           or not self.data_dir.strip()):
             _bad("data_dir", self.data_dir, "a folder path, 'hub' or null")
+        if self.mining_rounds > 1 and self.mining_top_k > self.n_candidates:
+            _bad("mining_top_k", self.mining_top_k,
+                 f"an integer <= n_candidates ({self.n_candidates}) when mining_rounds > 1")
         clusters = self.train_clusters
         if clusters is not None and (not isinstance(clusters, tuple) or not clusters
                                      or not all(isinstance(c, str) for c in clusters)):
@@ -176,8 +184,14 @@ def check_evaluates(cfg: QuickstartConfig) -> None:
         _bad("eval_per_task", 0, "an integer >= 1, or null for all, in the quickstart")
 
 
+ROUND_KEYS = ("mining_rounds", "mining_top_k")
+"""Config keys that round 1's stages do not read: a resumed run may change them (each mined
+round checks its own folder, `uprise.rounds.check_rounds`)."""
+
+
 def check_resumable(cfg: QuickstartConfig, out: Path) -> None:
-    """A resumed run must use the config it started with; otherwise its files would mix."""
+    """A resumed run must use the config it started with (but for `ROUND_KEYS`); otherwise its
+    files would mix."""
     saved = out / RUN_CONFIG
     if not saved.is_file():
         return
@@ -185,7 +199,8 @@ def check_resumable(cfg: QuickstartConfig, out: Path) -> None:
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))
     defaults = json.loads(json.dumps(dataclasses.asdict(QuickstartConfig())))
     # a key the saved config lacks was added later: the run used its default
-    changed = sorted(k for k in now if before.get(k, defaults[k]) != now[k])
+    changed = sorted(k for k in now
+                     if k not in ROUND_KEYS and before.get(k, defaults[k]) != now[k])
     if changed:
         raise ValueError(
             f"{saved}: cannot resume with a different config (changed: {changed}). "
@@ -198,15 +213,18 @@ def run_quickstart(
 ) -> dict:
     """Runs every stage under `out` (skipping complete ones when `resume`); returns the report."""
     from proxy_lm import load_lm
+    from uprise.rounds import check_rounds, mining_stages, round_methods
     from uprise.stages import evaluate_stage, index_stage, score_stage, train_stage
 
     check_evaluates(cfg)
     if resume:
         check_resumable(cfg, out)
+        check_rounds(cfg, out)
     else:
-        for stale in ("data", "scores", "train", "retriever", "untrained_retriever"):
-            if (out / stale).exists():
-                shutil.rmtree(out / stale)
+        stale = ["data", "scores", "train", "retriever", "untrained_retriever"]
+        for folder in [*(out / name for name in stale), *out.glob("round[0-9]*")]:
+            if folder.exists():
+                shutil.rmtree(folder)
     timings: dict[str, float] = {}
     write_json(out / RUN_CONFIG, {"config": dataclasses.asdict(cfg), **run_info()})
 
@@ -230,11 +248,27 @@ def run_quickstart(
     timings["index"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report = evaluate_stage(lm, stage, out, cfg.k, cfg.seed, cfg.eval_batch_size, progress)
+    rounds = mining_stages(cfg, out, lambda: lm, cfg.export_metadata(), progress)
+    if rounds:
+        timings["mining_rounds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report = evaluate_stage(lm, stage, out, cfg.k, cfg.seed, cfg.eval_batch_size, progress,
+                            round_methods(rounds, cfg.k))
     timings["eval"] = time.perf_counter() - t
     report["timings_s"] = timings
     write_json(out / REPORT_FILE, report)
     return report
+
+
+def add_mining_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    """--mining-rounds and --mining-top-k (default: the --config file's)."""
+    parser.add_argument("--mining-rounds", type=int,
+                        help="training rounds; each after the first mines its candidates from "
+                             "the previous round's retriever (default: the config's)")
+    parser.add_argument("--mining-top-k", type=int,
+                        help="retrieved candidates per query in a mined round; the rest of "
+                             "n_candidates are random (default: the config's)")
 
 
 def quickstart_parser() -> argparse.ArgumentParser:
@@ -247,6 +281,7 @@ def quickstart_parser() -> argparse.ArgumentParser:
     add_arguments(parser, ["held_out_cluster", "seed", "eval_per_task", "queries_per_task"],
                   overrides=True)
     add_loss_arguments(parser)
+    add_mining_arguments(parser)
     parser.add_argument("--data-dir")
     parser.add_argument("--lm")
     parser.add_argument("--encoder")
@@ -260,7 +295,8 @@ def quickstart_config(args: argparse.Namespace) -> QuickstartConfig:
         args.config, held_out_cluster=args.held_out_cluster, data_dir=args.data_dir, lm=args.lm,
         encoder=args.encoder, seed=args.seed, eval_per_task=args.eval_per_task,
         queries_per_task=args.queries_per_task, loss=args.loss,
-        lm_temperature=args.lm_temperature,
+        lm_temperature=args.lm_temperature, mining_rounds=args.mining_rounds,
+        mining_top_k=args.mining_top_k,
     )
 
 

@@ -87,12 +87,14 @@ def index_stage(encoder: str, out: Path, metadata: dict[str, Any]) -> None:
 
 
 def evaluate_stage(lm: Any, stage: StageData, out: Path, k: int, seed: int, batch_size: int,
-                   progress: bool) -> dict:
-    """The quickstart's evaluation: `QUICKSTART_METHODS` with `k` prompts, the local `lm` on
+                   progress: bool, extra: dict[str, Any] | None = None) -> dict:
+    """The quickstart's evaluation: `QUICKSTART_METHODS` and the `extra` methods by name (the
+    mined rounds' retrievers, `uprise.rounds.round_methods`) with `k` prompts, the local `lm` on
     the stage's evaluation queries; writes predictions, report.md and report.png (the caller
     writes report.json)."""
     methods = build_methods(list(QUICKSTART_METHODS), stage.pool, k, seed, out / "retriever",
                             out / "untrained_retriever")
+    methods.update(extra or {})
     report, predictions = evaluate_methods(LocalLM(lm), stage.eval_queries, methods, batch_size,
                                            progress=progress, seed=seed)
     write_predictions(predictions, out)

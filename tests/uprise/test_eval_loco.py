@@ -102,6 +102,50 @@ def test_report_files_are_written(loco_run):
         report["clusters"]["commonsense"]["methods"]["trained"]["average"]
 
 
+def test_mined_rounds_are_built_from_the_previous_round_and_reported(
+        loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+    """--mining-rounds 3 on the finished run: round 1 is reused untouched, round 2 is mined
+    from round 1's retriever and round 3 from round 2's, each scored, trained and indexed, and
+    each reported beside 'trained' (downstream and ranking); other settings are refused."""
+    from flan_data import read_stage_data
+    from flan_data.score_folder import read_scores
+
+    root, _ = loco_run
+    work = root / "work" / "commonsense"
+    round1 = sorted((work / "scores").glob("*")) + sorted((work / "retriever").glob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in round1}
+    mined = ["--clusters", "commonsense", "--methods", "zero_shot", "trained",
+             "--mining-rounds", "3", "--mining-top-k", "2", "--ranking-per-task", "2",
+             "--ranking-prompts", "4"]
+    eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                    root / "mined", *mined))
+    assert {p: p.stat().st_mtime_ns for p in round1} == stamps
+    first = read_stage_data(work / "data")
+    for r, source in ((2, work), (3, work / "round2")):
+        folder = work / f"round{r}"
+        stage = read_stage_data(folder / "data")
+        assert stage.manifest["mining"] == {
+            "round": r - 1, "source": str(source / "data"), "ranker": "retriever",
+            "retriever": str(source / "retriever"), "top_k": 2, "n_random": 1, "seed": 42}
+        assert [q.id for q in stage.train_queries] == [q.id for q in first.train_queries]
+        tasks = {p.id: p.task for p in stage.pool}
+        for q, c in zip(stage.train_queries, stage.candidates, strict=True):
+            assert len(c.prompt_ids) == 3 and q.id not in c.prompt_ids
+            assert {tasks[i] for i in c.prompt_ids} == {q.task}
+        scored = {(s.query_id, s.prompt_id) for s in read_scores(folder / "scores")}
+        assert scored == {(c.query_id, i) for c in stage.candidates for i in c.prompt_ids}
+        config = json.loads((folder / "retriever" / "uprise_config.json").read_text())
+        assert config["metadata"]["mining_round"] == r
+    report = json.loads((root / "mined" / "report.json").read_text())["clusters"]["commonsense"]
+    assert set(report["methods"]) == {"zero_shot", "trained", "trained_r2", "trained_r3"}
+    assert "vs_best_baseline" in report["methods"]["trained_r3"]
+    assert {"trained_r2", "trained_r3"} <= set(report["ranking"]["methods"])
+    with pytest.raises(ValueError, match=r"round2/data/data_manifest.json: mined with other "
+                                         r"settings \(changed: \['n_random', 'top_k'\]"):
+        eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                        root / "refused", *mined[:-6], "--mining-top-k", "1", "--overwrite"))
+
+
 def test_a_second_run_reuses_the_stages_with_another_evaluated_lm(
         loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, tiny_llama_path):
     root, _ = loco_run

@@ -73,3 +73,14 @@ def test_resume_with_a_changed_config_is_refused(tiny_run):
     cfg, out, _ = tiny_run
     with pytest.raises(ValueError, match=r"changed: \['seed'\]"):
         run_quickstart(dataclasses.replace(cfg, seed=cfg.seed + 1), out, resume=True)
+
+
+def test_a_resumed_run_adds_a_mined_round_beside_round_one(tiny_run):
+    cfg, out, report = tiny_run
+    mined = run_quickstart(dataclasses.replace(cfg, mining_rounds=2, mining_top_k=2), out,
+                           resume=True, progress=False)
+    assert set(mined["methods"]) == METHODS | {"trained_r2"}
+    assert {m: mined["methods"][m] for m in METHODS} == report["methods"]  # round 1 unchanged
+    rows = [json.loads(line) for line in (out / "predictions" / "trained_r2.jsonl").open()]
+    assert {r["n_prompts"] for r in rows} == {3}
+    assert (out / "round2" / "retriever" / "uprise_config.json").is_file()

@@ -50,6 +50,9 @@ def _yaml(tmp_path: Path, **changes) -> Path:
     ({"drop_chance_tasks": "yes"}, "drop_chance_tasks: got 'yes'"),
     ({"n_hard_negatives": -1}, "n_hard_negatives: got -1"),
     ({"encoder": ""}, "encoder: got ''"),
+    ({"mining_rounds": 0}, "mining_rounds: got 0"),
+    ({"mining_rounds": 2, "mining_top_k": 9}, r"mining_top_k: got 9 \(int\), expected an "
+                                              r"integer <= n_candidates \(8\)"),
 ])
 def test_config_refuses_bad_fields_when_loaded(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
@@ -148,3 +151,15 @@ def test_a_run_saved_before_a_config_key_existed_resumes_with_its_default(tmp_pa
     check_resumable(cfg, tmp_path)
     with pytest.raises(ValueError, match=r"changed: \['zero_shot_relative'\]"):
         check_resumable(dataclasses.replace(cfg, zero_shot_relative=True), tmp_path)
+
+
+def test_mining_options_reach_the_config_and_a_resumed_run_may_add_rounds(tmp_path):
+    """Round 1's stages do not read the mining keys: a finished run may gain a mined round
+    (each round folder checks its own settings, tests/uprise/test_eval_loco.py)."""
+    cfg = quickstart_config(quickstart_parser().parse_args(
+        ["--mining-rounds", "2", "--mining-top-k", "3"]))
+    assert (cfg.mining_rounds, cfg.mining_top_k) == (2, 3)
+    write_json(tmp_path / RUN_CONFIG, {"config": dataclasses.asdict(QuickstartConfig())})
+    check_resumable(cfg, tmp_path)
+    with pytest.raises(ValueError, match=r"changed: \['seed'\]"):
+        check_resumable(dataclasses.replace(cfg, seed=7), tmp_path)
