@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/labels.py --run RUN            # RUN holds data/ and scores/
     .venv/bin/python bench/labels.py --run RUN --variants uprise,copy --epochs 1
+    .venv/bin/python bench/labels.py --run RUN --variants "" \
+        --exports round1=RUN/retriever round2=RUN/round2/retriever  # measure, train nothing
 
 Trains one retriever per variant on the same scores (`train_retriever`, the `uprise train`
 path) and measures, on the same validation queries (a seeded share of the *training*
@@ -13,8 +15,11 @@ defaults are chosen. Each variant's export is kept under RUN/bench_labels/, so a
 trains the variants not done yet. Also recorded: the LM's accuracy per training task, each
 variant's number of training queries, each later variant's paired difference from the first one
 listed (`vs_<first>`, the default when it comes first) and, when the score folder holds zero-shot
-scores, per task what the candidates add over zero-shot (`zero_shot_gain`). Prints a table and
-writes JSON to --out.
+scores, per task what the candidates add over zero-shot (`zero_shot_gain`). `--exports
+NAME=DIR` measures retrievers trained elsewhere (e.g. the mining rounds of a run,
+`uprise.rounds`) on the same queries, listed before the variants; each must have held out the
+same validation queries (its recorded seed and val_fraction on the same scored queries), else it
+is refused. Prints a table and writes JSON to --out.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from flan_data.stage_io import POOL, TRAIN_QUERIES  # noqa: E402
 from proxy_lm.loading import cpu_has_native_bf16, cpu_name  # noqa: E402
 from retriever import BiEncoder, BiEncoderConfig, export_retriever  # noqa: E402
 from retriever.cli import train_retriever  # noqa: E402
-from retriever.data import RetrieverDataModule  # noqa: E402
+from retriever.data import RetrieverDataModule, validation_query_ids  # noqa: E402
 from retriever.export import load_retriever_encoder  # noqa: E402
 from retriever.labels import task_accuracy  # noqa: E402
 from retriever.ranking import METRICS, ranking_metrics  # noqa: E402
@@ -72,6 +77,40 @@ def n_train_queries(run: Path, options: dict, args: argparse.Namespace) -> int:
                                **{k: v for k, v in options.items() if k in keys})
     data.setup("fit")
     return len(data.train_set)
+
+
+def parse_exports(specs: list[str]) -> dict[str, Path]:
+    """NAME=DIR pairs, in order; a missing export or a repeated name is refused."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not (sep and name and folder) or name in out:
+            raise SystemExit(f"--exports: {spec!r} is not a new NAME=DIR (e.g. round2=RUN/round2"
+                             "/retriever)")
+        if not (Path(folder) / "uprise_config.json").is_file():
+            raise SystemExit(f"--exports {name}: {folder} holds no uprise_config.json; pass a "
+                             "retriever exported by `uprise train`")
+        out[name] = Path(folder)
+    return out
+
+
+def check_held_out(name: str, export: Path, run: Path, val_fraction: float, seed: int) -> None:
+    """The export must have held out exactly the validation queries measured here."""
+    from flan_data.score_folder import read_scores
+
+    meta = json.loads((export / "uprise_config.json").read_text())["metadata"]
+    scored = {s.query_id for s in read_scores(run / "scores")}
+    mine = validation_query_ids(scored, val_fraction, seed)
+    theirs = None
+    if "scores_path" in meta and "val_fraction" in meta and "seed" in meta:
+        theirs = validation_query_ids({s.query_id for s in read_scores(meta["scores_path"])},
+                                      meta["val_fraction"], meta["seed"])
+    if theirs != mine:
+        raise SystemExit(
+            f"--exports {name}: {export} was trained with another validation split (its "
+            f"metadata: seed {meta.get('seed')}, val_fraction {meta.get('val_fraction')}, "
+            f"scores {meta.get('scores_path')}), so it may have trained on the queries measured "
+            f"here; pass the --seed and --val-fraction it was trained with.")
 
 
 def per_query(export: Path, items: list[dict]) -> dict[str, np.ndarray]:
@@ -116,13 +155,20 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--exports", nargs="+", default=[], metavar="NAME=DIR",
+                   help="exported retrievers to measure as they are (no training), first")
     p.add_argument("--out", default=REPO / "bench" / "results" / "labels.json")
     args = p.parse_args()
     run, work = Path(args.run), Path(args.run) / "bench_labels"
-    names = args.variants.split(",")
+    exports = parse_exports(args.exports)
+    names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    if not names and not exports:
+        raise SystemExit("nothing to measure: pass --variants and/or --exports")
+    for name, export in exports.items():
+        check_held_out(name, export, run, args.val_fraction, args.seed)
     items = val_items(run, args.val_fraction, args.seed)
     queries = {json.loads(line)["input"]: json.loads(line)["task"]
                for line in (run / "data" / TRAIN_QUERIES).read_text().splitlines()}
@@ -140,6 +186,15 @@ def main() -> None:
               "lm_task_accuracy": _task_accuracy(run),
               "zero_shot_gain": _zero_shot_gain(run), "variants": {}}
     first: dict[str, np.ndarray] | None = None
+    order = [*exports, *names]
+    for name, export in exports.items():
+        values = per_query(export, items)
+        first = first if first is not None else values
+        report["variants"][name] = {"export": str(export), "trained_this_call": False,
+                                    **_measured(export, values, base, first, tasks, name,
+                                                order[0])}
+        _print(report)
+        write_json(args.out, report)
     for name in names:
         export, t0 = work / name / "retriever", time.perf_counter()
         trained = not (export / "uprise_config.json").is_file()
@@ -151,25 +206,33 @@ def main() -> None:
                                                "seed": args.seed,
                                                "val_fraction": args.val_fraction,
                                                **VARIANTS[name]})
-        config = json.loads((export / "uprise_config.json").read_text())["metadata"]
         values = per_query(export, items)
-        first = first or values  # the first variant listed is the reference
+        first = first if first is not None else values  # the first listed is the reference
         report["variants"][name] = {
             "options": VARIANTS[name], "trained_this_call": trained,
             "n_train_queries": n_train_queries(run, VARIANTS[name], args),
             "seconds_this_call": round(time.perf_counter() - t0, 1),  # train (if) + measure
-            "exported_epoch": (config.get("validation_ranking", {}).get("exported") or {}
-                               ).get("epoch"),
             "validation_curve": _curve(work / name),
-            "metrics": compare(values, base, tasks),
-            **({f"vs_{names[0]}": compare(values, first, tasks, f"vs_{names[0]}")}
-               if name != names[0] else {}),
-            "by_task_ndcg@3": {t: float(np.nanmean([v for v, tt in zip(values["ndcg@3"], tasks,
-                                                                        strict=True) if tt == t]))
-                               for t in sorted(set(tasks))},
-        }
+            **_measured(export, values, base, first, tasks, name, order[0])}
         _print(report)
         write_json(args.out, report)
+
+
+def _measured(export: Path, values: dict[str, np.ndarray], base: dict[str, np.ndarray],
+              first: dict[str, np.ndarray], tasks: list[str], name: str, first_name: str) -> dict:
+    """A measured retriever's exported epoch, its metrics against the untrained encoder and
+    (unless it is the first listed) against the first one, and its NDCG@3 per task."""
+    config = json.loads((export / "uprise_config.json").read_text())["metadata"]
+    return {
+        "exported_epoch": (config.get("validation_ranking", {}).get("exported") or {}
+                           ).get("epoch"),
+        "metrics": compare(values, base, tasks),
+        **({f"vs_{first_name}": compare(values, first, tasks, f"vs_{first_name}")}
+           if name != first_name else {}),
+        "by_task_ndcg@3": {t: float(np.nanmean([v for v, tt in zip(values["ndcg@3"], tasks,
+                                                                    strict=True) if tt == t]))
+                           for t in sorted(set(tasks))},
+    }
 
 
 def _curve(run_dir: Path) -> list[dict]:
