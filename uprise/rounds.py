@@ -7,7 +7,8 @@ retriever's `mining_top_k` best same-task prompts, then `n_candidates - mining_t
 same-task ones), then scored (pairs seen before come from the score cache), trained and indexed
 like round 1. Each stage is skipped when its output is complete; a round folder mined with other
 settings is refused (its data manifest records them). Round r's retriever is evaluated as the
-method `round_method(r)` ("trained_r2", ...), beside round 1's "trained".
+method `round_method(r)` ("trained_r2", ...), beside round 1's "trained". `cfg` is a
+`uprise.quickstart.QuickstartConfig` (typed `Any` here: quickstart imports this module).
 """
 
 from __future__ import annotations
