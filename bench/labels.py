@@ -94,18 +94,16 @@ def parse_exports(specs: list[str]) -> dict[str, Path]:
     return out
 
 
-def check_held_out(name: str, export: Path, run: Path, val_fraction: float, seed: int) -> None:
-    """The export must have held out exactly the validation queries measured here."""
+def check_held_out(name: str, export: Path, held_out: set[str]) -> None:
+    """The export must have held out exactly `held_out`, the validation queries measured here."""
     from flan_data.score_folder import read_scores
 
     meta = json.loads((export / "uprise_config.json").read_text())["metadata"]
-    scored = {s.query_id for s in read_scores(run / "scores")}
-    mine = validation_query_ids(scored, val_fraction, seed)
     theirs = None
     if "scores_path" in meta and "val_fraction" in meta and "seed" in meta:
         theirs = validation_query_ids({s.query_id for s in read_scores(meta["scores_path"])},
                                       meta["val_fraction"], meta["seed"])
-    if theirs != mine:
+    if theirs != held_out:
         raise SystemExit(
             f"--exports {name}: {export} was trained with another validation split (its "
             f"metadata: seed {meta.get('seed')}, val_fraction {meta.get('val_fraction')}, "
@@ -167,8 +165,16 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     if not names and not exports:
         raise SystemExit("nothing to measure: pass --variants and/or --exports")
-    for name, export in exports.items():
-        check_held_out(name, export, run, args.val_fraction, args.seed)
+    if set(names) & set(exports):
+        raise SystemExit(f"--exports: {sorted(set(names) & set(exports))} also named in "
+                         "--variants; give the export another name")
+    if exports:
+        from flan_data.score_folder import read_scores
+
+        held_out = validation_query_ids({s.query_id for s in read_scores(run / "scores")},
+                                        args.val_fraction, args.seed)
+        for name, export in exports.items():
+            check_held_out(name, export, held_out)
     items = val_items(run, args.val_fraction, args.seed)
     queries = {json.loads(line)["input"]: json.loads(line)["task"]
                for line in (run / "data" / TRAIN_QUERIES).read_text().splitlines()}
@@ -185,35 +191,32 @@ def main() -> None:
               "untrained": {m: float(np.nanmean(base[m])) for m in METRICS},
               "lm_task_accuracy": _task_accuracy(run),
               "zero_shot_gain": _zero_shot_gain(run), "variants": {}}
-    first: dict[str, np.ndarray] | None = None
+    first: dict[str, np.ndarray] | None = None  # the first listed is the reference
     order = [*exports, *names]
-    for name, export in exports.items():
+    for name in order:
+        t0 = time.perf_counter()
+        if name in exports:
+            export, row = exports[name], {"export": str(exports[name]),
+                                          "trained_this_call": False}
+        else:
+            export = work / name / "retriever"
+            row = {"options": VARIANTS[name],
+                   "trained_this_call": not (export / "uprise_config.json").is_file()}
+            if row["trained_this_call"]:
+                train_retriever(run / "scores", run / "data" / TRAIN_QUERIES,
+                                run / "data" / POOL, out_dir=work / name, export_dir=export,
+                                overwrite=True, progress=False,
+                                **{"epochs": args.epochs, "batch_size": args.batch_size,
+                                   "lr": args.lr, "seed": args.seed,
+                                   "val_fraction": args.val_fraction, **VARIANTS[name]})
+            row["n_train_queries"] = n_train_queries(run, VARIANTS[name], args)
+            row["validation_curve"] = _curve(work / name)
         values = per_query(export, items)
         first = first if first is not None else values
-        report["variants"][name] = {"export": str(export), "trained_this_call": False,
-                                    **_measured(export, values, base, first, tasks, name,
-                                                order[0])}
-        _print(report)
-        write_json(args.out, report)
-    for name in names:
-        export, t0 = work / name / "retriever", time.perf_counter()
-        trained = not (export / "uprise_config.json").is_file()
-        if trained:
-            train_retriever(run / "scores", run / "data" / TRAIN_QUERIES, run / "data" / POOL,
-                            out_dir=work / name, export_dir=export, overwrite=True,
-                            progress=False, **{"epochs": args.epochs,
-                                               "batch_size": args.batch_size, "lr": args.lr,
-                                               "seed": args.seed,
-                                               "val_fraction": args.val_fraction,
-                                               **VARIANTS[name]})
-        values = per_query(export, items)
-        first = first if first is not None else values  # the first listed is the reference
-        report["variants"][name] = {
-            "options": VARIANTS[name], "trained_this_call": trained,
-            "n_train_queries": n_train_queries(run, VARIANTS[name], args),
-            "seconds_this_call": round(time.perf_counter() - t0, 1),  # train (if) + measure
-            "validation_curve": _curve(work / name),
-            **_measured(export, values, base, first, tasks, name, order[0])}
+        if name not in exports:
+            row["seconds_this_call"] = round(time.perf_counter() - t0, 1)  # train (if) + measure
+        report["variants"][name] = {**row, **_measured(export, values, base, first, tasks, name,
+                                                       order[0])}
         _print(report)
         write_json(args.out, report)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from flan_data import read_stage_data
 from flan_data.score_folder import ZERO_SHOT_FILE, is_complete
-from flan_data.stage_io import DATA_MANIFEST, POOL
+from flan_data.stage_io import DATA_MANIFEST, POOL, read_manifest
 from uprise.stages import score_stage, train_stage
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def check_rounds(cfg: Any, run_dir: Path) -> None:
 
 
 def _check_round(cfg: Any, r: int, folder: Path) -> None:
-    saved = read_stage_data(folder / "data").manifest.get("mining", {})
+    saved = read_manifest(folder / "data").get("mining", {})
     want = mining_settings(cfg, r)
     changed = sorted(k for k, v in want.items() if saved.get(k) != v)
     if changed:

@@ -40,19 +40,17 @@ def _export(folder: Path, scores: Path, seed: int, val_fraction: float) -> Path:
 
 def test_an_export_with_the_same_split_is_accepted_another_is_refused(tmp_path, labels):
     ids = [f"q{i}" for i in range(20)]
-    run = tmp_path / "run"
-    run.mkdir()
-    _scores(run / "scores", ids)
+    held_out = validation_query_ids(ids, 0.25, 42)  # the split measured (--seed 42, 0.25)
     # a later round scores other candidates of the same queries: the same split
     same = _export(tmp_path / "round2", _scores(tmp_path / "round2.jsonl", ids), 42, 0.25)
-    labels.check_held_out("round2", same, run, 0.25, 42)
+    labels.check_held_out("round2", same, held_out)
     assert validation_query_ids(ids, 0.25, 42) != validation_query_ids(ids, 0.25, 7)
     for name, seed, fraction, scored in (("seed", 7, 0.25, ids), ("fraction", 42, 0.1, ids),
                                          ("queries", 42, 0.25, ids[:12])):
         other = _export(tmp_path / name, _scores(tmp_path / f"{name}.jsonl", scored), seed,
                         fraction)
         with pytest.raises(SystemExit, match=f"--exports {name}: .* another validation split"):
-            labels.check_held_out(name, other, run, 0.25, 42)
+            labels.check_held_out(name, other, held_out)
 
 
 def test_export_specs_are_parsed_in_order_and_bad_ones_refused(tmp_path, labels):
