@@ -55,6 +55,7 @@ from uprise.quickstart import add_mining_arguments
 
 log = logging.getLogger(__name__)
 EMBEDDED_LM = "embedded:smollm2-135m-instruct"
+SINGLE_RUN_K = 3  # prompts per query in a single run when --k is not given
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lm", "--eval-lm", dest="lm",
                    help="evaluated LM: HF causal LM id or path (default: the scoring LM)")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--k", type=int,
+                   help=f"prompts per query (default: --config's k with --clusters or "
+                        f"--task-file, else {SINGLE_RUN_K})")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--ranking-per-task", type=int, default=20,
@@ -203,6 +206,7 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One held-out cluster from `uprise data` files and a trained export."""
 
     stage = _queries_evaluated(args, read_stage_data(args.data))
+    args.k = SINGLE_RUN_K if args.k is None else args.k
     retrievers = [d for d in (args.retriever, args.baseline_retriever) if d]
     in_task = stage.manifest.get("mode") == "in_task"
     if in_task and args.abstain:
@@ -308,6 +312,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                  "epochs": args.epochs, "loss": args.loss, "lm_temperature": args.lm_temperature,
                  "mining_rounds": args.mining_rounds, "mining_top_k": args.mining_top_k}
     base = QuickstartConfig.from_yaml(args.config or LOCO_CONFIG, **overrides)
+    args.k = base.k if args.k is None else args.k  # the report's config records the k used
     tasks = None
     if args.task_file:
         held_out, tasks = _register_task_file(args.task_file, out)

@@ -166,6 +166,24 @@ def test_a_second_run_reuses_the_stages_with_another_evaluated_lm(
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps
 
 
+def test_the_configs_k_is_used_unless_k_is_given(loco_run, shared_data_dir, tiny_bert_path,
+                                                tiny_gpt_neo_path):
+    root, _ = loco_run
+    config = root / "k1.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(_config(root).read_text()), "k": 1}))
+    argv = _argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                 root / "config_k", "--clusters", "commonsense", "--methods", "trained",
+                 "--ranking-per-task", "0", "--eval-per-task", "2")
+    at = argv.index("--k")
+    argv = [*argv[:at], *argv[at + 2:]]  # no --k: the config's k = 1
+    argv[argv.index("--config") + 1] = str(config)
+    eval_main(argv)
+    report = json.loads((root / "config_k" / "report.json").read_text())
+    rows = (root / "config_k" / "commonsense" / "predictions" / "trained.jsonl").read_text()
+    assert report["config"]["k"] == 1
+    assert {json.loads(line)["n_prompts"] for line in rows.splitlines()} == {1}
+
+
 @pytest.fixture
 def product_reviews_registered():
     from flan_data.custom_task import unregister_custom_task
