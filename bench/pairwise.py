@@ -10,6 +10,12 @@ answered, a paired bootstrap 95% CI stratified by task, and the report's own see
 
 --report is the folder `uprise eval` wrote: a leave-one-cluster-out report (one sub-folder per
 held-out cluster, each with predictions/) or a single-run one (predictions/ in it).
+
+--exclude-report OTHER drops every query that OTHER's matching folder answered (any method):
+a replication on rows an earlier, smaller evaluation never saw, e.g. the full splits of a
+cluster picked because its screening sample looked good, judged on the rest of the split.
+Each pair also gets both methods' task-averaged means on the compared queries, so the best of
+several baselines is the pair with the smallest difference.
 """
 
 from __future__ import annotations
@@ -36,18 +42,67 @@ def _by_query(folder: Path, method: str) -> dict[str, tuple[str, float]]:
     return {r["query_id"]: (r["task"], float(r["value"])) for r in rows}
 
 
-def compare(folder: Path, pairs: list[tuple[str, str]], seed: int) -> dict[str, dict]:
-    """Every pair (a, b) on the queries of one predictions/ folder: a - b with its CI."""
+def _answered(folder: Path) -> set[str]:
+    """Every query id that any method of one predictions/ folder answered."""
+    files = sorted((folder / PREDICTIONS_DIR).glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"{folder / PREDICTIONS_DIR}: no predictions to exclude")
+    return {qid for f in files for qid in _by_query(folder, f.stem)}
+
+
+def _task_mean(values: dict[str, tuple[str, float]], ids: list[str]) -> float:
+    """The mean over tasks of each task's mean value on `ids` (the report's cluster average)."""
+    by_task: dict[str, list[float]] = {}
+    for i in ids:
+        by_task.setdefault(values[i][0], []).append(values[i][1])
+    return sum(sum(v) / len(v) for v in by_task.values()) / len(by_task)
+
+
+def compare(folder: Path, pairs: list[tuple[str, str]], seed: int,
+            exclude: set[str] = frozenset()) -> dict[str, dict]:
+    """Every pair (a, b) on the queries of one predictions/ folder not in `exclude`: a - b with
+    its CI, and both task-averaged means."""
     out = {}
     for a, b in pairs:
         va, vb = _by_query(folder, a), _by_query(folder, b)
-        ids = [i for i in va if i in vb]  # the evaluation's query order, as report.json
+        ids = [i for i in va if i in vb and i not in exclude]  # the evaluation's query order
         if not ids:
-            raise SystemExit(f"{folder}: {a} and {b} share no query")
+            raise SystemExit(f"{folder}: {a} and {b} share no query"
+                             + (" outside --exclude-report" if exclude else ""))
         ci = paired_bootstrap([va[i][1] for i in ids], [vb[i][1] for i in ids], seed=seed,
                               groups=[va[i][0] for i in ids])
-        out[f"{a}-{b}"] = {**ci, "n": len(ids)}
+        out[f"{a}-{b}"] = {**ci, "n": len(ids), "mean_a": _task_mean(va, ids),
+                           "mean_b": _task_mean(vb, ids)}
     return out
+
+
+def _folders(report: Path) -> dict[str, Path]:
+    """Held-out name -> folder with predictions/ (one for a single run)."""
+    if not report.is_dir():
+        raise SystemExit(f"{report}: not a folder; give the folder `uprise eval` wrote")
+    if (report / PREDICTIONS_DIR).is_dir():
+        return {report.name: report}
+    return {d.name: d for d in sorted(report.iterdir()) if (d / PREDICTIONS_DIR).is_dir()}
+
+
+def _excluded(folders: dict[str, Path], report: Path, others: list[Path]) -> dict[str, set[str]]:
+    """Per held-out folder, the query ids any of `others` answered for the same held-out name
+    (two single-run folders match each other); every folder must be covered when others are
+    given, so a misspelt path cannot silently exclude nothing."""
+    excluded: dict[str, set[str]] = {name: set() for name in folders}
+    covered: set[str] = set()
+    for other in others:
+        found = _folders(other)
+        if all((r / PREDICTIONS_DIR).is_dir() for r in (report, other)):
+            found = {name: other for name in folders}  # two single runs
+        for name in set(found) & set(folders):
+            excluded[name] |= _answered(found[name])
+            covered.add(name)
+    lacking = sorted(set(folders) - covered) if others else []
+    if lacking:
+        raise SystemExit(f"--exclude-report {' '.join(map(str, others))}: no predictions/ for "
+                         f"{lacking}; give a folder `uprise eval` wrote for each held-out name")
+    return excluded
 
 
 def main() -> None:
@@ -55,6 +110,8 @@ def main() -> None:
     p.add_argument("--report", required=True, type=Path, help="folder `uprise eval` wrote")
     p.add_argument("--pairs", nargs="+", required=True, metavar="A:B",
                    help="method pairs, e.g. trained:untrained")
+    p.add_argument("--exclude-report", type=Path, nargs="+", default=[], metavar="OTHER",
+                   help="drop the queries these other `uprise eval` folders answered")
     p.add_argument("--out", type=Path, help="JSON output (default: print only)")
     args = p.parse_args()
     pairs = []
@@ -68,18 +125,22 @@ def main() -> None:
         raise SystemExit(f"{report_path}: missing; --report takes the folder `uprise eval` wrote")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     seed = report.get("config", {}).get("seed", 0)
-    folders = ({args.report.name: args.report} if (args.report / PREDICTIONS_DIR).is_dir() else
-               {d.name: d for d in sorted(args.report.iterdir()) if (d / PREDICTIONS_DIR).is_dir()})
+    folders = _folders(args.report)
     if not folders:
         raise SystemExit(f"{args.report}: no predictions/ folder in it or in its sub-folders")
-    results = {name: compare(folder, pairs, seed) for name, folder in folders.items()}
-    print(f"{'held out':<18} {'pair':<22} {'n':>5}  difference (95% CI), points")
+    excluded = _excluded(folders, args.report, args.exclude_report)
+    results = {name: compare(folder, pairs, seed, excluded[name])
+               for name, folder in folders.items()}
+    print(f"{'held out':<18} {'pair':<22} {'n':>5}  {'means':>13}  difference (95% CI), points")
     for name, diffs in results.items():
         for pair, d in diffs.items():
-            print(f"{name:<18} {pair:<22} {d['n']:>5}  {100 * d['diff']:+.1f} "
-                  f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
+            means = f"{100 * d['mean_a']:5.1f} {100 * d['mean_b']:5.1f}"
+            print(f"{name:<18} {pair:<22} {d['n']:>5}  {means:>13}   {100 * d['diff']:+.1f}"
+                  f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
     if args.out:
         write_json(args.out, {"command": " ".join(sys.argv), "report": str(args.report),
+                              "exclude_reports": [str(r) for r in args.exclude_report],
+                              "excluded": {n: len(e) for n, e in excluded.items()},
                               "seed": seed, "pairs": results})
 
 

@@ -70,3 +70,39 @@ def test_missing_method_and_bad_rows_are_named(loco_report: Path) -> None:
     assert done.returncode != 0 and f"{bad}:6" in done.stderr
     done = _run("--report", str(loco_report), "--pairs", "trained-untrained")
     assert done.returncode != 0 and "METHOD:METHOD" in done.stderr
+
+
+def test_exclude_report_keeps_only_rows_the_earlier_evaluation_never_saw(
+        loco_report: Path, tmp_path: Path) -> None:
+    screening = tmp_path / "screening"
+    # the earlier, smaller evaluation answered q1 and q3 (one method is enough to exclude them)
+    _write_predictions(screening / "held", "zero_shot", [("q1", "a", 0.0), ("q3", "b", 1.0)])
+    out = tmp_path / "rest.json"
+    done = _run("--report", str(loco_report), "--pairs", "trained:untrained",
+                "--exclude-report", str(screening), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    written = json.loads(out.read_text())
+    got = written["pairs"]["held"]["trained-untrained"]
+    # left: q2 (a: 0 vs 0) and q4 (b: 1 vs 0) -> mean +0.5, n = 2; task means 0.5 and 0.0
+    assert got["n"] == 2 and got["diff"] == pytest.approx(0.5)
+    assert (got["mean_a"], got["mean_b"]) == pytest.approx((0.5, 0.0))
+    want = paired_bootstrap([0.0, 1.0], [0.0, 0.0], seed=7, groups=["a", "b"])
+    assert (got["low"], got["high"]) == pytest.approx((want["low"], want["high"]))
+    assert written["excluded"] == {"held": 2}
+
+
+def test_exclude_report_must_cover_every_held_out_folder(loco_report: Path,
+                                                         tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    _write_predictions(other / "another_cluster", "trained", [("q1", "a", 1.0)])
+    done = _run("--report", str(loco_report), "--pairs", "trained:untrained",
+                "--exclude-report", str(other))
+    assert done.returncode != 0 and "['held']" in done.stderr and str(other) in done.stderr
+    done = _run("--report", str(loco_report), "--pairs", "trained:untrained",
+                "--exclude-report", str(tmp_path / "missing"))
+    assert done.returncode != 0 and "missing: not a folder" in done.stderr
+    _write_predictions(other / "held", "trained", [(q, "a", 1.0) for q in
+                                                   ("q1", "q2", "q3", "q4")])
+    done = _run("--report", str(loco_report), "--pairs", "trained:untrained",
+                "--exclude-report", str(other))
+    assert done.returncode != 0 and "share no query outside --exclude-report" in done.stderr
