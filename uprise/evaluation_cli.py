@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="evaluated LM: HF causal LM id or path (default: the scoring LM)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--k", type=int,
-                   help=f"prompts per query (default: --config's k with --clusters or "
+                   help="prompts per query (default: --config's k with --clusters or "
                         f"--task-file, else {SINGLE_RUN_K})")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--batch-size", type=int, default=16)
