@@ -36,14 +36,15 @@ def _ci(d: dict[str, float], scale: float = 100, digits: int = 1) -> str:
             f"{scale * d['high']:+.{digits}f}]")
 
 
-def cluster_row(cluster: str, report: dict[str, Any], source: str) -> dict[str, Any]:
-    """The rung's numbers for one held-out cluster of one report."""
+def cluster_row(cluster: str, report: dict[str, Any], source: str,
+                k: int | None) -> dict[str, Any]:
+    """The rung's numbers for one held-out cluster of one report (`source`, run with `k`)."""
     try:
         methods, best = report["methods"], report["best_baseline"]
         trained = methods[METHOD]
-        row = {"cluster": cluster, "source": source,
+        row = {"cluster": cluster, "source": source, "ranking_source": source,
                "n": sum(int(t["n"]) for t in report["tasks"].values()),
-               "k": None, "zero_shot": methods["zero_shot"]["average"],
+               "k": k, "zero_shot": methods["zero_shot"]["average"],
                "best_baseline": best, "best_value": methods[best]["average"],
                "trained": trained["average"], "vs_best": trained["vs_best_baseline"],
                "vs_zero_shot": trained["vs_zero_shot"]}
@@ -70,8 +71,7 @@ def collect(paths: list[Path]) -> dict[str, dict[str, Any]]:
                              "leave-one-cluster-out `uprise eval` run")
         k = report.get("config", {}).get("k")
         for cluster, result in report["clusters"].items():
-            row = {**cluster_row(cluster, result, str(path)), "k": k,
-                   "ranking_source": str(path)}
+            row = cluster_row(cluster, result, str(path), k)
             earlier = rows.get(cluster)
             if row["ranking_vs_untrained"] is None and earlier:  # e.g. --ranking-per-task 0
                 row["ranking_vs_untrained"] = earlier["ranking_vs_untrained"]

@@ -92,9 +92,8 @@ def _excluded(folders: dict[str, Path], report: Path, others: list[Path]) -> dic
     excluded: dict[str, set[str]] = {name: set() for name in folders}
     covered: set[str] = set()
     for other in others:
-        found = _folders(other)
-        if all((r / PREDICTIONS_DIR).is_dir() for r in (report, other)):
-            found = {name: other for name in folders}  # two single runs
+        two_single_runs = all((r / PREDICTIONS_DIR).is_dir() for r in (report, other))
+        found = {name: other for name in folders} if two_single_runs else _folders(other)
         for name in set(found) & set(folders):
             excluded[name] |= _answered(found[name])
             covered.add(name)
