@@ -58,7 +58,7 @@ from retriever.index_manifest import is_indexed  # noqa: E402
 from retriever.settings import latest_ranking  # noqa: E402
 from uprise.evaluation.report import REPORT_FILE  # noqa: E402
 from uprise.evaluation.run import read_predictions  # noqa: E402
-from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
+from uprise.evaluation.stats import format_diff, paired_bootstrap  # noqa: E402
 
 UPRISE = [sys.executable, "-m", "uprise"]
 
@@ -358,7 +358,7 @@ def _diff(methods: dict, a: str, b: str) -> str:
     d = methods[a].get(f"vs_{b}")
     if d is None:
         return ""
-    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f},{100 * d['high']:+.1f}]"
+    return format_diff(d, sep=",")
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from retriever.export import load_retriever_encoder  # noqa: E402
 from retriever.labels import task_accuracy  # noqa: E402
 from retriever.ranking import METRICS, ranking_metrics  # noqa: E402
 from retriever.settings import latest_ranking  # noqa: E402
-from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
+from uprise.evaluation.stats import format_diff, paired_bootstrap  # noqa: E402
 
 VARIANTS = {  # name -> train_retriever options (over --epochs/--batch-size/--lr)
     "uprise": {},
@@ -289,14 +289,13 @@ def _print(report: dict) -> None:
         cells = []
         for m in METRICS:
             d = row["metrics"][m]["vs_untrained"]
-            cells.append(f"{row['metrics'][m]['mean']:.3f} ({d['diff']:+.3f} "
-                         f"[{d['low']:+.3f},{d['high']:+.3f}])")
+            cells.append(f"{row['metrics'][m]['mean']:.3f} ({format_diff(d, 1, 3, ',')})")
         print(f"{name:<12}" + "".join(f"{c:>28}" for c in cells))
     for name, row in report["variants"].items():
         vs = next((k for k in row if k.startswith("vs_")), None)
         if vs:
             print(f"{name} {vs.replace('_', ' ', 1)}: " + ", ".join(
-                f"{m} {d['diff']:+.3f} [{d['low']:+.3f},{d['high']:+.3f}]"
+                f"{m} {format_diff(d, 1, 3, ',')}"
                 for m, d in ((m, row[vs][m][vs]) for m in METRICS)))
 
 

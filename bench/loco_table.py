@@ -27,13 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flan_data import write_json  # noqa: E402
+from uprise.evaluation.stats import format_diff  # noqa: E402
 
 METHOD = "trained"
-
-
-def _ci(d: dict[str, float], scale: float = 100, digits: int = 1) -> str:
-    return (f"{scale * d['diff']:+.{digits}f} [{scale * d['low']:+.{digits}f}, "
-            f"{scale * d['high']:+.{digits}f}]")
 
 
 def cluster_row(cluster: str, report: dict[str, Any], source: str,
@@ -90,9 +86,9 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {r['cluster']} | {r['n']} | {r['k']} | {100 * r['zero_shot']:.1f} | "
             f"{r['best_baseline']} {100 * r['best_value']:.1f} | {100 * r['trained']:.1f} | "
-            f"{_ci(r['vs_best'])}{' **above**' * r['above_best']} | "
-            f"{_ci(r['vs_zero_shot'])}{' **below**' * r['below_zero_shot']} | "
-            f"{_ci(rank, 1, 3) if rank else 'not run'} |")
+            f"{format_diff(r['vs_best'])}{' **above**' * r['above_best']} | "
+            f"{format_diff(r['vs_zero_shot'])}{' **below**' * r['below_zero_shot']} | "
+            f"{format_diff(rank, 1, 3) if rank else 'not run'} |")
     return "\n".join(lines)
 
 

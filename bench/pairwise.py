@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from flan_data import write_json  # noqa: E402
 from uprise.evaluation.run import PREDICTIONS_DIR, read_predictions  # noqa: E402
-from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
+from uprise.evaluation.stats import format_diff, paired_bootstrap  # noqa: E402
 
 
 def _by_query(folder: Path, method: str) -> dict[str, tuple[str, float]]:
@@ -134,8 +134,7 @@ def main() -> None:
     for name, diffs in results.items():
         for pair, d in diffs.items():
             means = f"{100 * d['mean_a']:5.1f} {100 * d['mean_b']:5.1f}"
-            print(f"{name:<18} {pair:<22} {d['n']:>5}  {means:>13}   {100 * d['diff']:+.1f}"
-                  f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
+            print(f"{name:<18} {pair:<22} {d['n']:>5}  {means:>13}   {format_diff(d)}")
     if args.out:
         write_json(args.out, {"command": " ".join(sys.argv), "report": str(args.report),
                               "exclude_reports": [str(r) for r in args.exclude_report],

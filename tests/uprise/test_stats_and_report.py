@@ -7,7 +7,7 @@ import pytest
 
 from flan_data import Query
 from uprise.evaluation import format_table, summarise
-from uprise.evaluation.stats import paired_bootstrap
+from uprise.evaluation.stats import format_diff, paired_bootstrap
 
 
 def test_paired_bootstrap_matches_a_hand_computed_resampling():
@@ -25,6 +25,12 @@ def test_paired_bootstrap_matches_a_hand_computed_resampling():
 def test_identical_methods_have_a_zero_width_interval():
     got = paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
     assert got == {"diff": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_format_diff_scales_signs_and_rounds_every_value():
+    d = {"diff": 0.0234, "low": -0.0051, "high": 0.05}
+    assert format_diff(d) == "+2.3 [-0.5, +5.0]"
+    assert format_diff(d, 1, 3, ",") == "+0.023 [-0.005,+0.050]"
 
 
 def test_paired_bootstrap_rejects_unpaired_input():

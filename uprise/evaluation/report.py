@@ -20,6 +20,7 @@ from typing import Any
 
 from flan_data import atomic_write
 from uprise.evaluation.methods import ABSTAIN
+from uprise.evaluation.stats import format_diff
 
 log = logging.getLogger(__name__)
 REPORT_FILE, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
@@ -60,8 +61,7 @@ def summary(report_by_cluster: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _ci(d: dict[str, float] | None) -> str:
-    return "" if not d else (f"{100 * d['diff']:+.1f} "
-                             f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
+    return format_diff(d) if d else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -107,7 +107,7 @@ def ranking_markdown(section: dict[str, Any]) -> list[str]:
     metrics = list(next(iter(section["methods"].values())))
     def cell(row: dict[str, Any]) -> str:
         d = row.get("vs_" + ref)
-        ci = f" ({d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}])" if d else ""
+        ci = f" ({format_diff(d, 1, 3)})" if d else ""
         return f"{row['mean']:.3f}{ci}"
 
     rows = [[name, *(cell(row[m]) for m in metrics)] for name, row in section["methods"].items()]
@@ -209,8 +209,7 @@ def _ci_cells(report: dict[str, Any], methods: list[str], key: str) -> list[str]
     cells = []
     for m in methods:
         d = report["methods"][m].get(key)
-        cells.append(f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f},{100 * d['high']:+.1f}]"
-                     if d else "")
+        cells.append(format_diff(d, sep=",") if d else "")
     return cells
 
 

@@ -56,3 +56,11 @@ def paired_bootstrap(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(stat, [tail, 100 - tail])
     return {"diff": float(np.mean(point)), "low": float(low), "high": float(high)}
+
+
+def format_diff(d: dict[str, float], scale: float = 100, digits: int = 1, sep: str = ", ") -> str:
+    """A `paired_bootstrap` result as '+1.2 [-0.3, +2.7]': each value times `scale` (100 for
+    points of a 0-1 metric, 1 for ranking metrics), signed, `digits` decimals, `sep` between
+    the bounds."""
+    return (f"{scale * d['diff']:+.{digits}f} [{scale * d['low']:+.{digits}f}{sep}"
+            f"{scale * d['high']:+.{digits}f}]")
