@@ -47,7 +47,12 @@ from uprise.evaluation import (
     write_predictions,
     write_report_files,
 )
-from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
+from uprise.evaluation.abstain import (
+    abstain_effect,
+    calibrate,
+    calibration_queries,
+    kind_thresholds,
+)
 from uprise.evaluation.methods import HYBRID
 from uprise.evaluation.ranking import ranking_section, standard_rankers
 from uprise.evaluation.report import REPORT_MD, markdown
@@ -119,6 +124,9 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
     ab.add_argument("--abstain", action="store_true",
                     help="calibrate a retrieval-score threshold on training-cluster validation")
     ab.add_argument("--calibration-per-task", type=int, default=10)
+    ab.add_argument("--abstain-by", choices=("all", "kind"), default="all",
+                    help="one threshold for every query, or one per answer kind (choice, "
+                         "generation), each calibrated on that kind's validation queries")
     loco = p.add_argument_group("leave-one-cluster-out (--clusters / --task-file)")
     loco.add_argument("--config", help="stage sizes (default: configs/loco.yaml)")
     loco.add_argument("--work-dir", default="runs/loco",
@@ -182,6 +190,9 @@ def eval_main(argv: list[str] | None = None) -> None:
                      "--model.loss info_nce+kl --model.lm_temperature T`)")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
+    if args.abstain_by != "all" and not args.abstain:
+        parser.error(f"--abstain-by {args.abstain_by} chooses how --abstain calibrates; add "
+                     "--abstain")
     if args.ranking_per_task < 0 or args.ranking_prompts < 2:
         parser.error(f"--ranking-per-task {args.ranking_per_task} / --ranking-prompts "
                      f"{args.ranking_prompts}: expected >= 0 and >= 2")
@@ -224,15 +235,17 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         source = stage.manifest.get("data_source", "hub")
         queries = calibration_queries(stage, resolve_data_dir(source), args.seed,
                                       args.calibration_per_task)
-        calibration = calibrate(lm, args.retriever, queries, args.k, args.batch_size,
-                                not args.no_progress)
+        calibration = {**calibrate(lm, args.retriever, queries, args.k, args.batch_size,
+                                   not args.no_progress), "abstain_by": args.abstain_by}
         names.append(ABSTAIN)
     hybrid = _hybrid_weight(args) if HYBRID in names else None
     untrained = _untrained_retriever(args, out) if "untrained" in names else None
     methods = build_methods(
         names, stage.pool, args.k, args.seed, trained_dir=args.retriever, untrained_dir=untrained,
         abstain_threshold=calibration["threshold"] if calibration else None,
-        hybrid_weight=hybrid["weight"] if hybrid else None)
+        hybrid_weight=hybrid["weight"] if hybrid else None,
+        abstain_by_kind=(kind_thresholds(calibration)
+                         if calibration and args.abstain_by == "kind" else None))
     report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
                                            progress=not args.no_progress, seed=args.seed)
     report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest,
@@ -330,7 +343,8 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     eval_per_task = args.eval_per_task if args.eval_per_task is not None else base.eval_per_task
     settings = EvalSettings(tuple(args.methods), args.k, args.seed, args.batch_size,
                             args.abstain, args.calibration_per_task, eval_per_task, tasks,
-                            not args.no_progress, args.ranking_per_task, args.ranking_prompts)
+                            not args.no_progress, args.ranking_per_task, args.ranking_prompts,
+                            args.abstain_by)
     report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flan_data import (
     StageData,
@@ -51,7 +51,12 @@ from uprise.evaluation import (
     write_predictions,
     write_report_files,
 )
-from uprise.evaluation.abstain import abstain_effect, calibrate, calibration_queries
+from uprise.evaluation.abstain import (
+    abstain_effect,
+    calibrate,
+    calibration_queries,
+    kind_thresholds,
+)
 from uprise.evaluation.ranking import dense_ranker, ranking_section, standard_rankers
 from uprise.evaluation.report import summary
 from uprise.quickstart import RUN_CONFIG, QuickstartConfig, check_resumable
@@ -81,6 +86,9 @@ class EvalSettings:
     """Held-out queries per task for the ranking section (`uprise.evaluation.ranking`); 0: none."""
     ranking_prompts: int = 20
     """Shared pool prompts every ranking query is scored with."""
+    abstain_by: Literal["all", "kind"] = "all"
+    """'all': one abstention threshold for every query; 'kind': one per answer kind (choice,
+    generation), each calibrated on the training clusters' validation queries of that kind."""
 
 
 def available_clusters(data_dir: Path | None) -> list[str]:
@@ -140,7 +148,7 @@ def calibrated_threshold(lm: Predictor, stage: StageData, cluster_dir: Path, dat
            "retriever_mtime_ns": (cluster_dir / "retriever" / INDEX_MANIFEST).stat().st_mtime_ns}
     if path.is_file():
         cached = json.loads(path.read_text())
-        if all(cached.get(name) == value for name, value in key.items()):
+        if all(cached.get(name) == value for name, value in key.items()) and "by_kind" in cached:
             return cached
     queries = calibration_queries(stage, data_dir, settings.seed, settings.calibration_per_task)
     result = calibrate(lm, str(cluster_dir / "retriever"), queries, settings.k,
@@ -168,12 +176,15 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
     names = list(settings.methods)
     calibration = None
     if settings.abstain:
-        calibration = calibrated_threshold(lm, stage, cluster_dir, data_dir, settings)
+        calibration = {**calibrated_threshold(lm, stage, cluster_dir, data_dir, settings),
+                       "abstain_by": settings.abstain_by}
         names.append(ABSTAIN)
     methods = build_methods(
         names, stage.pool, settings.k, settings.seed, cluster_dir / "retriever",
         cluster_dir / "untrained_retriever",
-        abstain_threshold=float(calibration["threshold"]) if calibration else None)
+        abstain_threshold=float(calibration["threshold"]) if calibration else None,
+        abstain_by_kind=(kind_thresholds(calibration)
+                         if calibration and settings.abstain_by == "kind" else None))
     methods.update(round_methods(rounds, settings.k))
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)

@@ -89,6 +89,37 @@ def test_abstention_is_calibrated_on_training_clusters_and_reported(loco_run):
     assert "Abstention" in (root / "out" / "report.md").read_text()
 
 
+def test_abstention_per_answer_kind_reuses_the_calibration(loco_run, shared_data_dir,
+                                                           tiny_bert_path, tiny_gpt_neo_path):
+    """--abstain-by kind on the finished run: the cached calibration (it holds the per-kind
+    thresholds) is reused; every calibration query here is multiple choice (nli, paraphrase),
+    so the one kind's threshold is the overall one and the abstaining answers do not change."""
+    root, _ = loco_run
+    cached = sorted((root / "work" / "commonsense" / "abstain").glob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    argv = _argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                 root / "by_kind", "--clusters", "commonsense", "--abstain", "--abstain-by",
+                 "kind", "--calibration-per-task", "3", "--methods", "zero_shot", "trained")
+    with pytest.raises(SystemExit):  # --abstain-by without --abstain
+        eval_main([a for a in argv if a != "--abstain"])
+    eval_main(argv)
+    assert cached and {p: p.stat().st_mtime_ns for p in cached} == stamps
+    report = json.loads((root / "by_kind" / "report.json").read_text())
+    calibration = report["abstain"]["calibration"]["commonsense"]
+    assert calibration["abstain_by"] == "kind" and set(calibration["by_kind"]) == {"choice"}
+    choice = calibration["by_kind"]["choice"]
+    assert float(choice["threshold"]) == float(calibration["threshold"])
+    assert choice["n"] == calibration["n"]
+
+    def answers(folder: str) -> list[tuple]:
+        path = root / folder / "commonsense" / "predictions" / "trained+abstain.jsonl"
+        return [(r["query_id"], r["n_prompts"], r["prediction"])
+                for r in map(json.loads, path.open())]
+
+    assert answers("by_kind") == answers("out")
+    assert "choice queries: threshold" in (root / "by_kind" / "report.md").read_text()
+
+
 def test_report_files_are_written(loco_run):
     root, report = loco_run
     for path in (root / "out").rglob("report.json"):  # strict JSON: no Infinity / NaN

@@ -4,6 +4,7 @@ calibration queries, retriever index), token F1, and the report files."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,8 +12,14 @@ import pytest
 
 from flan_data import LeakageError, Prompt, Query, build_stage_data, tasks_in, write_jsonl
 from flan_data.metrics import token_f1
-from uprise.evaluation import check_pool_leakage, summarise
-from uprise.evaluation.abstain import abstain_effect, calibration_queries, choose_threshold
+from uprise.evaluation import check_pool_leakage, json_safe, summarise
+from uprise.evaluation.abstain import (
+    abstain_effect,
+    calibration_queries,
+    choose_threshold,
+    kind_thresholds,
+    thresholds_by_kind,
+)
 from uprise.evaluation.methods import bm25_prompts
 from uprise.evaluation.report import markdown, write_report_files
 from uprise.evaluation.stats import paired_bootstrap
@@ -62,6 +69,27 @@ def test_threshold_calibration_on_a_constructed_case():
     # prompts always help: never abstain; never help: always abstain
     assert choose_threshold(scores, [1.0] * 4, [0.0] * 4)["threshold"] == -math.inf
     assert choose_threshold(scores, [0.0] * 4, [1.0] * 4)["threshold"] == math.inf
+
+
+def test_thresholds_per_answer_kind_on_a_constructed_case():
+    # prompts help every choice query and hurt every generation query: one threshold for all
+    # must trade one kind against the other, one per kind need not
+    kinds = ["generation", "choice", "generation", "choice"]
+    scores = [0.9, 0.8, 0.2, 0.1]  # the kinds interleave in score order
+    with_prompts = [0.0, 1.0, 0.0, 1.0]
+    without = [1.0, 0.0, 1.0, 0.0]
+    overall = choose_threshold(scores, with_prompts, without)
+    assert overall["calibration_metric"] == 0.5  # no single threshold does better
+    by_kind = thresholds_by_kind(kinds, scores, with_prompts, without)
+    assert by_kind["choice"]["threshold"] == -math.inf and by_kind["choice"]["n"] == 2
+    assert by_kind["generation"]["threshold"] == math.inf
+    assert by_kind["generation"]["abstain_rate"] == 1.0
+    calibration = json.loads(json.dumps(json_safe({**overall, "by_kind": by_kind})))
+    assert kind_thresholds(calibration) == {"choice": -math.inf, "generation": math.inf}
+    with pytest.raises(ValueError, match="no per-kind thresholds"):
+        kind_thresholds(overall)
+    with pytest.raises(ValueError, match="equal lists"):
+        thresholds_by_kind(kinds[:3], scores, with_prompts, without)
 
 
 def test_abstain_effect_counts_removed_regressions_and_kept_gains():
@@ -142,6 +170,26 @@ def test_calibration_hits_skip_the_query_own_cluster(tmp_path, tiny_bert_path):
     for top, hits in top_scores(retriever, queries, k=2, exclude_own_cluster=True):
         assert len(hits) == 2 and {h.cluster for h in hits} == {"paraphrase"}
         assert top == hits[0].score >= hits[1].score
+
+
+def test_abstaining_prompts_apply_the_threshold_of_the_query_kind(tmp_path, tiny_bert_path):
+    from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
+    from serve import PromptRetriever
+    from uprise.evaluation.methods import abstaining_prompts, query_kind
+
+    pool = [Prompt(f"rte:train:{i}", "rte", "nli", 0, f"rte example {i} yes") for i in range(6)]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    export_retriever(BiEncoder(BiEncoderConfig(base_model=str(tiny_bert_path))), tmp_path / "r")
+    index_pool(tmp_path / "r", tmp_path / "pool.jsonl")
+    retriever = PromptRetriever.from_pretrained(tmp_path / "r")
+    queries = [Query("copa:validation:0", "copa", "commonsense", 0, "a cause", ["x", "y"], 0),
+               Query("dart:validation:0", "dart", "struct_to_text", 0, "a table", None, None,
+                     ["a sentence"])]
+    assert [query_kind(q) for q in queries] == ["choice", "generation"]
+    everyone = abstaining_prompts(retriever, 2, -math.inf)(queries)
+    assert [len(d) for d in everyone] == [2, 2]
+    per_kind = abstaining_prompts(retriever, 2, -math.inf, {"generation": math.inf})(queries)
+    assert per_kind == [everyone[0], []]  # a kind without its own threshold takes the overall
 
 
 def test_corpus_metrics_as_the_paper_reports_them():

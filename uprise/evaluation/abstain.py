@@ -6,7 +6,10 @@ least `threshold`, else none (zero-shot). The threshold is calibrated on *traini
 validation queries that are in neither the pool nor the training queries
 (`calibration_queries`): `calibrate` evaluates the LM on them with and without the retrieved
 prompts, and `choose_threshold` picks the threshold that maximises the mean metric when
-queries below it go without prompts (ties: the lowest threshold, i.e. abstain least).
+queries below it go without prompts (ties: the lowest threshold, i.e. abstain least); it also
+picks one threshold per answer kind (`thresholds_by_kind`: choice or generation, from the same
+LM calls), which `--abstain-by kind` applies to held-out queries of that kind: prompts of other
+clusters can help one kind and hurt the other.
 During calibration a query's own cluster is removed from its hits, as if that cluster were
 held out: with same-task prompts in reach, training-cluster queries score far higher than
 held-out ones, and a threshold fitted on such scores would abstain on every held-out query.
@@ -23,7 +26,7 @@ from statistics import mean
 from typing import Any
 
 from flan_data import Query, StageData, evaluation_queries
-from uprise.evaluation.methods import ABSTAIN, top_scores
+from uprise.evaluation.methods import ABSTAIN, query_kind, top_scores
 from uprise.evaluation.predictors import Predictor
 from uprise.evaluation.run import metric_values
 
@@ -53,6 +56,28 @@ def choose_threshold(scores: list[float], with_prompts: list[float],
             "abstain_rate": sum(s < best["threshold"] for s in scores) / len(scores)}
 
 
+def thresholds_by_kind(kinds: list[str], scores: list[float], with_prompts: list[float],
+                       without: list[float]) -> dict[str, dict[str, Any]]:
+    """`choose_threshold` on each answer kind's queries alone (kind -> its result)."""
+    if not (len(kinds) == len(scores) == len(with_prompts) == len(without)):
+        raise ValueError(f"calibration needs equal lists (got {len(kinds)} kinds for "
+                         f"{len(scores)} scores)")
+    out = {}
+    for kind in sorted(set(kinds)):
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        out[kind] = choose_threshold([scores[i] for i in rows], [with_prompts[i] for i in rows],
+                                     [without[i] for i in rows])
+    return out
+
+
+def kind_thresholds(calibration: dict[str, Any]) -> dict[str, float]:
+    """kind -> threshold from a `calibrate` result (JSON-read infinities included)."""
+    if "by_kind" not in calibration:
+        raise ValueError("this abstention calibration has no per-kind thresholds (it predates "
+                         "--abstain-by kind); delete it to recalibrate")
+    return {kind: float(cal["threshold"]) for kind, cal in calibration["by_kind"].items()}
+
+
 def calibration_queries(stage: StageData, data_dir: Any, seed: int,
                         per_task: int | None) -> list[Query]:
     """Validation queries of the training clusters, minus anything in the pool or the training
@@ -75,7 +100,8 @@ def calibration_queries(stage: StageData, data_dir: Any, seed: int,
 
 def calibrate(lm: Predictor, retriever_dir: str, queries: list[Query], k: int, batch_size: int = 16,
               progress: bool = True) -> dict[str, Any]:
-    """Evaluates the LM with/without the trained retriever's prompts; returns the threshold."""
+    """Evaluates the LM with/without the trained retriever's prompts; returns the threshold
+    (and, under "by_kind", one per answer kind)."""
     from serve import PromptRetriever
 
     scored = top_scores(PromptRetriever.from_pretrained(retriever_dir), queries, k,
@@ -85,10 +111,14 @@ def calibrate(lm: Predictor, retriever_dir: str, queries: list[Query], k: int, b
                         ("without", [[] for _ in queries])):
         preds = lm.predict(queries, demos, batch_size=batch_size, progress=progress)
         values[name] = metric_values(queries, preds)
-    result = choose_threshold([s for s, _ in scored], values["with"], values["without"])
+    scores = [s for s, _ in scored]
+    result = choose_threshold(scores, values["with"], values["without"])
+    result["by_kind"] = thresholds_by_kind([query_kind(q) for q in queries], scores,
+                                           values["with"], values["without"])
     result["tasks"] = sorted({q.task for q in queries})
-    log.info("abstention threshold %.4f (calibration metric %.3f on %d queries)",
-             result["threshold"], result["calibration_metric"], result["n"])
+    log.info("abstention threshold %.4f (calibration metric %.3f on %d queries); per kind %s",
+             result["threshold"], result["calibration_metric"], result["n"],
+             {kind: cal["threshold"] for kind, cal in result["by_kind"].items()})
     return result
 
 

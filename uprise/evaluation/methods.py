@@ -5,17 +5,17 @@ the best prompt LAST (nearest the input; an empty list is zero-shot). `METHOD_NA
 method `uprise eval` knows, in report order; `BASELINES` are those without a trained retriever
 (the best of them by average is the report's "best baseline"). `build_methods` turns names into
 methods; dense methods read an exported, indexed retriever directory, loaded once per directory
-however many methods use it. `abstaining_prompts` gives
-no prompts when the trained retriever's top score is below a threshold (calibrated in
-`abstain.py`); `hybrid_prompts` mixes the trained retriever with BM25 (`serve.hybrid`, the weight
-chosen in `hybrid.py`).
+however many methods use it. `abstaining_prompts` gives no prompts when the trained retriever's
+top score is below a threshold (calibrated in `abstain.py`; optionally one per answer kind,
+`query_kind`); `hybrid_prompts` mixes the trained retriever with BM25 (`serve.hybrid`, the
+weight chosen in `hybrid.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -107,15 +107,23 @@ def top_scores(prompt_retriever: Any, queries: list[Query], k: int,
     return [(row[0].score if row else -math.inf, row) for row in hits]
 
 
-def abstaining_prompts(prompt_retriever: Any, k: int, threshold: float) -> Method:
-    """The (trained) retriever's prompts, or none when its top score is below `threshold`."""
+def query_kind(query: Query) -> str:
+    """'choice' (the query has answer options) or 'generation' (free text), as in `TaskKind`."""
+    return "choice" if query.is_choice else "generation"
+
+
+def abstaining_prompts(prompt_retriever: Any, k: int, threshold: float,
+                       by_kind: Mapping[str, float] | None = None) -> Method:
+    """The (trained) retriever's prompts, or none when its top score is below `threshold`, or
+    below `by_kind[query_kind(query)]` where `by_kind` has the query's kind."""
 
     def method(queries: list[Query]) -> list[list[str]]:
         scored = top_scores(prompt_retriever, queries, k)
-        out = [[h.text for h in reversed(row)] if top >= threshold else []
-               for top, row in scored]
-        log.info("abstained on %d of %d queries (threshold %.4f)",
-                 sum(not d for d in out), len(out), threshold)
+        limits = [(by_kind or {}).get(query_kind(q), threshold) for q in queries]
+        out = [[h.text for h in reversed(row)] if top >= limit else []
+               for (top, row), limit in zip(scored, limits, strict=True)]
+        log.info("abstained on %d of %d queries (threshold %.4f, per kind %s)",
+                 sum(not d for d in out), len(out), threshold, dict(by_kind or {}))
         return out
 
     return method
@@ -136,10 +144,12 @@ def build_methods(
     untrained_dir: str | Path | None = None,
     abstain_threshold: float | None = None,
     hybrid_weight: float | None = None,
+    abstain_by_kind: Mapping[str, float] | None = None,
 ) -> dict[str, Method]:
     """Named methods (`METHOD_NAMES`), in the order given. 'untrained' and 'trained' need their
-    retriever directory, 'trained+abstain' the trained one and a calibrated threshold, 'hybrid'
-    the trained one and a weight."""
+    retriever directory, 'trained+abstain' the trained one and a calibrated threshold (and
+    optionally one per answer kind, which wins for queries of that kind), 'hybrid' the trained
+    one and a weight."""
     check_method_names(names)
     needs = {"untrained": untrained_dir, "trained": trained_dir, ABSTAIN: trained_dir,
              HYBRID: trained_dir}
@@ -166,7 +176,8 @@ def build_methods(
         "bm25": lambda: bm25_prompts(pool, k),
         "untrained": lambda: retrieved_prompts(retriever(untrained_dir), k),
         "trained": lambda: retrieved_prompts(retriever(trained_dir), k),
-        ABSTAIN: lambda: abstaining_prompts(retriever(trained_dir), k, float(abstain_threshold)),
+        ABSTAIN: lambda: abstaining_prompts(retriever(trained_dir), k, float(abstain_threshold),
+                                            abstain_by_kind),
         HYBRID: lambda: hybrid_prompts(retriever(trained_dir), k, float(hybrid_weight)),
     }
     return {name: factories[name]() for name in names}

@@ -131,10 +131,16 @@ def _summary_markdown(report: dict[str, Any]) -> list[str]:
 def _abstain_markdown(abstain: dict[str, Any]) -> list[str]:
     lines = ["", "## Abstention (trained+abstain)", ""]
     for cluster, cal in abstain.get("calibration", {}).items():
+        by_kind = cal.get("abstain_by") == "kind"
         lines.append(f"- held-out {cluster}: threshold {float(cal['threshold']):.4f} "
-                     "calibrated on "
+                     f"{'(not applied) ' * by_kind}calibrated on "
                      f"{cal['n']} training-cluster validation queries (abstains on "
                      f"{100 * cal['abstain_rate']:.0f}% of them)")
+        for kind, sub in cal.get("by_kind", {}).items() if by_kind else ():
+            lines.append(f"  - {kind} queries: threshold {float(sub['threshold']):.4f} from "
+                         f"{sub['n']} of them (abstains on {100 * sub['abstain_rate']:.0f}%; "
+                         f"metric with prompts {100 * sub['with_prompts_metric']:.1f}, "
+                         f"zero-shot {100 * sub['zero_shot_metric']:.1f})")
     effect = abstain.get("effect")
     if effect:
         lines += ["", f"Regressions (trained < zero-shot) removed: "
