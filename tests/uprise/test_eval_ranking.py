@@ -55,6 +55,12 @@ def test_an_oracle_ranks_perfectly_and_its_reverse_worst(tiny_gpt_neo_path, tmp_
     assert worst["spearman"]["mean"] == pytest.approx(-1.0)
     assert best["spearman"]["vs_untrained"]["diff"] == pytest.approx(2.0)
     assert best["spearman"]["vs_untrained"]["low"] == pytest.approx(2.0)
+    # other evaluation rows with the same settings (another --eval-per-task) into the same
+    # folder: their own scores, not a clash with the finished run's
+    fewer = [q for q in queries if q.id.endswith((":0", ":1"))]
+    again = ranking_section(tiny_lm, fewer, pool, {"untrained": _zeros}, tmp_path / "scores",
+                            per_task=3, n_prompts=4, seed=0, progress=False)
+    assert again["n_queries"] == 4 and len(list((tmp_path / "scores").iterdir())) == 2
     with pytest.raises(ValueError, match="reference ranker 'untrained'"):
         ranking_section(tiny_lm, queries, pool, {"x": _zeros}, tmp_path / "s2", progress=False)
 

@@ -4,13 +4,13 @@ held-out-cluster queries?
 Contract: `ranking_section(lm, eval_queries, pool, rankers, ...)` samples `per_task` held-out
 queries per task and one shared sample of `n_prompts` pool prompts (all from training clusters:
 cross-task by construction) and has the LM score every (prompt, query) pair with
-`score_candidates` (resumable shards in a folder of `work_dir` named by a hash of the LM and
-the sample settings, so other settings never clash with a finished folder; the score cache
-makes reruns free). It then asks every ranker for its relevance of each pair and returns each
-ranker's per-query ranking quality against the LM's scores (`retriever.ranking`: NDCG@3, top-1
-agreement, Spearman) with paired bootstrap 95% CIs against `reference` (the untrained encoder),
-stratified by task. This does not depend on whether the evaluated LM's accuracy moves at all,
-so it says where the signal dies.
+`score_candidates` (resumable shards in a folder of `work_dir` named by a hash of the LM and the
+sampled query and prompt ids, so other settings or other evaluation rows never clash with a
+finished folder; the score cache makes reruns free). It then asks every ranker for its relevance
+of each pair and returns each ranker's per-query ranking quality against the LM's scores
+(`retriever.ranking`: NDCG@3, top-1 agreement, Spearman) with paired bootstrap 95% CIs against
+`reference` (the untrained encoder), stratified by task. This does not depend on whether the
+evaluated LM's accuracy moves at all, so it says where the signal dies.
 
 A ranker is `f(query_texts, prompt_texts) -> (n_queries, n_prompts) relevance`; `dense_ranker`,
 `bm25_ranker` and `random_ranker` build the usual ones.
@@ -102,7 +102,8 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
         raise ValueError(f"reference ranker {reference!r} is not among {sorted(rankers)}.")
     queries = sample_queries(eval_queries, per_task, seed)
     prompts = random.Random(f"{seed}:ranking-prompts").sample(pool, min(n_prompts, len(pool)))
-    tag = hashlib.sha256(f"{lm.name}\0{per_task}\0{n_prompts}\0{seed}".encode()).hexdigest()
+    key = "\0".join([lm.name, *(q.id for q in queries), "", *(p.id for p in prompts)])
+    tag = hashlib.sha256(key.encode()).hexdigest()
     scores = score_candidates(lm, {q.id: q for q in queries}, {p.id: p for p in prompts},
                               [Candidates(q.id, [p.id for p in prompts]) for q in queries],
                               Path(work_dir) / tag[:12], batch_size=batch_size,
