@@ -133,7 +133,7 @@ def _abstain_markdown(abstain: dict[str, Any]) -> list[str]:
     for cluster, cal in abstain.get("calibration", {}).items():
         by_kind = cal.get("abstain_by") == "kind"
         lines.append(f"- held-out {cluster}: threshold {float(cal['threshold']):.4f} "
-                     f"{'(not applied) ' * by_kind}calibrated on "
+                     f"{'(for a kind without its own) ' * by_kind}calibrated on "
                      f"{cal['n']} training-cluster validation queries (abstains on "
                      f"{100 * cal['abstain_rate']:.0f}% of them)")
         for kind, sub in cal.get("by_kind", {}).items() if by_kind else ():
