@@ -49,9 +49,9 @@ from uprise.evaluation import (
 )
 from uprise.evaluation.abstain import (
     abstain_effect,
+    applied_thresholds,
     calibrate,
     calibration_queries,
-    kind_thresholds,
 )
 from uprise.evaluation.methods import HYBRID
 from uprise.evaluation.ranking import ranking_section, standard_rankers
@@ -240,12 +240,11 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         names.append(ABSTAIN)
     hybrid = _hybrid_weight(args) if HYBRID in names else None
     untrained = _untrained_retriever(args, out) if "untrained" in names else None
+    threshold, by_kind = applied_thresholds(calibration) if calibration else (None, None)
     methods = build_methods(
         names, stage.pool, args.k, args.seed, trained_dir=args.retriever, untrained_dir=untrained,
-        abstain_threshold=calibration["threshold"] if calibration else None,
-        hybrid_weight=hybrid["weight"] if hybrid else None,
-        abstain_by_kind=(kind_thresholds(calibration)
-                         if calibration and args.abstain_by == "kind" else None))
+        abstain_threshold=threshold, hybrid_weight=hybrid["weight"] if hybrid else None,
+        abstain_by_kind=by_kind)
     report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
                                            progress=not args.no_progress, seed=args.seed)
     report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest,

@@ -53,9 +53,9 @@ from uprise.evaluation import (
 )
 from uprise.evaluation.abstain import (
     abstain_effect,
+    applied_thresholds,
     calibrate,
     calibration_queries,
-    kind_thresholds,
 )
 from uprise.evaluation.ranking import dense_ranker, ranking_section, standard_rankers
 from uprise.evaluation.report import summary
@@ -143,12 +143,13 @@ def calibrated_threshold(lm: Predictor, stage: StageData, cluster_dir: Path, dat
                          settings: EvalSettings) -> dict[str, Any]:
     """The abstention threshold for this cluster's trained retriever and this LM (cached)."""
     path = cluster_dir / "abstain" / f"{_slug(lm.name)}-k{settings.k}.json"
+    # "thresholds": files from before the per-kind thresholds lack it, so they are recomputed
     key = {"per_task": settings.calibration_per_task, "seed": settings.seed,
-           "hits": "other_clusters", "lm": lm.name, "k": settings.k,
+           "hits": "other_clusters", "lm": lm.name, "k": settings.k, "thresholds": "by_kind",
            "retriever_mtime_ns": (cluster_dir / "retriever" / INDEX_MANIFEST).stat().st_mtime_ns}
     if path.is_file():
         cached = json.loads(path.read_text())
-        if all(cached.get(name) == value for name, value in key.items()) and "by_kind" in cached:
+        if all(cached.get(name) == value for name, value in key.items()):
             return cached
     queries = calibration_queries(stage, data_dir, settings.seed, settings.calibration_per_task)
     result = calibrate(lm, str(cluster_dir / "retriever"), queries, settings.k,
@@ -179,12 +180,11 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
         calibration = {**calibrated_threshold(lm, stage, cluster_dir, data_dir, settings),
                        "abstain_by": settings.abstain_by}
         names.append(ABSTAIN)
+    threshold, by_kind = applied_thresholds(calibration) if calibration else (None, None)
     methods = build_methods(
         names, stage.pool, settings.k, settings.seed, cluster_dir / "retriever",
-        cluster_dir / "untrained_retriever",
-        abstain_threshold=float(calibration["threshold"]) if calibration else None,
-        abstain_by_kind=(kind_thresholds(calibration)
-                         if calibration and settings.abstain_by == "kind" else None))
+        cluster_dir / "untrained_retriever", abstain_threshold=threshold,
+        abstain_by_kind=by_kind)
     methods.update(round_methods(rounds, settings.k))
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)

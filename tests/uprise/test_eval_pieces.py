@@ -15,9 +15,9 @@ from flan_data.metrics import token_f1
 from uprise.evaluation import check_pool_leakage, json_safe, summarise
 from uprise.evaluation.abstain import (
     abstain_effect,
+    applied_thresholds,
     calibration_queries,
     choose_threshold,
-    kind_thresholds,
     thresholds_by_kind,
 )
 from uprise.evaluation.methods import bm25_prompts
@@ -84,10 +84,13 @@ def test_thresholds_per_answer_kind_on_a_constructed_case():
     assert by_kind["choice"]["threshold"] == -math.inf and by_kind["choice"]["n"] == 2
     assert by_kind["generation"]["threshold"] == math.inf
     assert by_kind["generation"]["abstain_rate"] == 1.0
-    calibration = json.loads(json.dumps(json_safe({**overall, "by_kind": by_kind})))
-    assert kind_thresholds(calibration) == {"choice": -math.inf, "generation": math.inf}
+    calibration = json.loads(json.dumps(json_safe(
+        {**overall, "by_kind": by_kind, "abstain_by": "kind"})))
+    assert applied_thresholds(calibration) == (
+        overall["threshold"], {"choice": -math.inf, "generation": math.inf})
+    assert applied_thresholds({**calibration, "abstain_by": "all"}) == (overall["threshold"], None)
     with pytest.raises(ValueError, match="no per-kind thresholds"):
-        kind_thresholds(overall)
+        applied_thresholds({**overall, "abstain_by": "kind"})
     with pytest.raises(ValueError, match="equal lists"):
         thresholds_by_kind(kinds[:3], scores, with_prompts, without)
 

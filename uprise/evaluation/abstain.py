@@ -70,12 +70,16 @@ def thresholds_by_kind(kinds: list[str], scores: list[float], with_prompts: list
     return out
 
 
-def kind_thresholds(calibration: dict[str, Any]) -> dict[str, float]:
-    """kind -> threshold from a `calibrate` result (JSON-read infinities included)."""
+def applied_thresholds(calibration: dict[str, Any]) -> tuple[float, dict[str, float] | None]:
+    """What a run applies from a `calibrate` result that records its "abstain_by": the overall
+    threshold, and with 'kind' the threshold per answer kind (JSON-read infinities included)."""
+    threshold = float(calibration["threshold"])
+    if calibration.get("abstain_by") != "kind":
+        return threshold, None
     if "by_kind" not in calibration:
         raise ValueError("this abstention calibration has no per-kind thresholds (it predates "
                          "--abstain-by kind); delete it to recalibrate")
-    return {kind: float(cal["threshold"]) for kind, cal in calibration["by_kind"].items()}
+    return threshold, {kind: float(c["threshold"]) for kind, c in calibration["by_kind"].items()}
 
 
 def calibration_queries(stage: StageData, data_dir: Any, seed: int,
