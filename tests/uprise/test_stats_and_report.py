@@ -89,3 +89,15 @@ def test_prediction_changes_count_flips_against_zero_shot_by_hand():
     report["methods"]["trained"]["changed_vs_zero_shot"] = c
     assert "| answers changed vs zero-shot, % (95% CI) |  |  |  | 25.0 [" in markdown(report)
     assert "changed vs zs" in format_table(report)
+
+
+def test_abstain_lines_count_queries_instead_of_rounding_a_rate():
+    """479 of 480 used to print as "abstains on 100%"; the report gives the count."""
+    from uprise.evaluation.report import _abstain_markdown
+
+    sub = {"threshold": 0.5, "n": 480, "abstain_rate": 479 / 480, "with_prompts_metric": 0.2,
+           "zero_shot_metric": 0.25}
+    lines = _abstain_markdown({"calibration": {"struct_to_text": {
+        **sub, "abstain_by": "kind", "by_kind": {"generation": sub}}}})
+    assert "480 training-cluster validation queries (abstains on 479 of them)" in lines[3]
+    assert "abstains on 479;" in lines[4] and "100%" not in "\n".join(lines)

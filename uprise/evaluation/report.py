@@ -128,6 +128,12 @@ def _summary_markdown(report: dict[str, Any]) -> list[str]:
     return _table(["held-out cluster", *methods], rows)
 
 
+def _count(calibration: dict[str, Any]) -> int:
+    """How many of a calibration's n queries it abstains on: a count, so that 479 of 480 never
+    reads as "100%"."""
+    return round(calibration["abstain_rate"] * calibration["n"])
+
+
 def _abstain_markdown(abstain: dict[str, Any]) -> list[str]:
     lines = ["", "## Abstention (trained+abstain)", ""]
     for cluster, cal in abstain.get("calibration", {}).items():
@@ -135,10 +141,10 @@ def _abstain_markdown(abstain: dict[str, Any]) -> list[str]:
         lines.append(f"- held-out {cluster}: threshold {float(cal['threshold']):.4f} "
                      f"{'(for a kind without its own) ' * by_kind}calibrated on "
                      f"{cal['n']} training-cluster validation queries (abstains on "
-                     f"{100 * cal['abstain_rate']:.0f}% of them)")
+                     f"{_count(cal)} of them)")
         for kind, sub in cal.get("by_kind", {}).items() if by_kind else ():
             lines.append(f"  - {kind} queries: threshold {float(sub['threshold']):.4f} from "
-                         f"{sub['n']} of them (abstains on {100 * sub['abstain_rate']:.0f}%; "
+                         f"{sub['n']} of them (abstains on {_count(sub)}; "
                          f"metric with prompts {100 * sub['with_prompts_metric']:.1f}, "
                          f"zero-shot {100 * sub['zero_shot_metric']:.1f})")
     effect = abstain.get("effect")
