@@ -9,7 +9,16 @@ answered, a paired bootstrap 95% CI stratified by task, and the report's own see
         --out bench/results/pairwise.json
 
 --report is the folder `uprise eval` wrote: a leave-one-cluster-out report (one sub-folder per
-held-out cluster, each with predictions/) or a single-run one (predictions/ in it).
+held-out cluster, each with predictions/) or a single-run one (predictions/ in it); several
+folders may be given (their held-out names must differ), each compared with its own seed.
+
+--pooled adds, per pair, the mean over every held-out folder of the given reports (each folder
+weighs the same, tasks the same within a folder: the report's "mean of clusters"), with a
+paired bootstrap stratified by folder and task (the first report's seed): more power than any
+one cluster's row for "does trained differ from untrained on average over held-out clusters".
+
+    python bench/pairwise.py --report RUN_A/report RUN_B/report --pairs trained:untrained \
+        --pooled --out bench/results/pooled.json
 
 --exclude-report OTHER drops every query that OTHER's matching folder answered (any method):
 a replication on rows an earlier, smaller evaluation never saw, e.g. the full splits of a
@@ -76,6 +85,39 @@ def compare(folder: Path, pairs: list[tuple[str, str]], seed: int,
     return out
 
 
+def pooled(folders: dict[str, Path], pairs: list[tuple[str, str]], seed: int,
+           excluded: dict[str, set[str]]) -> dict[str, dict]:
+    """Every pair (a, b) over all `folders` at once: the mean over folders of each folder's
+    task-averaged a - b, with a bootstrap stratified by folder/task, each stratum weighted
+    1 / (folders x the folder's tasks); both methods' means the same way."""
+    out = {}
+    for a, b in pairs:
+        da, db, groups, n = [], [], [], {}
+        for name, folder in folders.items():
+            va, vb = _by_query(folder, a), _by_query(folder, b)
+            ids = [i for i in va if i in vb and i not in excluded[name]]
+            if not ids:
+                raise SystemExit(f"{folder}: {a} and {b} share no query")
+            da += [va[i][1] for i in ids]
+            db += [vb[i][1] for i in ids]
+            groups += [f"{name}/{va[i][0]}" for i in ids]
+            n[name] = len(ids)
+        tasks = {name: {g for g in groups if g.startswith(name + "/")} for name in folders}
+        weights = {g: 1 / (len(folders) * len(tasks[name])) for name in folders
+                   for g in tasks[name]}
+        means = [sum(w * _group_mean(v, groups, g) for g, w in weights.items())
+                 for v in (da, db)]
+        ci = paired_bootstrap(da, db, seed=seed, groups=groups, weights=weights)
+        out[f"{a}-{b}"] = {**ci, "n": sum(n.values()), "n_by_held_out": n, "mean_a": means[0],
+                           "mean_b": means[1]}
+    return out
+
+
+def _group_mean(values: list[float], groups: list[str], group: str) -> float:
+    members = [v for v, g in zip(values, groups, strict=True) if g == group]
+    return sum(members) / len(members)
+
+
 def _folders(report: Path) -> dict[str, Path]:
     """Held-out name -> folder with predictions/ (one for a single run)."""
     if not report.is_dir():
@@ -106,11 +148,14 @@ def _excluded(folders: dict[str, Path], report: Path, others: list[Path]) -> dic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--report", required=True, type=Path, help="folder `uprise eval` wrote")
+    p.add_argument("--report", required=True, type=Path, nargs="+",
+                   help="folder(s) `uprise eval` wrote")
     p.add_argument("--pairs", nargs="+", required=True, metavar="A:B",
                    help="method pairs, e.g. trained:untrained")
     p.add_argument("--exclude-report", type=Path, nargs="+", default=[], metavar="OTHER",
                    help="drop the queries these other `uprise eval` folders answered")
+    p.add_argument("--pooled", action="store_true",
+                   help="also the mean over every held-out folder (module docstring)")
     p.add_argument("--out", type=Path, help="JSON output (default: print only)")
     args = p.parse_args()
     pairs = []
@@ -119,27 +164,45 @@ def main() -> None:
         if not (sep and a and b):
             raise SystemExit(f"--pairs: {spec!r} is not METHOD:METHOD (e.g. trained:untrained)")
         pairs.append((a, b))
-    report_path = args.report / "report.json"
-    if not report_path.is_file():
-        raise SystemExit(f"{report_path}: missing; --report takes the folder `uprise eval` wrote")
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    seed = report.get("config", {}).get("seed", 0)
-    folders = _folders(args.report)
-    if not folders:
-        raise SystemExit(f"{args.report}: no predictions/ folder in it or in its sub-folders")
-    excluded = _excluded(folders, args.report, args.exclude_report)
-    results = {name: compare(folder, pairs, seed, excluded[name])
+    folders, excluded, seeds = {}, {}, {}
+    for report in args.report:
+        seed = _seed(report)
+        found = _folders(report)
+        if not found:
+            raise SystemExit(f"{report}: no predictions/ folder in it or in its sub-folders")
+        twice = sorted(set(found) & set(folders))
+        if twice:
+            raise SystemExit(f"{report}: held-out {twice} also in an earlier --report; give each "
+                             "held-out cluster once")
+        folders |= found
+        excluded |= _excluded(found, report, args.exclude_report)
+        seeds |= {name: seed for name in found}
+    results = {name: compare(folder, pairs, seeds[name], excluded[name])
                for name, folder in folders.items()}
+    pool_seed = seeds[next(iter(folders))]
+    if args.pooled:
+        results["pooled"] = pooled(folders, pairs, pool_seed, excluded)
     print(f"{'held out':<18} {'pair':<22} {'n':>5}  {'means':>13}  difference (95% CI), points")
     for name, diffs in results.items():
         for pair, d in diffs.items():
             means = f"{100 * d['mean_a']:5.1f} {100 * d['mean_b']:5.1f}"
             print(f"{name:<18} {pair:<22} {d['n']:>5}  {means:>13}   {format_diff(d)}")
     if args.out:
-        write_json(args.out, {"command": " ".join(sys.argv), "report": str(args.report),
+        reports = [str(r) for r in args.report]
+        write_json(args.out, {"command": " ".join(sys.argv),
+                              "report": reports[0] if len(reports) == 1 else reports,
                               "exclude_reports": [str(r) for r in args.exclude_report],
                               "excluded": {n: len(e) for n, e in excluded.items()},
-                              "seed": seed, "pairs": results})
+                              "seed": pool_seed if len(set(seeds.values())) == 1 else seeds,
+                              "pairs": results})
+
+
+def _seed(report: Path) -> int:
+    """The seed `uprise eval` ran with, from the folder's report.json."""
+    path = report / "report.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; --report takes the folder `uprise eval` wrote")
+    return json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("seed", 0)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,35 @@ def test_exclude_report_must_cover_every_held_out_folder(loco_report: Path,
     done = _run("--report", str(loco_report), "--pairs", "trained:untrained",
                 "--exclude-report", str(other))
     assert done.returncode != 0 and "share no query outside --exclude-report" in done.stderr
+
+
+def test_pooled_weighs_each_held_out_folder_the_same(loco_report: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.json").write_text(json.dumps({"config": {"seed": 7}}))
+    # a second held-out cluster, one task, trained never better: differences 0, 0, 0, -1
+    _write_predictions(other / "held2", "trained", [(f"r{i}", "c", v)
+                                                    for i, v in enumerate([1.0, 0.0, 0.0, 0.0])])
+    _write_predictions(other / "held2", "untrained", [(f"r{i}", "c", v)
+                                                      for i, v in enumerate([1.0, 0.0, 0.0, 1.0])])
+    out = tmp_path / "pooled.json"
+    done = _run("--report", str(loco_report), str(other), "--pairs", "trained:untrained",
+                "--pooled", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    pairs = json.loads(out.read_text())["pairs"]
+    assert set(pairs) == {"held", "held2", "pooled"}
+    got = pairs["pooled"]["trained-untrained"]
+    # held: tasks a (+1, 0) and b (0, +1) average +0.5; held2: -0.25; the two folders weigh the
+    # same although held has two tasks: (0.5 - 0.25) / 2
+    assert got["diff"] == pytest.approx(0.125)
+    assert got["n"] == 8 and got["n_by_held_out"] == {"held": 4, "held2": 4}
+    assert (got["mean_a"], got["mean_b"]) == pytest.approx(((0.625 + 0.25) / 2,
+                                                            (0.125 + 0.5) / 2))
+    want = paired_bootstrap([1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.0, 0.0],
+                            [0.0, 0.0, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0], seed=7,
+                            groups=["held/a", "held/a", "held/b", "held/b", *["held2/c"] * 4],
+                            weights={"held/a": 0.25, "held/b": 0.25, "held2/c": 0.5})
+    assert (got["low"], got["high"]) == pytest.approx((want["low"], want["high"]))
+    assert "pooled" in done.stdout and "+12.5" in done.stdout
+    done = _run("--report", str(loco_report), str(loco_report), "--pairs", "trained:untrained")
+    assert done.returncode != 0 and "['held'] also in an earlier --report" in done.stderr

@@ -101,3 +101,19 @@ def test_abstain_lines_count_queries_instead_of_rounding_a_rate():
         **sub, "abstain_by": "kind", "by_kind": {"generation": sub}}}})
     assert "480 training-cluster validation queries (abstains on 479 of them)" in lines[3]
     assert "abstains on 479;" in lines[4] and "100%" not in "\n".join(lines)
+
+
+def test_weighted_groups_by_hand():
+    # group x: differences all 1, group y: all 0; weights 3 : 1 -> every resample is 0.75
+    a, b = [1.0, 1.0, 0.0, 0.0, 0.0], [0.0] * 5
+    groups = ["x", "x", "y", "y", "y"]
+    got = paired_bootstrap(a, b, seed=1, groups=groups, weights={"x": 3.0, "y": 1.0})
+    assert (got["diff"], got["low"], got["high"]) == pytest.approx((0.75, 0.75, 0.75))
+    equal = paired_bootstrap(a, b, seed=1, groups=groups)
+    same = paired_bootstrap(a, b, seed=1, groups=groups, weights={"x": 2, "y": 2})
+    assert [same[k] for k in equal] == pytest.approx(list(equal.values()))
+    assert equal["diff"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"no weight for group\(s\) \['y'\]"):
+        paired_bootstrap(a, b, groups=groups, weights={"x": 1.0})
+    with pytest.raises(ValueError, match="needs groups"):
+        paired_bootstrap(a, b, weights={"x": 1.0})

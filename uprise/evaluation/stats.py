@@ -4,12 +4,13 @@ Contract: `paired_bootstrap(a, b)` resamples examples with `np.random.default_rn
 returns the mean difference with its percentile interval. With `groups` (one label per
 example, e.g. the task), resampling is stratified: each group is resampled within itself and
 the statistic is the unweighted mean of the per-group means, which is how the report averages
-tasks, so the interval matches the table's averages.
+tasks, so the interval matches the table's averages; `weights` (one per group label) makes it a
+weighted mean instead, e.g. clusters weighted equally whatever their number of tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -32,12 +33,15 @@ def paired_bootstrap(
     seed: int = 0,
     level: float = 0.95,
     groups: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Mean of `a - b` over paired examples and its percentile bootstrap interval.
 
     a, b: per-example metric values of two methods on the same examples, in the same order.
     groups: optional stratum per example (see the module docstring); groups are resampled in
     sorted label order, each with `rng.integers(0, size, (n_resamples, size))`.
+    weights: optional weight per group label (every label of `groups`; normalised to sum 1);
+    without it the groups weigh the same.
     Returns {"diff", "low", "high"}.
     """
     if len(a) != len(b) or not len(a):
@@ -46,16 +50,28 @@ def paired_bootstrap(
         )
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # (n,)
     rng = np.random.default_rng(seed)
+    labels = sorted(set(groups or ()))
+    if weights is not None:
+        if groups is None:
+            raise ValueError("weights needs groups (one label per example)")
+        missing = [g for g in labels if g not in weights]
+        if missing:
+            raise ValueError(f"weights has no weight for group(s) {missing}; give one per label")
     means, point = [], []
     for members in _group_index(groups, len(diff)):
         group = diff[members]  # (size,)
         idx = rng.integers(0, len(group), size=(n_resamples, len(group)))  # (resamples, size)
         means.append(group[idx].mean(axis=1))  # (resamples,)
         point.append(group.mean())
-    stat = np.mean(np.stack(means), axis=0)  # (resamples,)
+    if weights is None:
+        stat, diff_mean = np.mean(np.stack(means), axis=0), float(np.mean(point))  # (resamples,)
+    else:
+        w = np.array([weights[g] for g in labels], dtype=float)  # (groups,), sorted like means
+        w /= w.sum()
+        stat, diff_mean = w @ np.stack(means), float(w @ np.asarray(point))
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(stat, [tail, 100 - tail])
-    return {"diff": float(np.mean(point)), "low": float(low), "high": float(high)}
+    return {"diff": diff_mean, "low": float(low), "high": float(high)}
 
 
 def format_diff(d: dict[str, float], scale: float = 100, digits: int = 1, sep: str = ", ") -> str:
