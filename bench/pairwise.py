@@ -30,6 +30,7 @@ several baselines is the pair with the smallest difference.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -42,8 +43,10 @@ from uprise.evaluation.run import PREDICTIONS_DIR, read_predictions  # noqa: E40
 from uprise.evaluation.stats import format_diff, paired_bootstrap  # noqa: E402
 
 
+@functools.cache
 def _by_query(folder: Path, method: str) -> dict[str, tuple[str, float]]:
-    """query_id -> (task, metric value) of one method's predictions, in the evaluation's order."""
+    """query_id -> (task, metric value) of one method's predictions, in the evaluation's order
+    (read once per run of the script: `compare` and `pooled` both ask; callers do not mutate it)."""
     try:
         rows = read_predictions(folder, method)
     except (OSError, ValueError) as err:
@@ -73,11 +76,7 @@ def compare(folder: Path, pairs: list[tuple[str, str]], seed: int,
     its CI, and both task-averaged means."""
     out = {}
     for a, b in pairs:
-        va, vb = _by_query(folder, a), _by_query(folder, b)
-        ids = [i for i in va if i in vb and i not in exclude]  # the evaluation's query order
-        if not ids:
-            raise SystemExit(f"{folder}: {a} and {b} share no query"
-                             + (" outside --exclude-report" if exclude else ""))
+        va, vb, ids = _paired(folder, a, b, exclude)
         ci = paired_bootstrap([va[i][1] for i in ids], [vb[i][1] for i in ids], seed=seed,
                               groups=[va[i][0] for i in ids])
         out[f"{a}-{b}"] = {**ci, "n": len(ids), "mean_a": _task_mean(va, ids),
@@ -92,30 +91,33 @@ def pooled(folders: dict[str, Path], pairs: list[tuple[str, str]], seed: int,
     1 / (folders x the folder's tasks); both methods' means the same way."""
     out = {}
     for a, b in pairs:
-        da, db, groups, n = [], [], [], {}
+        da, db, groups, weights, n, means = [], [], [], {}, {}, []
         for name, folder in folders.items():
-            va, vb = _by_query(folder, a), _by_query(folder, b)
-            ids = [i for i in va if i in vb and i not in excluded[name]]
-            if not ids:
-                raise SystemExit(f"{folder}: {a} and {b} share no query")
+            va, vb, ids = _paired(folder, a, b, excluded[name])
             da += [va[i][1] for i in ids]
             db += [vb[i][1] for i in ids]
             groups += [f"{name}/{va[i][0]}" for i in ids]
+            tasks = {va[i][0] for i in ids}
+            weights |= {f"{name}/{t}": 1 / (len(folders) * len(tasks)) for t in tasks}
             n[name] = len(ids)
-        tasks = {name: {g for g in groups if g.startswith(name + "/")} for name in folders}
-        weights = {g: 1 / (len(folders) * len(tasks[name])) for name in folders
-                   for g in tasks[name]}
-        means = [sum(w * _group_mean(v, groups, g) for g, w in weights.items())
-                 for v in (da, db)]
+            means.append((_task_mean(va, ids), _task_mean(vb, ids)))
         ci = paired_bootstrap(da, db, seed=seed, groups=groups, weights=weights)
-        out[f"{a}-{b}"] = {**ci, "n": sum(n.values()), "n_by_held_out": n, "mean_a": means[0],
-                           "mean_b": means[1]}
+        out[f"{a}-{b}"] = {**ci, "n": sum(n.values()), "n_by_held_out": n,
+                           "mean_a": sum(m[0] for m in means) / len(means),
+                           "mean_b": sum(m[1] for m in means) / len(means)}
     return out
 
 
-def _group_mean(values: list[float], groups: list[str], group: str) -> float:
-    members = [v for v, g in zip(values, groups, strict=True) if g == group]
-    return sum(members) / len(members)
+def _paired(folder: Path, a: str, b: str, exclude: set[str]
+            ) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[str, float]], list[str]]:
+    """Both methods' predictions of one folder and the ids they share outside `exclude`, in
+    the evaluation's query order (a's)."""
+    va, vb = _by_query(folder, a), _by_query(folder, b)
+    ids = [i for i in va if i in vb and i not in exclude]
+    if not ids:
+        raise SystemExit(f"{folder}: {a} and {b} share no query"
+                         + (" outside --exclude-report" if exclude else ""))
+    return va, vb, ids
 
 
 def _folders(report: Path) -> dict[str, Path]:

@@ -15,15 +15,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def _group_index(groups: Sequence[str] | None, n: int) -> list[np.ndarray]:
+def _group_index(groups: Sequence[str] | None, n: int) -> dict[str | None, np.ndarray]:
+    """Label -> the examples' indices, in sorted label order (None: one group of all)."""
     if groups is None:
-        return [np.arange(n)]
+        return {None: np.arange(n)}
     if len(groups) != n:
         raise ValueError(f"groups has {len(groups)} labels for {n} examples; pass one per example")
     labels: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         labels.setdefault(g, []).append(i)
-    return [np.asarray(labels[g]) for g in sorted(labels)]
+    return {g: np.asarray(labels[g]) for g in sorted(labels)}
 
 
 def paired_bootstrap(
@@ -50,15 +51,15 @@ def paired_bootstrap(
         )
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # (n,)
     rng = np.random.default_rng(seed)
-    labels = sorted(set(groups or ()))
+    index = _group_index(groups, len(diff))
     if weights is not None:
         if groups is None:
             raise ValueError("weights needs groups (one label per example)")
-        missing = [g for g in labels if g not in weights]
+        missing = [g for g in index if g not in weights]
         if missing:
             raise ValueError(f"weights has no weight for group(s) {missing}; give one per label")
     means, point = [], []
-    for members in _group_index(groups, len(diff)):
+    for members in index.values():
         group = diff[members]  # (size,)
         idx = rng.integers(0, len(group), size=(n_resamples, len(group)))  # (resamples, size)
         means.append(group[idx].mean(axis=1))  # (resamples,)
@@ -66,7 +67,7 @@ def paired_bootstrap(
     if weights is None:
         stat, diff_mean = np.mean(np.stack(means), axis=0), float(np.mean(point))  # (resamples,)
     else:
-        w = np.array([weights[g] for g in labels], dtype=float)  # (groups,), sorted like means
+        w = np.array([weights[g] for g in index], dtype=float)  # (groups,), in `means` order
         w /= w.sum()
         stat, diff_mean = w @ np.stack(means), float(w @ np.asarray(point))
     tail = (1 - level) / 2 * 100
