@@ -136,6 +136,10 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
     add_arguments(loco, ["train_clusters", "eval_per_task", "pool_per_task", "queries_per_task",
                          "n_candidates"], overrides=True)
     loco.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
+    loco.add_argument("--eval-seed", type=int,
+                      help="seed of the held-out rows evaluated and of their templates (default: "
+                           "--seed); keep it fixed across --seed replicates so they differ only "
+                           "in what training drew")
     add_mining_arguments(loco)
     add_loss_arguments(loco)
 
@@ -188,6 +192,10 @@ def eval_main(argv: list[str] | None = None) -> None:
         parser.error("--loss / --lm-temperature set how --clusters runs train; a --data run "
                      "evaluates an already trained --retriever (train it with `uprise train fit "
                      "--model.loss info_nce+kl --model.lm_temperature T`)")
+    if args.data and args.eval_seed is not None:
+        parser.error("--eval-seed picks the held-out rows of a --clusters / --task-file run; a "
+                     "--data run evaluates the queries its `uprise data` folder holds (build "
+                     "that folder with the seed you want)")
     if args.abstain and "trained" not in args.methods:
         parser.error("--abstain compares against 'trained'; keep it in --methods")
     if args.abstain_by != "all" and not args.abstain:
@@ -340,10 +348,11 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     same = args.lm in (None, base.lm) and not args.api_base
     eval_lm = LocalLM(scoring_lm()) if same else make_eval_lm(args.lm, args.dtype, _api(args))
     eval_per_task = args.eval_per_task if args.eval_per_task is not None else base.eval_per_task
-    settings = EvalSettings(tuple(args.methods), args.k, args.seed, args.batch_size,
-                            args.abstain, args.calibration_per_task, eval_per_task, tasks,
-                            not args.no_progress, args.ranking_per_task, args.ranking_prompts,
-                            args.abstain_by)
+    settings = EvalSettings(
+        tuple(args.methods), args.k, args.seed, args.batch_size, args.abstain,
+        args.calibration_per_task, eval_per_task, eval_seed=args.eval_seed, tasks=tasks,
+        progress=not args.no_progress, ranking_per_task=args.ranking_per_task,
+        ranking_prompts=args.ranking_prompts, abstain_by=args.abstain_by)
     report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,

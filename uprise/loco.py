@@ -79,6 +79,9 @@ class EvalSettings:
     calibration_per_task: int | None = 10
     eval_per_task: int | None = 200
     """Held-out evaluation examples per task (a seeded sample; None: all)."""
+    eval_seed: int | None = None
+    """Seed of that sample and of each evaluation row's template; None: the stage config's seed.
+    Fixed across training-seed replicates, they evaluate the same rows in the same wording."""
     tasks: tuple[str, ...] | None = None
     """Evaluate only these tasks of the held-out cluster (e.g. a user's task); None: all."""
     progress: bool = True
@@ -165,8 +168,8 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
     """Every method on the held-out cluster's evaluation queries (see the module docstring);
     with `settings.ranking_per_task`, also the ranking section judged by `scoring_lm()`."""
     data_dir = resolve_data_dir(cfg.data_dir)
-    queries = evaluation_queries(cfg.held_out_cluster, data_dir, cfg.seed,
-                                 settings.eval_per_task)
+    eval_seed = cfg.seed if settings.eval_seed is None else settings.eval_seed
+    queries = evaluation_queries(cfg.held_out_cluster, data_dir, eval_seed, settings.eval_per_task)
     if settings.tasks is not None:
         queries = [q for q in queries if q.task in settings.tasks]
     check_no_leakage(cfg.held_out_cluster, stage.pool, stage.train_queries, stage.candidates)
@@ -189,6 +192,7 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)
     report["data_manifest"] = stage.manifest
+    report["eval_seed"] = eval_seed
     if calibration:
         report["abstain_calibration"] = calibration
     if settings.ranking_per_task and scoring_lm is not None:

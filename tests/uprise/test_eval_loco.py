@@ -1,6 +1,7 @@
 """`uprise eval` end to end on tiny random models: leave-one-cluster-out with every method,
-abstention, the report files, reuse of the cached stages, a separate evaluated LM, and the
-bring-your-own-task path with the example under examples/."""
+abstention, the report files, reuse of the cached stages, a separate evaluated LM, an evaluation
+seed apart from the stages' seed, and the bring-your-own-task path with the example under
+examples/."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flan_data import evaluation_queries
 from flan_data.score_folder import SCORE_MANIFEST
 from uprise.evaluation_cli import eval_main
 
@@ -194,6 +196,27 @@ def test_a_second_run_reuses_the_stages_with_another_evaluated_lm(
         "copa": 3, "piqa": 3}
     rows = (root / "again" / "commonsense" / "predictions" / "trained.jsonl").read_text()
     assert {json.loads(line)["n_prompts"] for line in rows.splitlines()} == {1}
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+
+
+def test_eval_seed_draws_the_held_out_rows_and_reuses_the_stages(
+        loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+    root, _ = loco_run
+    work = root / "work" / "commonsense"
+    cached = sorted((work / "scores").glob("*")) + sorted((work / "retriever").glob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+
+    def ids(out: Path) -> list[str]:
+        rows = (out / "commonsense" / "predictions" / "zero_shot.jsonl").read_text()
+        return [json.loads(line)["query_id"] for line in rows.splitlines()]
+
+    eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                    root / "eval_seed", "--clusters", "commonsense", "--methods", "zero_shot",
+                    "--ranking-per-task", "0", "--eval-seed", "5"))
+    drawn = [q.id for q in evaluation_queries("commonsense", shared_data_dir, 5, 5)]
+    assert ids(root / "eval_seed") == drawn != ids(root / "out")  # the stages' seed is 42
+    assert json.loads((root / "eval_seed" / "report.json").read_text())["clusters"][
+        "commonsense"]["eval_seed"] == 5
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps
 
 

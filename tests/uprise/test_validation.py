@@ -126,8 +126,10 @@ def test_loss_options_reach_the_quickstart_config_over_the_file(tmp_path):
     (["--clusters", "commonsense", "--loss", "kl"], "--loss: invalid choice: 'kl'"),
     (["--data", "run/data", "--methods", "zero_shot", "--loss", "info_nce+kl"],
      "a --data run evaluates an already trained --retriever"),
+    (["--data", "run/data", "--methods", "zero_shot", "--eval-seed", "7"],
+     "a --data run evaluates the queries its `uprise data` folder holds"),
 ])
-def test_eval_refuses_bad_loss_options(tmp_path, capsys, argv, message):
+def test_eval_refuses_options_that_do_not_apply(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         eval_main([*argv, "--output-dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
