@@ -9,8 +9,11 @@ answered, a paired bootstrap 95% CI stratified by task, and the report's own see
         --out bench/results/pairwise.json
 
 --report is the folder `uprise eval` wrote: a leave-one-cluster-out report (one sub-folder per
-held-out cluster, each with predictions/) or a single-run one (predictions/ in it); several
-folders may be given (their held-out names must differ), each compared with its own seed.
+held-out cluster, each with predictions/) or a single-run one (predictions/ in it), or one
+held-out cluster's folder of a leave-one-cluster-out report; several folders may be given (their
+held-out names must differ), each compared with its own seed: e.g. to pool a cluster from a
+later, larger run with the other clusters of an earlier one, give those cluster folders one by
+one.
 
 --pooled adds, per pair, the mean over every held-out folder of the given reports (each folder
 weighs the same, tasks the same within a folder: the report's "mean of clusters"), with a
@@ -200,11 +203,17 @@ def main() -> None:
 
 
 def _seed(report: Path) -> int:
-    """The seed `uprise eval` ran with, from the folder's report.json."""
+    """The seed `uprise eval` ran with, from the folder's report.json: its config's, or for one
+    held-out cluster's sub-folder of a leave-one-cluster-out report, its stages' (the same)."""
     path = report / "report.json"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; --report takes the folder `uprise eval` wrote")
-    return json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("seed", 0)
+    found = json.loads(path.read_text(encoding="utf-8"))
+    seed = found.get("config", {}).get("seed", found.get("data_manifest", {}).get("seed"))
+    if not isinstance(seed, int):
+        raise SystemExit(f"{path}: no seed in config.seed or data_manifest.seed; --report takes "
+                         "a folder `uprise eval` wrote, or one held-out cluster's folder in it")
+    return seed
 
 
 if __name__ == "__main__":

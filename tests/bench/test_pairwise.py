@@ -138,3 +138,21 @@ def test_pooled_weighs_each_held_out_folder_the_same(loco_report: Path, tmp_path
     assert "pooled" in done.stdout and "+12.5" in done.stdout
     done = _run("--report", str(loco_report), str(loco_report), "--pairs", "trained:untrained")
     assert done.returncode != 0 and "['held'] also in an earlier --report" in done.stderr
+
+
+def test_one_held_out_folder_of_a_report_is_compared_with_the_reports_seed(
+        loco_report: Path) -> None:
+    held = loco_report / "held"
+    out = loco_report.parent / "held.json"
+    (held / "report.json").write_text(json.dumps({"data_manifest": {"seed": 7}}))
+    done = _run("--report", str(held), "--pairs", "trained:untrained", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    got = json.loads(out.read_text())
+    assert got["seed"] == 7
+    want = paired_bootstrap([1.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 0.0], seed=7,
+                            groups=["a", "a", "b", "b"])
+    pair = got["pairs"]["held"]["trained-untrained"]
+    assert (pair["low"], pair["high"]) == pytest.approx((want["low"], want["high"]))
+    (held / "report.json").write_text(json.dumps({"config": {}}))
+    done = _run("--report", str(held), "--pairs", "trained:untrained")
+    assert done.returncode != 0 and "no seed in config.seed or data_manifest.seed" in done.stderr
