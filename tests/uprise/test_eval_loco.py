@@ -179,12 +179,17 @@ def test_mined_rounds_are_built_from_the_previous_round_and_reported(
                         root / "refused", *mined[:-6], "--mining-top-k", "1", "--overwrite"))
 
 
+def _stage_stamps(root: Path) -> dict[Path, int]:
+    """Modification times of the cached commonsense scores and trained retriever files."""
+    work = root / "work" / "commonsense"
+    cached = sorted((work / "scores").glob("*")) + sorted((work / "retriever").glob("*"))
+    return {p: p.stat().st_mtime_ns for p in cached}
+
+
 def test_a_second_run_reuses_the_stages_with_another_evaluated_lm(
         loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, tiny_llama_path):
     root, _ = loco_run
-    work = root / "work" / "commonsense"
-    cached = sorted((work / "scores").glob("*")) + sorted((work / "retriever").glob("*"))
-    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    stamps = _stage_stamps(root)
     eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
                     root / "again", "--clusters", "commonsense", "--eval-lm",
                     str(tiny_llama_path), "--methods", "zero_shot", "trained")
@@ -196,15 +201,13 @@ def test_a_second_run_reuses_the_stages_with_another_evaluated_lm(
         "copa": 3, "piqa": 3}
     rows = (root / "again" / "commonsense" / "predictions" / "trained.jsonl").read_text()
     assert {json.loads(line)["n_prompts"] for line in rows.splitlines()} == {1}
-    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    assert _stage_stamps(root) == stamps
 
 
 def test_eval_seed_draws_the_held_out_rows_and_reuses_the_stages(
         loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
     root, _ = loco_run
-    work = root / "work" / "commonsense"
-    cached = sorted((work / "scores").glob("*")) + sorted((work / "retriever").glob("*"))
-    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    stamps = _stage_stamps(root)
 
     def ids(out: Path) -> list[str]:
         rows = (out / "commonsense" / "predictions" / "zero_shot.jsonl").read_text()
@@ -217,7 +220,7 @@ def test_eval_seed_draws_the_held_out_rows_and_reuses_the_stages(
     assert ids(root / "eval_seed") == drawn != ids(root / "out")  # the stages' seed is 42
     assert json.loads((root / "eval_seed" / "report.json").read_text())["clusters"][
         "commonsense"]["eval_seed"] == 5
-    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    assert _stage_stamps(root) == stamps
 
 
 def test_the_configs_k_is_used_unless_k_is_given(loco_run, shared_data_dir, tiny_bert_path,
