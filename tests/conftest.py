@@ -74,6 +74,20 @@ def _wordpiece_tokenizer():
     return BertTokenizerFast(tokenizer_object=tok)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_prediction_cache(tmp_path_factory):
+    """The evaluated LMs' answers are cached in the test session's own folder, never the
+    user's (`uprise.evaluation.prediction_cache`); tests that count LM calls pass their own."""
+    folder = tmp_path_factory.mktemp("prediction-cache")
+    before = os.environ.get("UPRISE_PREDICTION_CACHE")
+    os.environ["UPRISE_PREDICTION_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("UPRISE_PREDICTION_CACHE", None)
+    else:
+        os.environ["UPRISE_PREDICTION_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_path(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with its tokenizer, saved like a Hub checkpoint."""

@@ -41,6 +41,7 @@ from uprise.evaluation import (
     LocalLM,
     Predictor,
     build_methods,
+    cached_predictor,
     check_pool_leakage,
     evaluate_methods,
     json_safe,
@@ -54,6 +55,7 @@ from uprise.evaluation.abstain import (
     calibration_queries,
 )
 from uprise.evaluation.methods import HYBRID
+from uprise.evaluation.prediction_cache import cache_summary
 from uprise.evaluation.ranking import ranking_section, standard_rankers
 from uprise.evaluation.report import REPORT_MD, markdown
 from uprise.quickstart import add_mining_arguments
@@ -103,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--prediction-cache", metavar="DIR",
+                   help="where the evaluated LM's answers are cached, so that a rerun asks only "
+                        "for new ones (default: $UPRISE_PREDICTION_CACHE, else "
+                        "~/.cache/uprise/predictions)")
+    p.add_argument("--no-prediction-cache", action="store_true",
+                   help="ask the evaluated LM for every answer")
     _add_api_options(p)
     _add_loco_options(p)
     return p
@@ -238,12 +246,13 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     check_pool_leakage(stage.eval_queries, stage.pool, retrievers, in_task=in_task,
                        carved_ids=allowed)
     lm = make_eval_lm(args.lm, args.dtype, _api(args))
+    answering = _with_prediction_cache(lm, args)
     names, calibration = list(args.methods), None
     if args.abstain:
         source = stage.manifest.get("data_source", "hub")
         queries = calibration_queries(stage, resolve_data_dir(source), args.seed,
                                       args.calibration_per_task)
-        calibration = {**calibrate(lm, args.retriever, queries, args.k, args.batch_size,
+        calibration = {**calibrate(answering, args.retriever, queries, args.k, args.batch_size,
                                    not args.no_progress), "abstain_by": args.abstain_by}
         names.append(ABSTAIN)
     hybrid = _hybrid_weight(args) if HYBRID in names else None
@@ -253,10 +262,12 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         names, stage.pool, args.k, args.seed, trained_dir=args.retriever, untrained_dir=untrained,
         abstain_threshold=threshold, hybrid_weight=hybrid["weight"] if hybrid else None,
         abstain_by_kind=by_kind)
-    report, predictions = evaluate_methods(lm, stage.eval_queries, methods, args.batch_size,
-                                           progress=not args.no_progress, seed=args.seed)
+    report, predictions = evaluate_methods(answering, stage.eval_queries, methods,
+                                           args.batch_size, progress=not args.no_progress,
+                                           seed=args.seed)
     report["config"] = {**vars(args), "lm_name": lm.name, "data_manifest": stage.manifest,
                         "mode": "in_task" if in_task else "held_out_cluster"}
+    report["prediction_cache"] = cache_summary(answering)
     if hybrid:
         report["hybrid"] = hybrid
     if calibration:
@@ -346,7 +357,8 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         tasks_in(cluster)  # an unknown name fails here, before any model loads
     scoring_lm = _lazy_lm(base.lm, base.lm_dtype)
     same = args.lm in (None, base.lm) and not args.api_base
-    eval_lm = LocalLM(scoring_lm()) if same else make_eval_lm(args.lm, args.dtype, _api(args))
+    eval_lm = _with_prediction_cache(
+        LocalLM(scoring_lm()) if same else make_eval_lm(args.lm, args.dtype, _api(args)), args)
     eval_per_task = args.eval_per_task if args.eval_per_task is not None else base.eval_per_task
     settings = EvalSettings(
         tuple(args.methods), args.k, args.seed, args.batch_size, args.abstain,
@@ -357,7 +369,13 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,
                         "held_out_clusters": held_out, "stage_config": dataclasses.asdict(base)}
+    report["prediction_cache"] = cache_summary(eval_lm)
     return report
+
+
+def _with_prediction_cache(lm: Predictor, args: argparse.Namespace) -> Predictor:
+    return cached_predictor(lm, False if args.no_prediction_cache else
+                            (args.prediction_cache or True))
 
 
 def _lazy_lm(name: str, dtype: str) -> Callable[[], Any]:

@@ -41,7 +41,7 @@ def test_damaged_lines_are_skipped_counted_and_named(tmp_path, caplog):
         json.dumps({"k": "e", "l": [3.0]}),
     ])
     cache = ScoreCache(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="proxy_lm.score_cache"):
+    with caplog.at_level(logging.WARNING, logger="proxy_lm.segment_cache"):
         got = cache.get(["a", "b", "c", "d", "e"])
     assert got == {"a": [1.0, 2.0], "b": [0.5], "e": [3.0]}
     assert cache.damaged == 3

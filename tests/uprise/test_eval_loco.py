@@ -135,6 +135,30 @@ def test_report_files_are_written(loco_run):
         report["clusters"]["commonsense"]["methods"]["trained"]["average"]
 
 
+def test_a_rerun_takes_every_answer_from_the_prediction_cache(
+        loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+    root, report = loco_run
+    assert report["prediction_cache"]["answers_asked"] > 0
+    base = _argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                 root / "rerun", "--clusters", "commonsense", "--abstain",
+                 "--calibration-per-task", "3", "--ranking-per-task", "0")
+    eval_main(base)
+    rerun = json.loads((root / "rerun" / "report.json").read_text())
+    assert rerun["prediction_cache"]["answers_asked"] == 0
+    # 10 rows; a method with another's prompts for every row reuses its answers without asking
+    assert rerun["prediction_cache"]["answers_from_cache"] >= 3 * 10
+
+    def rows(out: str, method: str) -> str:
+        return (root / out / "commonsense" / "predictions" / f"{method}.jsonl").read_text()
+
+    assert all(rows("rerun", m) == rows("out", m) for m in ALL)
+    eval_main([a for a in base if a != "--abstain"] + [  # the last --output-dir counts
+        "--no-prediction-cache", "--methods", "zero_shot", "--output-dir", str(root / "uncached")])
+    uncached = json.loads((root / "uncached" / "report.json").read_text())
+    assert uncached["prediction_cache"] is None
+    assert rows("uncached", "zero_shot") == rows("out", "zero_shot")
+
+
 def test_mined_rounds_are_built_from_the_previous_round_and_reported(
         loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
     """--mining-rounds 3 on the finished run: round 1 is reused untouched, round 2 is mined

@@ -8,6 +8,7 @@ modules listed before it (never on the rest of `uprise`):
 | `stats.py` | the paired, task-stratified bootstrap |
 | `predictors.py` | the evaluated LM's interface (`Predictor`, `LocalLM`) |
 | `api_lm.py` | `ApiLM`: an OpenAI-compatible server as a `Predictor` |
+| `prediction_cache.py` | `CachedPredictor`: a predictor's answers cached on disk (resume, reuse) |
 | `methods.py` | the method names (`METHOD_NAMES`, `BASELINES`) and the prompt-selection methods |
 | `summary.py` | per-example values -> the report dict (means, CIs, answer changes) |
 | `run.py` | leakage check, then every method with one predictor on the same queries |
@@ -27,12 +28,14 @@ from uprise.evaluation.methods import (
     MethodName,
     build_methods,
 )
+from uprise.evaluation.prediction_cache import cached_predictor
 from uprise.evaluation.predictors import LocalLM, Predictor
 from uprise.evaluation.report import REPORT_FILE, format_table, json_safe, write_report_files
 from uprise.evaluation.run import check_pool_leakage, evaluate_methods, write_predictions
 from uprise.evaluation.summary import summarise
 
 __all__ = ["ABSTAIN", "BASELINES", "DEFAULT_METHODS", "METHOD_NAMES", "REPORT_FILE", "LocalLM",
-           "Method", "MethodName", "Predictor", "build_methods", "check_pool_leakage",
+           "Method", "MethodName", "Predictor", "build_methods", "cached_predictor",
+           "check_pool_leakage",
            "evaluate_methods", "format_table", "json_safe", "summarise", "write_predictions",
            "write_report_files"]

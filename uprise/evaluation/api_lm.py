@@ -87,6 +87,11 @@ class ApiLM:
     def name(self) -> str:
         return f"api:{self.model}@{self.base_url}"
 
+    @property
+    def cache_identity(self) -> dict[str, str]:
+        """What names this model's answers in the prediction cache (`prediction_cache`)."""
+        return {"model": self.model, "base_url": self.base_url, "endpoint": self.endpoint}
+
     def _payload(self, text: str, max_new_tokens: int) -> dict:
         body: dict = {"model": self.model, "max_tokens": max_new_tokens, "temperature": 0.0}
         if self.endpoint == "chat":
