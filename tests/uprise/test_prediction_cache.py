@@ -114,3 +114,41 @@ def test_an_interrupted_evaluation_resumes_after_the_methods_it_finished(neo, tm
     assert resumed.calls == [5]  # only trained is asked
     plain_report, plain_rows = evaluate_methods(LocalLM(neo), queries, methods, progress=False)
     assert rows == plain_rows and report == plain_report
+
+
+def test_a_single_run_rerun_asks_nothing_calibration_included(tmp_path, shared_data_dir,
+                                                              train_tiny_retriever,
+                                                              tiny_gpt_neo_path):
+    """`uprise eval --data ... --abstain` twice on one cache: the second run takes the methods'
+    and the abstention calibration's answers from it and writes the same predictions."""
+    from flan_data.protocol import build_stage_data
+    from flan_data.schema import Score, write_jsonl
+    from flan_data.stage_io import write_stage_data
+    from uprise.evaluation_cli import eval_main
+
+    stage = build_stage_data("commonsense", shared_data_dir, ["nli"], pool_per_task=12,
+                             queries_per_task=8, n_candidates=4, eval_per_task=3,
+                             max_prompt_chars=150)
+    write_stage_data(stage, tmp_path / "data")
+    write_jsonl(tmp_path / "scores.jsonl", [
+        Score(c.query_id, pid, "hand", 0, [1.0 - v, 1.0], v, j != 1)
+        for n, c in enumerate(stage.candidates) for j, pid in enumerate(c.prompt_ids)
+        for v in [((n * 7 + j * 5) % 11) / 11]])
+    export = train_tiny_retriever(tmp_path)
+
+    def run(out: str) -> dict:
+        eval_main(["--data", str(tmp_path / "data"), "--retriever", str(export), "--lm",
+                   str(tiny_gpt_neo_path), "--k", "1", "--ranking-per-task", "0", "--methods",
+                   "zero_shot", "trained", "--abstain", "--calibration-per-task", "2",
+                   "--prediction-cache", str(tmp_path / "answers"), "--output-dir",
+                   str(tmp_path / out), "--no-progress"])
+        return json.loads((tmp_path / out / "report.json").read_text())
+
+    first, second = run("first"), run("second")
+    assert first["prediction_cache"]["answers_asked"] > 0
+    assert second["prediction_cache"]["answers_asked"] == 0
+    assert second["prediction_cache"]["answers_from_cache"] == \
+        first["prediction_cache"]["answers_asked"] + first["prediction_cache"]["answers_from_cache"]
+    for method in ("zero_shot", "trained", "trained+abstain"):
+        path = f"predictions/{method}.jsonl"
+        assert (tmp_path / "second" / path).read_text() == (tmp_path / "first" / path).read_text()
