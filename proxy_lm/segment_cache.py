@@ -4,8 +4,8 @@ Contract: `SegmentCache(folder, kind, valid)` holds one namespace; `get(keys)` r
 cached values of the keys it holds; `put(entries)` stores new ones durably. The score cache
 (`proxy_lm.score_cache`, option losses) and the evaluation's prediction cache
 (`uprise.evaluation.prediction_cache`, an evaluated LM's answers) are both made of it, each
-with its own key, value check and namespace; `namespace(root, identity)` is the folder of one
-identity (a SHA-256 of its JSON, which is also written there as `lm.json`, for humans).
+with its own key, value check and namespace; `namespace(root, identity, hashed)` is the folder
+of one identity (a SHA-256 of `hashed`; `identity` is written there as `lm.json`, for humans).
 
 Layout and atomicity:
 

@@ -3,7 +3,9 @@
 Contract: a stage reads the previous stage's folder under the run directory and writes its
 own; a stage's completion marker is the file its writer renames into place last
 (scores/score_manifest.json, or its legacy name manifest.json, with every shard complete;
-retriever/manifest.json of the current index format version; report.json).
+retriever/manifest.json of the current index format version; report.json). Inside the
+evaluation stage, the prediction cache (`uprise.evaluation.prediction_cache`) keeps each
+finished method's answers, so a run killed there resumes after the methods it finished.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from uprise.evaluation import (
     LocalLM,
     MethodName,
     build_methods,
+    cached_predictor,
     evaluate_methods,
     write_predictions,
     write_report_files,
 )
+from uprise.evaluation.prediction_cache import cache_summary
 
 log = logging.getLogger(__name__)
 QUICKSTART_METHODS: tuple[MethodName, ...] = ("zero_shot", "random", "untrained", "trained")
@@ -95,10 +99,12 @@ def evaluate_stage(lm: Any, stage: StageData, out: Path, k: int, seed: int, batc
     methods = build_methods(list(QUICKSTART_METHODS), stage.pool, k, seed, out / "retriever",
                             out / "untrained_retriever")
     methods.update(extra or {})
-    report, predictions = evaluate_methods(LocalLM(lm), stage.eval_queries, methods, batch_size,
+    answering = cached_predictor(LocalLM(lm))  # an interrupted evaluation resumes per method
+    report, predictions = evaluate_methods(answering, stage.eval_queries, methods, batch_size,
                                            progress=progress, seed=seed)
     write_predictions(predictions, out)
     report["config"] = {"k": k, "lm": lm.name, "data_manifest": stage.manifest}
+    report["prediction_cache"] = cache_summary(answering)
     report["run_info"] = run_info()
     write_report_files(report, out, title=f"held-out cluster {stage.manifest['held_out_cluster']}")
     return report

@@ -67,6 +67,8 @@ def test_resume_skips_finished_stages_and_gives_the_same_report(tiny_run):
     again = run_quickstart(cfg, out, resume=True, progress=False)
     assert again["methods"] == report["methods"]
     assert {p: p.stat().st_mtime_ns for p in finished} == stamps  # nothing recomputed
+    assert report["prediction_cache"]["answers_asked"] > 0
+    assert again["prediction_cache"]["answers_asked"] == 0  # every answer from the cache
 
 
 def test_resume_with_a_changed_config_is_refused(tiny_run):

@@ -36,6 +36,5 @@ from uprise.evaluation.summary import summarise
 
 __all__ = ["ABSTAIN", "BASELINES", "DEFAULT_METHODS", "METHOD_NAMES", "REPORT_FILE", "LocalLM",
            "Method", "MethodName", "Predictor", "build_methods", "cached_predictor",
-           "check_pool_leakage",
-           "evaluate_methods", "format_table", "json_safe", "summarise", "write_predictions",
-           "write_report_files"]
+           "check_pool_leakage", "evaluate_methods", "format_table", "json_safe", "summarise",
+           "write_predictions", "write_report_files"]
