@@ -10,7 +10,9 @@ run after the screening run). Per cluster: n, zero-shot, the best baseline (the 
 choice: highest cluster average of zero-shot, random, BM25, untrained), trained, trained minus
 the best baseline and minus zero-shot (the report's paired bootstrap 95% CIs), and the ranking
 section's trained-minus-untrained NDCG@3 (from an earlier report of the cluster when the
-winning run skipped that section). The verdict columns say whether
+winning run skipped that section; from the last of --ranking-reports that ranks the cluster,
+e.g. a later `--methods zero_shot --ranking-per-task N` run on the same cached stages, over
+either). The verdict columns say whether
 each interval clears 0 (the rung: above the best baseline, and not below zero-shot). Prints a
 markdown table, writes JSON.
 """
@@ -58,13 +60,7 @@ def collect(paths: list[Path]) -> dict[str, dict[str, Any]]:
     """cluster -> row, the last report naming a cluster winning."""
     rows: dict[str, dict[str, Any]] = {}
     for path in paths:
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise SystemExit(f"{path}: not a readable report.json ({err})") from err
-        if "clusters" not in report:
-            raise SystemExit(f"{path}: no 'clusters' key; give the report.json of a "
-                             "leave-one-cluster-out `uprise eval` run")
+        report = _read(path)
         k = report.get("config", {}).get("k")
         for cluster, result in report["clusters"].items():
             row = cluster_row(cluster, result, str(path), k)
@@ -74,6 +70,33 @@ def collect(paths: list[Path]) -> dict[str, dict[str, Any]]:
                 row["ranking_source"] = earlier["ranking_source"]
             rows[cluster] = row
     return rows
+
+
+def override_rankings(rows: dict[str, dict[str, Any]], paths: list[Path]) -> None:
+    """Each cluster's ranking from the last of `paths` (report.json files) whose ranking
+    section ranks the trained retriever; such a report need not have evaluated it."""
+    for path in paths:
+        report = _read(path)
+        for cluster, result in report["clusters"].items():
+            ranking = result.get("ranking", {}).get("methods", {}).get(METHOD, {})
+            if "ndcg@3" not in ranking:
+                raise SystemExit(f"{path}: cluster {cluster!r} has no ranking of {METHOD!r}; "
+                                 "give a report run with --ranking-per-task > 0")
+            if cluster not in rows:
+                raise SystemExit(f"{path}: cluster {cluster!r} is in none of --reports")
+            rows[cluster]["ranking_vs_untrained"] = ranking["ndcg@3"]["vs_untrained"]
+            rows[cluster]["ranking_source"] = str(path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: not a readable report.json ({err})") from err
+    if "clusters" not in report:
+        raise SystemExit(f"{path}: no 'clusters' key; give the report.json of a "
+                         "leave-one-cluster-out `uprise eval` run")
+    return report
 
 
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
@@ -96,9 +119,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reports", nargs="+", required=True, type=Path,
                    help="report.json files of leave-one-cluster-out runs, later ones win")
+    p.add_argument("--ranking-reports", nargs="+", default=[], type=Path,
+                   help="report.json files whose ranking sections replace the clusters' "
+                        "(later ones win)")
     p.add_argument("--out", type=Path, help="JSON output (default: print only)")
     args = p.parse_args()
     rows = collect(args.reports)
+    override_rankings(rows, args.ranking_reports)
     print(markdown(rows))
     above = [c for c, r in rows.items() if r["above_best"]]
     below = [c for c, r in rows.items() if r["below_zero_shot"]]

@@ -40,7 +40,7 @@ from flan_data import (  # noqa: E402
 )
 from uprise.evaluation import build_methods  # noqa: E402
 from uprise.evaluation.run import read_predictions  # noqa: E402
-from uprise.evaluation.stats import format_diff, paired_bootstrap  # noqa: E402
+from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 from uprise.quickstart import RUN_CONFIG  # noqa: E402
 
 METHODS = ("random", "bm25", "untrained", "trained")
@@ -75,6 +75,11 @@ def method_sources(queries: list[Any], demos: list[list[str]], kind_of: dict[str
             row[label] = _mean_ci([values[queries[i].id] for i in picked],
                                   [tasks[i] for i in picked], seed)
     return row
+
+
+def _value(ci: dict[str, float]) -> str:
+    """A mean and its interval in % without a sign: '14.6 [13.9, 15.3]'."""
+    return f"{100 * ci['diff']:.1f} [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]"
 
 
 def answer_words(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           "prompt same kind | metric: other kind |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
-        cells = [format_diff(row[key]) + f" (n = {row[key]['n']})" if row.get(key) else "-"
+        cells = [_value(row[key]) + f" (n = {row[key]['n']})" if row.get(key) else "-"
                  for key in ("generation_share", "best_prompt_same_kind",
                              "metric_best_same_kind", "metric_best_other_kind")]
         print(f"| {name} | " + " | ".join(cells) + " |")

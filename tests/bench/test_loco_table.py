@@ -1,6 +1,6 @@
 """bench/loco_table.py: one row per held-out cluster from saved reports, later reports winning,
-the ranking carried over from an earlier report when the winning run skipped it, the verdicts
-read from the intervals, and bad input named."""
+the ranking carried over from an earlier report when the winning run skipped it or taken from a
+ranking-only report, the verdicts read from the intervals, and bad input named."""
 
 from __future__ import annotations
 
@@ -70,3 +70,25 @@ def test_bad_reports_are_named(tmp_path: Path) -> None:
     assert done.returncode != 0 and "cluster 'c' lacks 'best_baseline'" in done.stderr
     done = _run("--reports", str(tmp_path / "missing.json"))
     assert done.returncode != 0 and "missing.json: not a readable report.json" in done.stderr
+
+
+def test_a_ranking_only_report_replaces_the_ranking_and_nothing_else(tmp_path: Path) -> None:
+    full = _write(tmp_path / "full.json", 3, {
+        "a": _cluster(0.47, _ci(0.02, -0.01, 0.05), _ci(0.07, 0.02, 0.12),
+                      _ci(0.02, -0.01, 0.05))})
+    ranking_only = {"tasks": {"t1": {"n": 100}}, "methods": {"zero_shot": {"average": 0.4}},
+                    "ranking": {"methods": {"trained": {"ndcg@3": {
+                        "vs_untrained": _ci(0.011, -0.008, 0.033)}}}}}
+    ranked = _write(tmp_path / "ranked.json", 3, {"a": ranking_only})
+    out = tmp_path / "table.json"
+    done = _run("--reports", str(full), "--ranking-reports", str(ranked), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    a = json.loads(out.read_text())["rows"]["a"]
+    assert a["ranking_vs_untrained"] == _ci(0.011, -0.008, 0.033)
+    assert a["ranking_source"] == str(ranked) and a["source"] == str(full) and a["trained"] == 0.47
+    unranked = _write(tmp_path / "unranked.json", 3, {"a": {"methods": {}}})
+    done = _run("--reports", str(full), "--ranking-reports", str(unranked))
+    assert done.returncode != 0 and "cluster 'a' has no ranking of 'trained'" in done.stderr
+    other = _write(tmp_path / "other.json", 3, {"z": ranking_only})
+    done = _run("--reports", str(full), "--ranking-reports", str(other))
+    assert done.returncode != 0 and "cluster 'z' is in none of --reports" in done.stderr
