@@ -209,6 +209,9 @@ def eval_main(argv: list[str] | None = None) -> None:
     if args.abstain_by != "all" and not args.abstain:
         parser.error(f"--abstain-by {args.abstain_by} chooses how --abstain calibrates; add "
                      "--abstain")
+    if args.no_prediction_cache and args.prediction_cache:
+        parser.error(f"--prediction-cache {args.prediction_cache} and --no-prediction-cache: "
+                     "give one of them")
     if args.ranking_per_task < 0 or args.ranking_prompts < 2:
         parser.error(f"--ranking-per-task {args.ranking_per_task} / --ranking-prompts "
                      f"{args.ranking_prompts}: expected >= 0 and >= 2")

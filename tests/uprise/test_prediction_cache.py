@@ -152,3 +152,13 @@ def test_a_single_run_rerun_asks_nothing_calibration_included(tmp_path, shared_d
     for method in ("zero_shot", "trained", "trained+abstain"):
         path = f"predictions/{method}.jsonl"
         assert (tmp_path / "second" / path).read_text() == (tmp_path / "first" / path).read_text()
+
+
+def test_a_cache_folder_and_no_cache_together_are_refused(tmp_path, capsys):
+    from uprise.evaluation_cli import eval_main
+
+    with pytest.raises(SystemExit):
+        eval_main(["--clusters", "nli", "--prediction-cache", str(tmp_path / "answers"),
+                   "--no-prediction-cache", "--output-dir", str(tmp_path / "out")])
+    assert "give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
