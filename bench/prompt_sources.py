@@ -114,11 +114,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     folder = args.cluster_dir
     methods = build_methods(list(args.methods), stage.pool, args.k, seed,
                             folder / "retriever", folder / "untrained_retriever")
+    answers = {name: read_predictions(args.report, name)
+               for name in ("zero_shot", *methods)} if args.report else None
     rows = {}
     for name, method in methods.items():
         values = None
-        if args.report:
-            values = {r["query_id"]: r["value"] for r in read_predictions(args.report, name)}
+        if answers:
+            values = {r["query_id"]: r["value"] for r in answers[name]}
             missing = [q.id for q in queries if q.id not in values]
             if missing:
                 raise ValueError(f"{args.report}: {name} has no prediction of {len(missing)} "
@@ -126,8 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "and --eval-seed that evaluation used")
         rows[name] = method_sources(queries, method(queries), kind_of, values, seed)
     tasks = [q.task for q in queries]
-    words = {name: answer_words(read_predictions(args.report, name))
-             for name in ("zero_shot", *rows)} if args.report else None
+    words = {name: answer_words(found) for name, found in answers.items()} if answers else None
     if "untrained" in rows:
         for row in rows.values():
             row["vs_untrained"] = {

@@ -68,6 +68,11 @@ def lm_identity(lm: LanguageModel) -> dict[str, Any]:
     }
 
 
+def hashed_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """What a namespace hashes of `lm_identity`: everything but the name the LM was loaded by."""
+    return {k: v for k, v in identity.items() if k != "example_name"}
+
+
 class ScoreCache(SegmentCache):
     """One LM's namespace of cached option losses (see the module docstring)."""
 
@@ -77,8 +82,7 @@ class ScoreCache(SegmentCache):
     @classmethod
     def for_lm(cls, lm: LanguageModel, root: str | Path | None = None) -> ScoreCache:
         identity = lm_identity(lm)
-        hashed = {k: v for k, v in identity.items() if k != "example_name"}
-        folder = namespace(root or default_root(), identity, hashed)
+        folder = namespace(root or default_root(), identity, hashed_identity(identity))
         log.info("score cache: %s", folder)
         return cls(folder)
 

@@ -57,10 +57,9 @@ def prediction_key(query: Query, demonstrations: list[str], max_new_tokens: int 
 def predictor_identity(lm: Predictor) -> dict[str, Any] | None:
     """What a predictor's namespace hashes, or None when it has no stable identity."""
     if isinstance(lm, LocalLM):
-        from proxy_lm.score_cache import lm_identity
+        from proxy_lm.score_cache import hashed_identity, lm_identity
 
-        identity = lm_identity(lm.lm)
-        return {"local": {k: v for k, v in identity.items() if k != "example_name"}}
+        return {"local": hashed_identity(lm_identity(lm.lm))}
     identity = getattr(lm, "cache_identity", None)
     return {"server": identity} if isinstance(identity, dict) else None
 
