@@ -7,11 +7,17 @@ Choice queries predict the option with the lowest mean per-token NLL (`continuat
 generation queries decode greedily, keep the first non-empty line and strip it, with at most
 `max_new_tokens` new tokens (default: each query's task budget, `flan_data.answer_budget`).
 Metrics are computed elsewhere (`flan_data.metrics`); `correct` is set for choice queries only.
+`on_answers(positions, predictions)`, when given, receives answers as soon as they are final (every
+choice answer at once, then each generation batch): a caller can store them before the call
+returns. Generation sorts a call's contexts by length and cuts the batches from the longest, so a
+call asked again for the rows whose batches had not finished forms the same batches as the rest of
+the first call.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from transformers import StoppingCriteria
@@ -32,6 +38,7 @@ def predict(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     progress: bool = True,
+    on_answers: Callable[[list[int], list[Prediction]], None] | None = None,
 ) -> list[Prediction]:
     """Predicts every query with its demonstrations prepended (see the module docstring)."""
     if len(queries) != len(demonstrations):
@@ -51,15 +58,27 @@ def predict(
             q = queries[i]
             best = min(range(len(row)), key=row.__getitem__)
             out[i] = Prediction(q.id, best, q.options[best], best == q.gold)
+        _hand_over(on_answers, choice, out)
     by_budget: dict[int, list[int]] = {}  # one generate call per budget: batches stay uniform
     for i, q in enumerate(queries):
         if not q.is_choice:
             by_budget.setdefault(max_new_tokens or answer_budget(q.task), []).append(i)
     for budget, generation in sorted(by_budget.items()):
-        texts = generate(lm, [contexts[i] for i in generation], batch_size, budget, progress)
-        for i, text in zip(generation, texts, strict=True):
-            out[i] = Prediction(queries[i].id, text, text, None)
+
+        def batch_done(rows: list[int], texts: list[str], generation=generation) -> None:
+            positions = [generation[r] for r in rows]
+            for i, text in zip(positions, texts, strict=True):
+                out[i] = Prediction(queries[i].id, text, text, None)
+            _hand_over(on_answers, positions, out)
+
+        generate(lm, [contexts[i] for i in generation], batch_size, budget, progress, batch_done)
     return [p for p in out if p is not None]
+
+
+def _hand_over(on_answers: Callable[[list[int], list[Prediction]], None] | None,
+               positions: list[int], out: list[Prediction | None]) -> None:
+    if on_answers is not None and positions:
+        on_answers(positions, [out[i] for i in positions])  # type: ignore[misc]
 
 
 def generate(
@@ -68,8 +87,10 @@ def generate(
     batch_size: int = 16,
     max_new_tokens: int = 32,
     progress: bool = False,
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
-    """Greedy continuation of each context, cut to its first non-empty line and stripped."""
+    """Greedy continuation of each context, cut to its first non-empty line and stripped;
+    `on_batch(rows, texts)` receives each batch's texts as soon as it is decoded."""
     tok = lm.tokenizer
     budget = max(1, lm.max_length - max_new_tokens)
     ids = [row[-budget:] or [tok.eos_token_id] for row in tok(list(contexts))["input_ids"]]
@@ -92,6 +113,8 @@ def generate(
         new = tok.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
         for i, text in zip(batch, new, strict=True):
             texts[i] = first_line(text)
+        if on_batch is not None:
+            on_batch(batch, [texts[i] for i in batch])
     return texts
 
 

@@ -75,17 +75,20 @@ def _wordpiece_tokenizer():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_prediction_cache(tmp_path_factory):
-    """The evaluated LMs' answers are cached in the test session's own folder, never the
-    user's (`uprise.evaluation.prediction_cache`); tests that count LM calls pass their own."""
-    folder = tmp_path_factory.mktemp("prediction-cache")
-    before = os.environ.get("UPRISE_PREDICTION_CACHE")
-    os.environ["UPRISE_PREDICTION_CACHE"] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop("UPRISE_PREDICTION_CACHE", None)
-    else:
-        os.environ["UPRISE_PREDICTION_CACHE"] = before
+def private_caches(tmp_path_factory):
+    """The LM scores and the evaluated LMs' answers are cached in the test session's own folders,
+    never the user's (`proxy_lm.score_cache`, `uprise.evaluation.prediction_cache`); converted
+    LMs stay shared (`$UPRISE_CACHE`). Tests that count LM calls pass their own folders."""
+    folders = {"UPRISE_SCORE_CACHE": tmp_path_factory.mktemp("score-cache"),
+               "UPRISE_PREDICTION_CACHE": tmp_path_factory.mktemp("prediction-cache")}
+    before = {name: os.environ.get(name) for name in folders}
+    os.environ.update({name: str(folder) for name, folder in folders.items()})
+    yield folders
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

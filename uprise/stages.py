@@ -99,7 +99,7 @@ def evaluate_stage(lm: Any, stage: StageData, out: Path, k: int, seed: int, batc
     methods = build_methods(list(QUICKSTART_METHODS), stage.pool, k, seed, out / "retriever",
                             out / "untrained_retriever")
     methods.update(extra or {})
-    answering = cached_predictor(LocalLM(lm))  # an interrupted evaluation resumes per method
+    answering = cached_predictor(LocalLM(lm))  # an interrupted evaluation resumes its answers
     report, predictions = evaluate_methods(answering, stage.eval_queries, methods, batch_size,
                                            progress=progress, seed=seed)
     write_predictions(predictions, out)

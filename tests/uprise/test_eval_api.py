@@ -95,8 +95,11 @@ def test_api_lm_retries_bounds_concurrency_and_parses_answers(server, endpoint):
     lm = ApiLM(base, "tiny", api_key="sekret", endpoint=endpoint, concurrency=2, backoff_s=0.01)
     queries = _queries(6)
     demos = [[f"Premise. Hypothesis? {'yes' if i % 2 == 0 else 'no'}"] for i in range(6)]
-    preds = lm.predict(queries, demos, progress=False)
+    handed = []  # what a cache would store while the call runs
+    preds = lm.predict(queries, demos, progress=False,
+                       on_answers=lambda positions, answers: handed.append((positions, answers)))
     assert [p.prediction for p in preds] == [0, 1, 0, 1, 0, 1]
+    assert handed == [([i], [pred]) for i, pred in enumerate(preds)]
     assert all(p.correct and p.parsed for p in preds)
     zero = lm.predict(queries, [[] for _ in queries], progress=False)
     assert {(p.prediction, p.parsed, p.correct) for p in zero} == {(-1, False, False)}

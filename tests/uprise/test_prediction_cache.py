@@ -116,6 +116,59 @@ def test_an_interrupted_evaluation_resumes_after_the_methods_it_finished(neo, tm
     assert rows == plain_rows and report == plain_report
 
 
+def _generation_queries(n: int) -> list[Query]:
+    return [Query(f"common_gen:validation:{10 + i}", "common_gen", "struct_to_text", 0,
+                  "Concepts: " + ", ".join(["dog", "ball", "park", "run"][: 1 + i % 4]),
+                  references=["A dog runs."]) for i in range(n)]
+
+
+def test_a_method_killed_mid_generation_resumes_with_the_same_batches(neo, tmp_path,
+                                                                     monkeypatch):
+    queries, demos = _generation_queries(9), [["Concepts: cat. A cat sleeps."]] * 9
+    batches = []  # the prompt ids of every generate call
+    generate = neo.model.generate
+
+    def recording(**kwargs):
+        batches.append(kwargs["input_ids"].tolist())
+        return generate(**kwargs)
+
+    def killed_at_third_batch(**kwargs):
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return recording(**kwargs)
+
+    monkeypatch.setattr(neo.model, "generate", recording)
+    plain = LocalLM(neo).predict(queries, demos, batch_size=2, max_new_tokens=3, progress=False)
+    uninterrupted, batches[:] = list(batches), []
+    monkeypatch.setattr(neo.model, "generate", killed_at_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        cached_predictor(LocalLM(neo), tmp_path).predict(queries, demos, batch_size=2,
+                                                         max_new_tokens=3, progress=False)
+    monkeypatch.setattr(neo.model, "generate", recording)
+    batches.clear()
+    resumed = cached_predictor(LocalLM(neo), tmp_path)
+    answers = resumed.predict(queries, demos, batch_size=2, max_new_tokens=3, progress=False)
+    assert (resumed.served, resumed.asked) == (4, 5)  # two batches were stored when it died
+    assert batches == uninterrupted[2:] and len(uninterrupted) == 5
+    assert _answers(answers) == _answers(plain)
+
+
+def test_answers_are_stored_while_the_call_runs(neo, tmp_path):
+    queries = _queries() + _generation_queries(4)  # choice answers at once, then each batch
+    cached = cached_predictor(LocalLM(neo), tmp_path)
+    cached.flush_seconds = 0  # every hand-over is written
+    handed = []
+    answers = cached.predict(queries, [[]] * 9, batch_size=2, max_new_tokens=3, progress=False,
+                             on_answers=lambda positions, preds: handed.append(positions))
+    assert sorted(len(p) for p in handed) == [2, 2, 2, 3]  # 3 choice rows; 6 to generate
+    assert len(list(cached.cache.folder.glob("seg-*.jsonl"))) == 4
+    again = []
+    cached_predictor(LocalLM(neo), tmp_path).predict(
+        queries, [[]] * 9, batch_size=2, max_new_tokens=3, progress=False,
+        on_answers=lambda positions, preds: again.append((positions, preds)))
+    assert again == [(list(range(9)), answers)]  # served at once, from the cache
+
+
 def test_a_single_run_rerun_asks_nothing_calibration_included(tmp_path, shared_data_dir,
                                                               train_tiny_retriever,
                                                               tiny_gpt_neo_path):

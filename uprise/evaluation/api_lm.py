@@ -25,6 +25,7 @@ from flan_data import answer_budget
 from flan_data.errors import CommandError
 from flan_data.metrics import normalize_answer
 from flan_data.schema import Prediction, Query, join_context
+from uprise.evaluation.predictors import OnAnswers
 
 log = logging.getLogger(__name__)
 ENDPOINTS = ("chat", "completions")
@@ -148,8 +149,10 @@ class ApiLM:
 
     def predict(self, queries: list[Query], demonstrations: list[list[str]],
                 batch_size: int = 16, max_new_tokens: int | None = None,
-                progress: bool = True) -> list[Prediction]:
-        """One prediction per query, in order (`batch_size` is unused: see `concurrency`)."""
+                progress: bool = True, on_answers: OnAnswers | None = None
+                ) -> list[Prediction]:
+        """One prediction per query, in order (`batch_size` is unused: see `concurrency`);
+        `on_answers` gets each reply as soon as it and every earlier one have arrived."""
         if len(queries) != len(demonstrations):
             raise ValueError(f"got {len(queries)} queries but {len(demonstrations)} "
                              "demonstration lists; pass one list per query")
@@ -160,4 +163,9 @@ class ApiLM:
                 from tqdm.auto import tqdm
 
                 jobs = tqdm(jobs, total=len(queries), desc=f"querying {self.model}")
-            return list(jobs)
+            answers = []
+            for i, answer in enumerate(jobs):
+                answers.append(answer)
+                if on_answers is not None:
+                    on_answers([i], [answer])
+            return answers

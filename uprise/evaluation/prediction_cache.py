@@ -4,8 +4,12 @@ LM only for the answers it has not given yet.
 Contract: `cached_predictor(lm, root)` wraps a `Predictor` in a `CachedPredictor` (same `name`,
 same `predict`) that looks each (query, demonstrations) up before asking `lm`, asks it for the
 missing ones in a single call (so an evaluation with an empty cache batches exactly as without
-one) and stores its answers as soon as that call returns. What an evaluation finished before it
-was killed is kept: its methods' answers, the abstention calibration's, the zero-shot answers of
+one) and stores the answers that call hands over (`on_answers`) at most `flush_seconds` after
+they arrive, at a batch boundary, and the rest when the call returns or fails. What an
+evaluation did before it was killed is kept, down to a method's last stored generation batch:
+a rerun asks only for the rows whose batches had not been stored, and since generation cuts its
+batches from the longest context, those rows form the same batches as in the killed run
+(`proxy_lm.evaluate`). Also kept: the abstention calibration's answers, the zero-shot answers of
 another seed's run on the same rows. Returns `lm` itself when `root` is False or when `lm` has
 no stable identity.
 
@@ -28,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,7 @@ from typing import Any
 from flan_data import Prediction, Query
 from proxy_lm.paths import cache_root
 from proxy_lm.segment_cache import SegmentCache, namespace
-from uprise.evaluation.predictors import LocalLM, Predictor
+from uprise.evaluation.predictors import LocalLM, OnAnswers, Predictor
 
 log = logging.getLogger(__name__)
 PREDICTION_VERSION = 1
@@ -74,8 +79,8 @@ def _answer(value: object) -> bool:
 class CachedPredictor:
     """`lm` behind a prediction cache (see the module docstring)."""
 
-    def __init__(self, lm: Predictor, cache: SegmentCache) -> None:
-        self.lm, self.cache = lm, cache
+    def __init__(self, lm: Predictor, cache: SegmentCache, flush_seconds: float = 60.0) -> None:
+        self.lm, self.cache, self.flush_seconds = lm, cache, flush_seconds
         self.asked = 0
         """Answers asked of `lm` so far."""
         self.served = 0
@@ -87,7 +92,8 @@ class CachedPredictor:
 
     def predict(self, queries: list[Query], demonstrations: list[list[str]],
                 batch_size: int = 16, max_new_tokens: int | None = None,
-                progress: bool = True) -> list[Prediction]:
+                progress: bool = True, on_answers: OnAnswers | None = None
+                ) -> list[Prediction]:
         keys = [prediction_key(q, list(d), max_new_tokens)
                 for q, d in zip(queries, demonstrations, strict=True)]
         known = self.cache.get(keys)
@@ -95,17 +101,60 @@ class CachedPredictor:
         self.served += len(queries) - len(missing)
         log.info("prediction cache: %d of %d answers cached, asking %s for %d",
                  len(queries) - len(missing), len(queries), self.lm.name, len(missing))
+        if on_answers is not None and len(missing) < len(queries):
+            cached = [i for i, key in enumerate(keys) if key in known]
+            on_answers(cached, [_prediction(queries[i], known[keys[i]]) for i in cached])
         if missing:
-            answers = self.lm.predict([queries[i] for i in missing],
-                                      [demonstrations[i] for i in missing], batch_size=batch_size,
-                                      max_new_tokens=max_new_tokens, progress=progress)
-            new = {keys[i]: {f: getattr(p, f) for f in _FIELDS}
-                   for i, p in zip(missing, answers, strict=True)}
-            self.cache.put(new)
+            store = _Store(self.cache, self.flush_seconds)
+
+            def arrived(positions: list[int], answers: list[Prediction]) -> None:
+                rows = [missing[p] for p in positions]
+                store.add({keys[i]: _stored(a) for i, a in zip(rows, answers, strict=True)})
+                if on_answers is not None:
+                    on_answers(rows, answers)
+
+            try:
+                answers = self.lm.predict([queries[i] for i in missing],
+                                          [demonstrations[i] for i in missing],
+                                          batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                          progress=progress, on_answers=arrived)
+                new = {keys[i]: _stored(a) for i, a in zip(missing, answers, strict=True)}
+                store.add(new)  # those `lm` did not hand over as they came
+            finally:
+                store.flush()  # what arrived is final; a failed call keeps it too
             known.update(new)
             self.asked += len(missing)
-        return [Prediction(query_id=q.id, **known[key]) for q, key in zip(queries, keys,
-                                                                           strict=True)]
+        return [_prediction(q, known[key]) for q, key in zip(queries, keys, strict=True)]
+
+
+def _stored(answer: Prediction) -> dict[str, Any]:
+    return {f: getattr(answer, f) for f in _FIELDS}
+
+
+def _prediction(query: Query, value: dict[str, Any]) -> Prediction:
+    return Prediction(query_id=query.id, **value)
+
+
+class _Store:
+    """Answers waiting to be written: one segment at most every `flush_seconds`."""
+
+    def __init__(self, cache: SegmentCache, flush_seconds: float) -> None:
+        self.cache, self.flush_seconds = cache, flush_seconds
+        self.pending: dict[str, Any] = {}
+        self.seen: set[str] = set()
+        self.last = time.monotonic()
+
+    def add(self, entries: dict[str, Any]) -> None:
+        self.pending.update({k: v for k, v in entries.items() if k not in self.seen})
+        self.seen.update(entries)
+        if time.monotonic() - self.last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.cache.put(self.pending)
+            self.pending = {}
+        self.last = time.monotonic()
 
 
 def cache_summary(lm: Predictor) -> dict[str, Any] | None:
