@@ -49,6 +49,7 @@ class TrainSettings:
     zero_shot_relative: bool = False
     loss: LossName = "info_nce"
     lm_temperature: float = 0.1
+    keep_start_if_best: bool = True
     temperature: float = 0.05
     val_fraction: float = 0.1
     max_steps: int = -1
@@ -85,6 +86,7 @@ class TrainSettings:
             "encoder": {"base_model": self.encoder},
             "model": {"lr": self.lr, "temperature": self.temperature, "loss": self.loss,
                       "lm_temperature": self.lm_temperature,
+                      "keep_start_if_best": self.keep_start_if_best,
                       "grad_cache_chunk": self.grad_cache_chunk},
             "data": {"scores_path": str(scores_path), "queries_path": str(queries_path),
                      "pool_path": str(pool_path), "batch_size": self.batch_size,

@@ -51,7 +51,8 @@ _INTS = {  # field: (smallest value, None allowed)
     "eval_batch_size": (1, False), "mining_rounds": (1, False), "mining_top_k": (1, False),
 }
 _POSITIVE_FLOATS = ("lm_temperature", "lr")
-_BOOLS = ("label_copy_correction", "drop_chance_tasks", "zero_shot_relative")
+_BOOLS = ("label_copy_correction", "drop_chance_tasks", "zero_shot_relative",
+          "keep_start_if_best")
 _STRINGS = {"held_out_cluster": None, "lm": None, "encoder": None, "lm_dtype": LM_DTYPES,
             "loss": get_args(LossName)}
 
@@ -80,6 +81,8 @@ class QuickstartConfig:
     zero_shot_relative: bool = _TRAIN.zero_shot_relative
     loss: LossName = _TRAIN.loss
     lm_temperature: float = _TRAIN.lm_temperature
+    keep_start_if_best: bool = _TRAIN.keep_start_if_best
+    """Export the starting towers when no epoch ranks validation better (`retriever.module`)."""
     lr: float = _TRAIN.lr
     k: int = 3
     eval_batch_size: int = 16
@@ -140,7 +143,7 @@ class QuickstartConfig:
             label_copy_correction=self.label_copy_correction,
             drop_chance_tasks=self.drop_chance_tasks,
             zero_shot_relative=self.zero_shot_relative, loss=self.loss,
-            lm_temperature=self.lm_temperature)
+            lm_temperature=self.lm_temperature, keep_start_if_best=self.keep_start_if_best)
 
     def export_metadata(self) -> dict[str, Any]:
         """What a retriever trained from this config records about its data and scoring LM."""

@@ -4,24 +4,19 @@ scored queries), so no measured query can be one it trained on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script
 
 from flan_data.schema import Score, write_jsonl
 from retriever.data import validation_query_ids
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "labels.py"
-
 
 @pytest.fixture(scope="module")
 def labels():
-    spec = importlib.util.spec_from_file_location("bench_labels", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("labels")
 
 
 def _scores(path: Path, query_ids: list[str]) -> Path:

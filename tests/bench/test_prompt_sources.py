@@ -3,22 +3,15 @@ against a hand-computed case (CommonGen is a generation task, SST-2 and RTE have
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_scripts import load_script
 
 from flan_data import Query
 from uprise.evaluation.stats import paired_bootstrap
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "prompt_sources.py"
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("prompt_sources", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prompt_sources")
 
 
 def test_shares_and_metrics_by_best_prompt_kind_match_a_hand_computed_case():

@@ -3,21 +3,14 @@ hand-computed case (SST-2 has options, CommonGen is a generation task)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_scripts import load_script
 
 from flan_data.schema import Prompt, Query, Score
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "scorer_labels.py"
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("scorer_labels", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scorer_labels")
 
 
 def _scores(lm: str, by_query: dict[str, list[float]], choice: bool) -> list[Score]:

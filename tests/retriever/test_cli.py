@@ -201,9 +201,11 @@ def test_train_retriever_writes_the_ranking_record(train_files, tiny_bert_path, 
         out_dir=tmp_path / "run", encoder=str(tiny_bert_path), epochs=2, batch_size=4,
         lr=1e-3, val_fraction=0.25, accelerator="cpu", progress=False,
         loss="info_nce+kl", label_copy_correction=True, n_random_negatives=1,
+        keep_start_if_best=False,
     )
     record = latest_ranking(tmp_path / "run")
     assert [r["stage"] for r in record["history"]] == ["reference", "fit", "fit"]
+    assert record["best"]["stage"] == "fit"  # the start does not compete
     assert record["select_metric"] == "ndcg@3" and record["history"][0]["n_queries"] == 2
     _, config = load_retriever_encoder(export)
     meta = config["metadata"]

@@ -48,6 +48,7 @@ def _yaml(tmp_path: Path, **changes) -> Path:
     ({"loss": "infonce"}, r"loss: got 'infonce' \(str\), expected one of \['info_nce'"),
     ({"lm_dtype": "fp16"}, "lm_dtype: got 'fp16'"),
     ({"drop_chance_tasks": "yes"}, "drop_chance_tasks: got 'yes'"),
+    ({"keep_start_if_best": "no"}, "keep_start_if_best: got 'no'"),
     ({"n_hard_negatives": -1}, "n_hard_negatives: got -1"),
     ({"encoder": ""}, "encoder: got ''"),
     ({"mining_rounds": 0}, "mining_rounds: got 0"),
@@ -67,6 +68,9 @@ def test_config_accepts_the_shipped_file_and_a_list_of_clusters():
     assert QuickstartConfig(train_clusters=None, pool_per_task=None).train_clusters is None
     with pytest.raises(ValueError, match="k: got 0"):
         dataclasses.replace(cfg, k=0)  # replace() goes through the same checks
+    forced = QuickstartConfig(keep_start_if_best=False).train_settings()
+    assert cfg.train_settings().keep_start_if_best and not forced.keep_start_if_best
+    assert forced.cli_config("s", "q", "p", "o", "e")["fit"]["model"]["keep_start_if_best"] is False
 
 
 def test_quickstart_refuses_a_bad_config_before_making_the_run_folder(tmp_path):
