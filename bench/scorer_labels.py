@@ -11,19 +11,20 @@ training task and scorer, with the labels training builds (`retriever.labels`, t
 correct against chance (`task_accuracy`'s one-sided test, queries as the unit) and the share of
 positives that carry the query's own gold answer (the label-copy effect); on every task, per
 query, the Spearman correlation between the two scorers' label values over the candidates and
-whether they pick the same positive, as task means with a query bootstrap 95% CI. Pure Python
-and numpy, no model. Prints a table, writes JSON.
+whether they pick the same positive, as task means with a query bootstrap 95% CI. No model.
+Prints a table, writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import fmean
 
-import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -31,40 +32,29 @@ sys.path.insert(0, str(REPO))
 from flan_data import read_stage_data, write_json  # noqa: E402
 from flan_data.schema import Prompt, Query, Score  # noqa: E402
 from flan_data.score_folder import read_scores  # noqa: E402
+from retriever import ranking  # noqa: E402
 from retriever.labels import (  # noqa: E402
     build_training_examples,
     candidate_answer,
     task_accuracy,
     value,
 )
+from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
 
 N_HARD_NEGATIVES = 3  # configs/loco_cpu.yaml
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation (average ranks for ties); 0 when either side is constant."""
-    ra, rb = (_ranks(np.asarray(x, dtype=float)) for x in (a, b))
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """`retriever.ranking.spearman` of one query's two score lists; 0 when either is constant."""
+    rho = float(ranking.spearman(torch.tensor([a], dtype=torch.float64),
+                                 torch.tensor([b], dtype=torch.float64))[0])
+    return 0.0 if math.isnan(rho) else rho
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    for v in np.unique(x):  # ties share their mean rank
-        tied = x == v
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def mean_ci(values: list[float], seed: int, n_boot: int = 2000) -> dict:
-    arr = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    boots = arr[rng.integers(0, len(arr), (n_boot, len(arr)))].mean(axis=1)
-    return {"mean": float(arr.mean()), "low": float(np.quantile(boots, 0.025)),
-            "high": float(np.quantile(boots, 0.975)), "n": len(arr)}
+def mean_ci(values: list[float], seed: int) -> dict:
+    """The mean over queries with `paired_bootstrap`'s 95% interval (against 0)."""
+    ci = paired_bootstrap(values, [0.0] * len(values), seed=seed)
+    return {"mean": ci["diff"], "low": ci["low"], "high": ci["high"], "n": len(values)}
 
 
 def compare(data: Path, folders: dict[str, Path], seed: int = 42) -> dict:
