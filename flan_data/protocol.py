@@ -2,8 +2,10 @@
 
 Contract (UPRISE, Cheng et al. 2023, sec. 3): for a held-out cluster, the prompt pool and the
 training queries come from the *other* clusters' training data only; each training query gets
-`n_candidates` prompts sampled from the pool of its own task, never itself; evaluation queries
-come from the held-out cluster's evaluation split. `check_no_leakage` enforces the first rule
+`n_candidates` prompts sampled from the pool of its own task, never itself (optionally
+`cross_cluster` of them from the other training clusters' prompts instead: the situation of a
+held-out query, which has no demonstration of its own task); evaluation queries come from the
+held-out cluster's evaluation split. `check_no_leakage` enforces the first rule
 and runs on every build. Where a training task's source lacks a train split, a seeded fraction
 of its evaluation split is carved out for it, and the carve is recorded in the manifest.
 Every random choice uses a `random.Random` seeded from (`seed`, purpose, task).
@@ -89,17 +91,38 @@ def carve_rows(task: Task, n_rows: int, seed: int, fraction: float) -> tuple[lis
 
 
 def sample_candidates(
-    queries: list[Query], pool: list[Prompt], n_candidates: int, seed: int
+    queries: list[Query], pool: list[Prompt], n_candidates: int, seed: int,
+    cross_cluster: int = 0,
 ) -> list[Candidates]:
-    """`n_candidates` same-task prompts per query, excluding the query's own example."""
+    """`n_candidates` prompts per query, never the query's own example: `cross_cluster` of them
+    drawn from the prompts of the other clusters in the pool, the rest from its own task.
+    `cross_cluster=0` is the paper's rule (same task only) and draws exactly what it always did.
+    Raises ValueError when `cross_cluster` exceeds `n_candidates`, or when a query's cluster is
+    the only one in the pool."""
+    if not 0 <= cross_cluster <= n_candidates:
+        raise ValueError(f"cross_cluster_candidates {cross_cluster}: expected an integer in "
+                         f"[0, n_candidates = {n_candidates}]")
     by_task: dict[str, list[str]] = {}
+    by_cluster: dict[str, list[str]] = {}
     for p in pool:
         by_task.setdefault(p.task, []).append(p.id)
+        by_cluster.setdefault(p.cluster, []).append(p.id)
     out = []
     for q in queries:
         others = [pid for pid in by_task.get(q.task, []) if pid != q.id]
-        k = min(n_candidates, len(others))
-        out.append(Candidates(q.id, _rng(seed, "candidates", q.id).sample(others, k)))
+        k = min(n_candidates - cross_cluster, len(others))
+        picked = _rng(seed, "candidates", q.id).sample(others, k)
+        if cross_cluster:
+            foreign = [pid for c, ids in sorted(by_cluster.items()) if c != q.cluster
+                       for pid in ids]
+            if not foreign:
+                raise ValueError(
+                    f"cross_cluster_candidates {cross_cluster}: the pool has no prompt outside "
+                    f"cluster {q.cluster!r} (query {q.id}); train on two or more clusters or "
+                    "set it to 0")
+            picked += _rng(seed, "cross-candidates", q.id).sample(
+                foreign, min(cross_cluster, len(foreign)))
+        out.append(Candidates(q.id, picked))
     return out
 
 
@@ -134,6 +157,7 @@ def build_stage_data(
     eval_per_task: int | None = None,
     carve_fraction: float = 0.5,
     max_prompt_chars: int | None = 1500,
+    cross_cluster_candidates: int = 0,
 ) -> StageData:
     """Builds the data of one held-out-cluster run (see the module docstring)."""
     train_clusters = check_clusters(held_out_cluster, train_clusters)
@@ -150,7 +174,8 @@ def build_stage_data(
             f"empty prompt pool: training clusters {train_clusters} gave no examples from "
             f"{data_dir or 'the Hub'}; check --data-dir and --train-clusters."
         )
-    candidates = sample_candidates(train_queries, pool, n_candidates, seed)
+    candidates = sample_candidates(train_queries, pool, n_candidates, seed,
+                                   cross_cluster_candidates)
     check_no_leakage(held_out_cluster, pool, train_queries, candidates)
     eval_queries = evaluation_queries(held_out_cluster, data_dir, seed, eval_per_task)
     manifest = {
@@ -161,6 +186,7 @@ def build_stage_data(
         "pool_per_task": pool_per_task,
         "queries_per_task": queries_per_task,
         "n_candidates": n_candidates,
+        "cross_cluster_candidates": cross_cluster_candidates,
         "eval_per_task": eval_per_task,
         "carve_fraction": carve_fraction,
         "max_prompt_chars": max_prompt_chars,

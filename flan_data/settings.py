@@ -31,6 +31,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "pool_per_task": {"type": int, "help": "class-balanced pool prompts per training task"},
     "queries_per_task": {"type": int, "help": "training queries per training task"},
     "n_candidates": {"type": int, "help": "scored candidate prompts per training query (L)"},
+    "cross_cluster_candidates": {"type": int, "help": "how many of the L candidates come from "
+                                 "the other training clusters' prompts instead of the query's "
+                                 "own task (a held-out query's situation); 0: the paper's rule"},
     "eval_per_task": {"type": int, "help": "evaluation examples per held-out task"},
     "carve_fraction": {"type": float, "help": "share of the evaluation split carved out as "
                        "training data of a training task that has no train split (in-task: "
@@ -43,7 +46,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
 _COUNTS = {  # field: (smallest value, None allowed)
     "seed": (0, False), "pool_per_task": (1, False), "queries_per_task": (1, False),
     "n_candidates": (1, False), "eval_per_task": (1, True), "max_prompt_chars": (1, False),
-    "dev_per_task": (0, False),
+    "dev_per_task": (0, False), "cross_cluster_candidates": (0, False),
 }
 
 
@@ -56,6 +59,7 @@ class DataSettings:
     pool_per_task: int | None = 1000
     queries_per_task: int | None = 200
     n_candidates: int = 50
+    cross_cluster_candidates: int = 0
     eval_per_task: int | None = None
     carve_fraction: float = 0.5
     max_prompt_chars: int | None = 1500
@@ -74,11 +78,17 @@ class DataSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected an integer >= "
                                  f"{low}{' (omit it for all)' if optional else ''}")
+        if self.cross_cluster_candidates > self.n_candidates:
+            raise ValueError(f"--cross-cluster-candidates {self.cross_cluster_candidates}: "
+                             f"expected at most --n-candidates ({self.n_candidates})")
         if not 0.0 < self.carve_fraction <= 1.0:
             raise ValueError(f"--carve-fraction {self.carve_fraction}: expected a fraction in "
                              "(0, 1]")
         if self.in_task:
             get_task(self.in_task)  # an unknown task fails here, listing the known ones
+            if self.cross_cluster_candidates:
+                raise ValueError(f"--cross-cluster-candidates {self.cross_cluster_candidates}: "
+                                 "in-task mode has one task and no other cluster; drop it")
         elif self.dev_per_task:
             raise ValueError(f"--dev-per-task {self.dev_per_task}: development queries are an "
                              "in-task option; add --in-task TASK or drop it")
@@ -97,7 +107,8 @@ class DataSettings:
             seed=self.seed, pool_per_task=self.pool_per_task,
             queries_per_task=self.queries_per_task, n_candidates=self.n_candidates,
             eval_per_task=self.eval_per_task, carve_fraction=self.carve_fraction,
-            max_prompt_chars=self.max_prompt_chars)
+            max_prompt_chars=self.max_prompt_chars,
+            cross_cluster_candidates=self.cross_cluster_candidates)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DataSettings:

@@ -142,7 +142,7 @@ def _add_loco_options(p: argparse.ArgumentParser) -> None:
     loco.add_argument("--data-dir")
     loco.add_argument("--scoring-lm", help="LM that scores training candidates")
     add_arguments(loco, ["train_clusters", "eval_per_task", "pool_per_task", "queries_per_task",
-                         "n_candidates"], overrides=True)
+                         "n_candidates", "cross_cluster_candidates"], overrides=True)
     loco.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
     loco.add_argument("--eval-seed", type=int,
                       help="seed of the held-out rows evaluated and of their templates (default: "
@@ -343,6 +343,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     overrides = {"data_dir": args.data_dir, "lm": args.scoring_lm, "encoder": args.encoder,
                  "seed": args.seed, "pool_per_task": args.pool_per_task,
                  "queries_per_task": args.queries_per_task, "n_candidates": args.n_candidates,
+                 "cross_cluster_candidates": args.cross_cluster_candidates,
                  "epochs": args.epochs, "loss": args.loss, "lm_temperature": args.lm_temperature,
                  "mining_rounds": args.mining_rounds, "mining_top_k": args.mining_top_k}
     base = QuickstartConfig.from_yaml(args.config or LOCO_CONFIG, **overrides)

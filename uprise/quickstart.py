@@ -46,6 +46,7 @@ _TRAIN = TrainSettings()
 _INTS = {  # field: (smallest value, None allowed)
     "seed": (0, False), "pool_per_task": (1, True), "queries_per_task": (1, True),
     "n_candidates": (1, False), "eval_per_task": (0, True), "max_prompt_chars": (1, True),
+    "cross_cluster_candidates": (0, False),
     "score_batch_size": (1, False), "epochs": (1, False), "train_batch_size": (1, False),
     "n_hard_negatives": (0, False), "n_random_negatives": (0, False), "k": (1, False),
     "eval_batch_size": (1, False), "mining_rounds": (1, False), "mining_top_k": (1, False),
@@ -66,6 +67,8 @@ class QuickstartConfig:
     pool_per_task: int | None = 200
     queries_per_task: int | None = 25
     n_candidates: int = 8
+    cross_cluster_candidates: int = 0
+    """How many of the n_candidates come from other training clusters (`flan_data.protocol`)."""
     eval_per_task: int | None = 60
     max_prompt_chars: int | None = 400
     lm: str = "embedded:smollm2-135m-instruct"
@@ -113,6 +116,12 @@ class QuickstartConfig:
         if self.data_dir is not None and (not isinstance(self.data_dir, str)
                                           or not self.data_dir.strip()):
             _bad("data_dir", self.data_dir, "a folder path, 'hub' or null")
+        if self.cross_cluster_candidates > self.n_candidates:
+            _bad("cross_cluster_candidates", self.cross_cluster_candidates,
+                 f"an integer <= n_candidates ({self.n_candidates})")
+        if self.mining_rounds > 1 and self.cross_cluster_candidates:
+            _bad("cross_cluster_candidates", self.cross_cluster_candidates,
+                 "0 when mining_rounds > 1 (a mined round draws same-task candidates)")
         if self.mining_rounds > 1 and self.mining_top_k > self.n_candidates:
             _bad("mining_top_k", self.mining_top_k,
                  f"an integer <= n_candidates ({self.n_candidates}) when mining_rounds > 1")
@@ -132,6 +141,7 @@ class QuickstartConfig:
             held_out_cluster=self.held_out_cluster, train_clusters=self.train_clusters,
             seed=self.seed, pool_per_task=self.pool_per_task,
             queries_per_task=self.queries_per_task, n_candidates=self.n_candidates,
+            cross_cluster_candidates=self.cross_cluster_candidates,
             eval_per_task=self.eval_per_task, max_prompt_chars=self.max_prompt_chars)
 
     def train_settings(self) -> TrainSettings:

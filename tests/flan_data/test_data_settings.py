@@ -50,6 +50,11 @@ def _required(parser) -> list[str]:
     ({"in_task": "no_such_task"}, "no_such_task"),
     ({"dev_per_task": 5}, "--dev-per-task 5: development queries are an in-task option"),
     ({"in_task": "rte", "dev_per_task": -1}, "--dev-per-task -1: expected an integer >= 0"),
+    ({"n_candidates": 4, "cross_cluster_candidates": 5},
+     r"--cross-cluster-candidates 5: expected at most --n-candidates \(4\)"),
+    ({"cross_cluster_candidates": -1}, "--cross-cluster-candidates -1: expected an integer >= 0"),
+    ({"in_task": "rte", "cross_cluster_candidates": 2},
+     "--cross-cluster-candidates 2: in-task mode has one task and no other cluster"),
 ])
 def test_check_names_the_option(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -57,14 +62,14 @@ def test_check_names_the_option(changes, message):
 
 
 def test_build_is_build_stage_data_with_the_same_values(shared_data_dir):
-    settings = DataSettings(held_out_cluster="sentiment", train_clusters=["nli"], seed=3,
-                            pool_per_task=6, queries_per_task=2, n_candidates=2,
-                            eval_per_task=2, max_prompt_chars=400)
+    settings = DataSettings(held_out_cluster="sentiment", train_clusters=["nli", "paraphrase"],
+                            seed=3, pool_per_task=6, queries_per_task=2, n_candidates=2,
+                            cross_cluster_candidates=1, eval_per_task=2, max_prompt_chars=400)
     settings.check()
     built = settings.build(shared_data_dir)
-    direct = build_stage_data("sentiment", shared_data_dir, ["nli"], seed=3, pool_per_task=6,
-                              queries_per_task=2, n_candidates=2, eval_per_task=2,
-                              max_prompt_chars=400)
+    direct = build_stage_data("sentiment", shared_data_dir, ["nli", "paraphrase"], seed=3,
+                              pool_per_task=6, queries_per_task=2, n_candidates=2,
+                              eval_per_task=2, max_prompt_chars=400, cross_cluster_candidates=1)
     assert built.manifest == direct.manifest
     assert [p.id for p in built.pool] == [p.id for p in direct.pool]
     assert [c.prompt_ids for c in built.candidates] == [c.prompt_ids for c in direct.candidates]

@@ -59,6 +59,35 @@ def test_sample_candidates_excludes_itself_when_pool_is_tiny():
     assert sorted(cands.prompt_ids) == ["t:train:0", "t:train:2"]
 
 
+def test_cross_cluster_candidates_mix_own_task_and_other_clusters():
+    pool = [Prompt(f"a:train:{i}", "a", "c1", 0, f"a{i}") for i in range(4)]
+    pool += [Prompt(f"b:train:{i}", "b", "c1", 0, f"b{i}") for i in range(4)]
+    pool += [Prompt(f"x:train:{i}", "x", "c2", 0, f"x{i}") for i in range(4)]
+    q = Query("a:train:1", "a", "c1", 0, "in", ["y", "n"], 0)
+    (mixed,) = sample_candidates([q], pool, n_candidates=3, seed=0, cross_cluster=2)
+    assert len(mixed.prompt_ids) == 3 and mixed.prompt_ids[0].startswith("a:")
+    assert mixed.prompt_ids[0] != q.id and all(p.startswith("x:") for p in mixed.prompt_ids[1:])
+    (cross,) = sample_candidates([q], pool, n_candidates=6, seed=0, cross_cluster=6)
+    assert sorted(cross.prompt_ids) == [f"x:train:{i}" for i in range(4)]  # capped, never c1
+    assert sample_candidates([q], pool, 3, seed=0, cross_cluster=2) == [mixed]  # seeded
+    with pytest.raises(ValueError, match="no prompt outside cluster 'c1'"):
+        sample_candidates([q], pool[:8], n_candidates=3, seed=0, cross_cluster=1)
+    with pytest.raises(ValueError, match=r"cross_cluster_candidates 4: .*n_candidates = 3"):
+        sample_candidates([q], pool, n_candidates=3, seed=0, cross_cluster=4)
+
+
+def test_a_cross_cluster_build_never_draws_from_the_querys_cluster(shared_data_dir, stage):
+    cross = build_stage_data("sentiment", shared_data_dir, seed=3, cross_cluster_candidates=5,
+                             **SMALL)
+    cluster_of = {p.id: p.cluster for p in cross.pool}
+    by_id = {q.id: q for q in cross.train_queries}
+    assert cross.pool == stage.pool and cross.train_queries == stage.train_queries
+    assert cross.manifest["cross_cluster_candidates"] == 5
+    for c in cross.candidates:
+        assert len(c.prompt_ids) == len(set(c.prompt_ids)) == SMALL["n_candidates"]
+        assert by_id[c.query_id].cluster not in {cluster_of[p] for p in c.prompt_ids}
+
+
 def test_build_is_deterministic_per_seed(shared_data_dir, stage):
     again = build_stage_data("sentiment", shared_data_dir, seed=3, **SMALL)
     other = build_stage_data("sentiment", shared_data_dir, seed=4, **SMALL)

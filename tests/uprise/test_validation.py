@@ -54,6 +54,11 @@ def _yaml(tmp_path: Path, **changes) -> Path:
     ({"mining_rounds": 0}, "mining_rounds: got 0"),
     ({"mining_rounds": 2, "mining_top_k": 9}, r"mining_top_k: got 9 \(int\), expected an "
                                               r"integer <= n_candidates \(8\)"),
+    ({"cross_cluster_candidates": 9}, r"cross_cluster_candidates: got 9 \(int\), expected an "
+                                      r"integer <= n_candidates \(8\)"),
+    ({"cross_cluster_candidates": -1}, "cross_cluster_candidates: got -1"),
+    ({"mining_rounds": 2, "cross_cluster_candidates": 2},
+     "cross_cluster_candidates: got 2 .* 0 when mining_rounds > 1"),
 ])
 def test_config_refuses_bad_fields_when_loaded(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
