@@ -42,12 +42,15 @@ def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
 
     An item holds `query`, `prompt_ids`/`prompt_texts` (positive first, then hard and random
     negatives) and, optionally, `scored_ids`/`scored_texts`/`scored_lm`/`scored_values` (every
-    scored candidate: raw LM score and label value). Returns `queries` (batch texts), `prompts`
-    (the de-duplicated union of all those prompts), `positive_idx` (batch,), `candidate_idx`
+    scored candidate: raw LM score and label value) and `values` ({prompt id: label value} of
+    every scored candidate, present even when the scored texts are not batched; taken from
+    `scored_ids`/`scored_values` when absent). Returns `queries` (batch texts), `prompts` (the
+    de-duplicated union of all those prompts), `positive_idx` (batch,), `candidate_idx`
     (batch, max_labelled) with -1 padding (positive first), `scored_idx` (batch, max_scored)
     with -1 padding, `scored_lm` and `scored_values` (batch, max_scored), 0 at padding, and
-    `ignore` (batch, n_prompts) bool: prompts of the union that are a query's own scored
-    candidates valued at least as high as its positive, which must not count as its negatives.
+    `ignore` (batch, n_prompts) bool: prompts of the union that the query's LM scores value at
+    least as high as its positive (its own candidates, or another query's prompts it also
+    scored), which must not count as its negatives.
     """
     index: dict[str, int] = {}
     prompts: list[str] = []
@@ -65,13 +68,16 @@ def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
     ignore = torch.zeros(len(items), len(prompts), dtype=torch.bool)  # (batch, n_prompts)
     for row, item in enumerate(items):
         n = len(item.get("scored_ids", []))
-        if not n:
+        if n:
+            scored_lm[row, :n] = torch.tensor(item["scored_lm"], dtype=torch.float)
+            scored_values[row, :n] = torch.tensor(item["scored_values"], dtype=torch.float)
+        values = item.get("values") or dict(zip(item.get("scored_ids", []),
+                                                item.get("scored_values", []), strict=True))
+        positive = item["prompt_ids"][0]
+        if positive not in values:
             continue
-        scored_lm[row, :n] = torch.tensor(item["scored_lm"], dtype=torch.float)
-        scored_values[row, :n] = torch.tensor(item["scored_values"], dtype=torch.float)
-        best = item["scored_values"][item["scored_ids"].index(item["prompt_ids"][0])]
-        for pid, v in zip(item["scored_ids"], item["scored_values"], strict=True):
-            if v >= best and pid != item["prompt_ids"][0]:
+        for pid, v in values.items():
+            if v >= values[positive] and pid != positive and pid in index:
                 ignore[row, index[pid]] = True
     return {
         "queries": [item["query"] for item in items],
@@ -124,7 +130,8 @@ class ExampleDataset(torch.utils.data.Dataset):
             ids += _random_others(pool_ids, pool, task, n_random_negatives,
                                   random.Random(f"{seed}:random-negatives:{ex.query_id}"))
             item = {"query": queries[ex.query_id].input, "prompt_ids": ids,
-                    "prompt_texts": [pool[pid].text for pid in ids]}
+                    "prompt_texts": [pool[pid].text for pid in ids],
+                    "values": dict(zip(ex.candidate_ids, ex.candidate_values, strict=True))}
             if with_scored:
                 item.update(scored_ids=list(ex.candidate_ids),
                             scored_texts=[pool[pid].text for pid in ex.candidate_ids],

@@ -47,6 +47,45 @@ def test_collate_adds_scored_candidates_and_masks_those_as_good_as_the_positive(
     assert batch["ignore"].tolist() == [[False, False, True, False], [False] * 4]
 
 
+def test_collate_masks_another_querys_prompt_the_query_itself_scored_as_good():
+    # Default training batches carry no scored texts, only each query's label values. q1 scored
+    # q2's positive "x" above its own positive "a": "x" must not be q1's in-batch negative. q1
+    # scored "c" lower, so "c" stays a negative; q2 never scored "a", so "a" stays q2's negative;
+    # q2 scored q1's "b" above its positive: masked for q2 as well.
+    items = [
+        {"query": "q1", "prompt_ids": ["a", "b"], "prompt_texts": ["A", "B"],
+         "values": {"a": -0.5, "b": -2.0, "x": -0.3, "c": -0.9}},
+        {"query": "q2", "prompt_ids": ["x", "c"], "prompt_texts": ["X", "C"],
+         "values": {"x": -1.0, "c": -3.0, "b": -1.0}},
+    ]
+    batch = collate_examples(items)
+    assert batch["prompts"] == ["A", "B", "X", "C"]
+    assert batch["scored_idx"].shape == (2, 0)
+    assert batch["ignore"].tolist() == [[False, False, True, False],
+                                        [False, True, False, False]]
+
+
+def test_default_training_batches_mask_false_negatives_without_batching_scores(train_files,
+                                                                             make_pool):
+    dm = RetrieverDataModule(train_files["scores"], train_files["queries"], train_files["pool"],
+                             batch_size=6, n_hard_negatives=1, val_fraction=0.25, seed=1)
+    dm.setup("fit")
+    items = {it["query"]: it for it in dm.train_set.items}
+    assert all("scored_ids" not in it and it["values"] for it in items.values())
+    text_id = {p.text: p.id for p in make_pool()}
+    masked = 0
+    for batch in dm.train_dataloader():  # the fixture's queries share candidates
+        assert batch["scored_idx"].shape[1] == 0
+        for row, query in enumerate(batch["queries"]):
+            values, positive = items[query]["values"], items[query]["prompt_ids"][0]
+            for col, text in enumerate(batch["prompts"]):
+                pid = text_id[text]
+                as_good = pid != positive and values.get(pid, -1e9) >= values[positive]
+                assert bool(batch["ignore"][row, col]) == as_good, (query, pid)
+                masked += as_good
+    assert masked > 0
+
+
 def _batches(dm):
     return [json.dumps(b["queries"] + b["prompts"]) for b in dm.train_dataloader()]
 
