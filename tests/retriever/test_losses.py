@@ -59,6 +59,22 @@ def test_distill_kl_matches_hand_computation_with_padding():
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_distill_kl_divides_each_side_by_its_own_temperature():
+    # the configs' KD setting: log-score targets at lm_temperature 0.1; retriever logits
+    # q.p = (1, 0.5) at temperature 0.5 -> softmax([2, 1])
+    q_emb = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[[1.0, 0.0], [0.5, 0.0]]])  # (1, 2, 2)
+    s = [math.e / (math.e + 1), 1 / (math.e + 1)]
+    same = distill_kl(q_emb, p, torch.tensor([[0.0, -0.1]]), temperature=0.5,
+                      lm_temperature=0.1)  # target softmax([0, -1]) = s
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    t = [math.e ** 2 / (math.e ** 2 + 1), 1 / (math.e ** 2 + 1)]  # softmax([0, -2])
+    sharper = distill_kl(q_emb, p, torch.tensor([[0.0, -0.2]]), temperature=0.5,
+                         lm_temperature=0.1)
+    expected = sum(a * math.log(a / b) for a, b in zip(t, s, strict=True))
+    assert sharper.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_distill_kl_is_zero_when_distributions_agree_and_has_finite_grads():
     q_emb = torch.tensor([[1.0, 0.0]], requires_grad=True)
     p = torch.tensor([[[2.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])  # (1, 3, 2)
