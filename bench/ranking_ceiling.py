@@ -1,0 +1,216 @@
+"""Benchmark: is there anything to learn in the held-out ranking section's LM scores?
+
+    .venv/bin/python bench/ranking_ceiling.py --cluster-dir RUN/cache/struct_to_text \
+        --out bench/results/ranking_ceiling_struct_to_text.json
+
+Reads the ranking section's scores of one `uprise eval --clusters` cluster folder (every
+sampled held-out query x one shared sample of pool prompts, `uprise.evaluation.ranking`) and
+asks how predictable the LM's preferences are, from two sides:
+
+- variance: per query, the scores minus the query's mean; the share of that within-query
+  variance which is a prompt main effect (the same prompts good for every query), overall and
+  within each held-out task;
+- reference rankers that look at *other held-out queries' LM scores* (never a method: the
+  cross-task protocol has no LM scores of held-out queries): each prompt's mean centred score
+  over all other queries (`prompt_mean`), over the other queries of the same task
+  (`task_mean`), and over the k queries nearest by the untrained query encoder (`knn<k>`).
+
+Every ranker, with the folder's untrained and trained retrievers, BM25 and random, is judged
+as in the ranking section (`retriever.ranking`: NDCG@3, top-1 agreement, Spearman per query)
+with paired bootstrap 95% CIs against the untrained encoder, stratified by task. A reference
+ranker far above the untrained encoder says the LM's preferences are consistent across
+held-out queries (a ranker could learn them); a similarity ranker at the random level says the
+retriever did not. Prints a table, writes JSON. Runs the untrained and trained query/prompt
+towers on CPU (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flan_data import evaluation_queries, read_stage_data, resolve_data_dir, write_json  # noqa: E402
+from flan_data.score_folder import read_scores  # noqa: E402
+from retriever.ranking import ranking_metrics  # noqa: E402
+from uprise.evaluation.ranking import bm25_ranker, dense_ranker, random_ranker  # noqa: E402
+from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
+from uprise.quickstart import RUN_CONFIG  # noqa: E402
+
+KNN = (5, 20, 50)
+
+
+def centred(scores: np.ndarray) -> np.ndarray:
+    """Each query's scores minus its mean: (n_q, n_p); rankings per query are unchanged."""
+    return scores - scores.mean(axis=1, keepdims=True)
+
+
+def prompt_effect_share(c: np.ndarray) -> float:
+    """Share of the within-query sum of squares of `c` (centred, (n_q, n_p)) that the prompt
+    main effect (each prompt's mean over the queries) explains."""
+    effect = c.mean(axis=0)  # (n_p,)
+    return float(len(c) * (effect ** 2).sum() / (c ** 2).sum())
+
+
+def others_mean(c: np.ndarray, groups: list[str] | None = None) -> np.ndarray:
+    """Row i: the mean of the other rows of `c` (of the same group when `groups` is given)."""
+    out = np.zeros_like(c)
+    keys = np.asarray(groups if groups is not None else [""] * len(c))
+    for g in set(keys.tolist()):
+        rows = np.flatnonzero(keys == g)
+        if len(rows) < 2:
+            raise ValueError(f"group {g!r} has {len(rows)} query; need two or more")
+        out[rows] = (c[rows].sum(axis=0) - c[rows]) / (len(rows) - 1)
+    return out
+
+
+def knn_mean(c: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
+    """Row i: the mean of `c` over the k other rows whose embeddings have the largest inner
+    product with row i's (ties broken by row order)."""
+    sim = embeddings @ embeddings.T  # (n_q, n_q)
+    np.fill_diagonal(sim, -np.inf)
+    nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]  # (n_q, k)
+    return c[nearest].mean(axis=1)
+
+
+def per_query(relevance: np.ndarray, lm_scores: np.ndarray) -> dict[str, np.ndarray]:
+    got = ranking_metrics(torch.as_tensor(relevance, dtype=torch.float64),
+                          torch.as_tensor(lm_scores, dtype=torch.float64))
+    return {name: v.numpy() for name, v in got.items()}
+
+
+def score_matrix(folder: Path) -> tuple[np.ndarray, list[str], list[str], dict[str, int], str]:
+    """(scores (n_q, n_p), query ids, prompt ids, each query's template, the LM) of a complete
+    ranking folder."""
+    records = read_scores(folder)
+    queries = sorted({s.query_id for s in records})
+    prompts = sorted({s.prompt_id for s in records})
+    row = {q: i for i, q in enumerate(queries)}
+    col = {p: j for j, p in enumerate(prompts)}
+    out = np.full((len(queries), len(prompts)), np.nan)
+    templates = {}
+    for s in records:
+        out[row[s.query_id], col[s.prompt_id]] = s.score
+        templates[s.query_id] = s.template
+    if np.isnan(out).any():
+        raise ValueError(f"{folder}: {int(np.isnan(out).sum())} (query, prompt) pairs have no "
+                         "score; the ranking section scores every pair, so this is not one")
+    return out, queries, prompts, templates, records[0].lm
+
+
+def ranking_folder(cluster_dir: Path, tag: str | None) -> Path:
+    found = sorted(p for p in (cluster_dir / "ranking_scores").glob("*") if p.is_dir())
+    if tag:
+        found = [p for p in found if p.name == tag]
+    if len(found) != 1:
+        raise SystemExit(f"{cluster_dir}/ranking_scores: expected one ranking folder"
+                         f"{' named ' + tag if tag else ''}, found {[p.name for p in found]}; "
+                         "run `uprise eval --ranking-per-task N` first, or pass --tag")
+    return found[0]
+
+
+def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
+    folder = ranking_folder(cluster_dir, tag)
+    scores, query_ids, prompt_ids, templates, lm = score_matrix(folder)
+    config = json.loads((cluster_dir / RUN_CONFIG).read_text())["config"]
+    stage = read_stage_data(cluster_dir / "data")
+    held_out = stage.manifest["held_out_cluster"]
+    data_dir = resolve_data_dir(config["data_dir"])
+    by_id = {q.id: q for q in evaluation_queries(held_out, data_dir, config["seed"], None)}
+    missing = [q for q in query_ids if q not in by_id or by_id[q].template != templates[q]]
+    if missing:
+        raise SystemExit(f"{folder}: query {missing[0]} is not among {held_out}'s evaluation "
+                         f"rows with the template it was scored with (seed {config['seed']}); "
+                         "was it scored with another --eval-seed?")
+    # the section's own order (queries in input order, prompts as sampled), so that random
+    # relevance and ties rank exactly as in its report
+    order = {q: i for i, q in enumerate(by_id)}
+    sampled = random.Random(f"{config['seed']}:ranking-prompts").sample(
+        stage.pool, min(len(prompt_ids), len(stage.pool)))
+    if {p.id for p in sampled} != set(prompt_ids):
+        raise SystemExit(f"{folder}: its prompts are not the ranking section's sample of "
+                         f"{cluster_dir / 'data'} with seed {config['seed']}")
+    rows = sorted(range(len(query_ids)), key=lambda i: order[query_ids[i]])
+    cols = [prompt_ids.index(p.id) for p in sampled]
+    scores, query_ids = scores[rows][:, cols], [query_ids[i] for i in rows]
+    queries = [by_id[q] for q in query_ids]
+    texts = [q.input for q in queries], [p.text for p in sampled]
+    tasks = [q.task for q in queries]
+    c = centred(scores)
+
+    untrained = dense_ranker(cluster_dir / "untrained_retriever")
+    rankers = {"random": random_ranker(seed)(*texts), "bm25": bm25_ranker(*texts),
+               "untrained": untrained(*texts)}
+    if (cluster_dir / "retriever").is_dir():
+        rankers["trained"] = dense_ranker(cluster_dir / "retriever")(*texts)
+    rankers["prompt_mean"] = others_mean(c)
+    rankers["task_mean"] = others_mean(c, tasks)
+    from retriever.export import load_retriever_encoder
+
+    st, _ = load_retriever_encoder(cluster_dir / "untrained_retriever", device="cpu")
+    embeddings = st.encode_query(texts[0], convert_to_numpy=True)  # (n_q, dim)
+    for k in KNN:
+        rankers[f"knn{k}"] = knn_mean(c, embeddings, k)
+
+    values = {name: per_query(rel, scores) for name, rel in rankers.items()}
+    methods = {}
+    for name, got in values.items():
+        methods[name] = {}
+        for metric, v in got.items():
+            row = {"mean": float(v.mean()), "n": len(v)}
+            if name != "untrained":
+                row["vs_untrained"] = paired_bootstrap(v, values["untrained"][metric],
+                                                       groups=tasks, seed=seed)
+            methods[name][metric] = row
+    return {
+        "cluster_dir": str(cluster_dir), "ranking_folder": folder.name,
+        "held_out_cluster": held_out, "n_queries": len(query_ids), "n_prompts": len(sampled),
+        "lm": lm,
+        "prompt_effect_share": {"all": prompt_effect_share(c),
+                                **{t: prompt_effect_share(c[np.asarray(tasks) == t])
+                                   for t in sorted(set(tasks))}},
+        "reference_rankers": ["prompt_mean", "task_mean", *(f"knn{k}" for k in KNN)],
+        "methods": methods,
+    }
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['held_out_cluster']}: {result['n_queries']} queries x "
+             f"{result['n_prompts']} prompts; prompt main effect "
+             f"{result['prompt_effect_share']['all']:.1%} of within-query variance",
+             f"{'ranker':12} {'ndcg@3':>24} {'top1':>24} {'spearman':>24}"]
+    for name, metrics in result["methods"].items():
+        cells = []
+        for m in ("ndcg@3", "top1", "spearman"):
+            row = metrics[m]
+            d = row.get("vs_untrained")
+            cells.append(f"{row['mean']:.3f}" + (f" ({d['diff']:+.3f} [{d['low']:+.3f},"
+                                                  f"{d['high']:+.3f}])" if d else ""))
+        lines.append(f"{name:12} " + " ".join(f"{x:>24}" for x in cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cluster-dir", type=Path, required=True,
+                        help="a `uprise eval --clusters` cluster folder (under --work-dir)")
+    parser.add_argument("--tag", help="ranking_scores subfolder when there are several")
+    parser.add_argument("--seed", type=int, default=42, help="bootstrap and random ranker")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = measure(args.cluster_dir, args.tag, args.seed)
+    print(table(result))
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
