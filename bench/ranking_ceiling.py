@@ -165,10 +165,15 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
     for name, got in values.items():
         methods[name] = {}
         for metric, v in got.items():
-            row = {"mean": float(v.mean()), "n": len(v)}
+            # as the section: a query drops out where either ranker's value is undefined
+            # (Spearman of a constant relevance row, e.g. BM25 with no word in common)
+            ref = values["untrained"][metric]
+            ok = ~np.isnan(v) & ~np.isnan(ref)
+            row = {"mean": float(v[ok].mean()), "n": int(ok.sum())}
             if name != "untrained":
-                row["vs_untrained"] = paired_bootstrap(v, values["untrained"][metric],
-                                                       groups=tasks, seed=seed)
+                row["vs_untrained"] = paired_bootstrap(
+                    v[ok], ref[ok], groups=[t for t, keep in zip(tasks, ok, strict=True) if keep],
+                    seed=seed)
             methods[name][metric] = row
     return {
         "cluster_dir": str(cluster_dir), "ranking_folder": folder.name,
