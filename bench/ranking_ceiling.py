@@ -33,16 +33,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flan_data import evaluation_queries, read_stage_data, resolve_data_dir, write_json  # noqa: E402
 from flan_data.score_folder import read_scores  # noqa: E402
-from retriever.ranking import ranking_metrics  # noqa: E402
-from uprise.evaluation.ranking import bm25_ranker, dense_ranker, random_ranker  # noqa: E402
-from uprise.evaluation.stats import paired_bootstrap  # noqa: E402
+from uprise.evaluation.ranking import (  # noqa: E402
+    bm25_ranker,
+    dense_ranker,
+    judge_rankers,
+    lm_score_matrix,
+    random_ranker,
+)
 from uprise.quickstart import RUN_CONFIG  # noqa: E402
 
 KNN = (5, 20, 50)
@@ -81,31 +84,6 @@ def knn_mean(c: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
     return c[nearest].mean(axis=1)
 
 
-def per_query(relevance: np.ndarray, lm_scores: np.ndarray) -> dict[str, np.ndarray]:
-    got = ranking_metrics(torch.as_tensor(relevance, dtype=torch.float64),
-                          torch.as_tensor(lm_scores, dtype=torch.float64))
-    return {name: v.numpy() for name, v in got.items()}
-
-
-def score_matrix(folder: Path) -> tuple[np.ndarray, list[str], list[str], dict[str, int], str]:
-    """(scores (n_q, n_p), query ids, prompt ids, each query's template, the LM) of a complete
-    ranking folder."""
-    records = read_scores(folder)
-    queries = sorted({s.query_id for s in records})
-    prompts = sorted({s.prompt_id for s in records})
-    row = {q: i for i, q in enumerate(queries)}
-    col = {p: j for j, p in enumerate(prompts)}
-    out = np.full((len(queries), len(prompts)), np.nan)
-    templates = {}
-    for s in records:
-        out[row[s.query_id], col[s.prompt_id]] = s.score
-        templates[s.query_id] = s.template
-    if np.isnan(out).any():
-        raise ValueError(f"{folder}: {int(np.isnan(out).sum())} (query, prompt) pairs have no "
-                         "score; the ranking section scores every pair, so this is not one")
-    return out, queries, prompts, templates, records[0].lm
-
-
 def ranking_folder(cluster_dir: Path, tag: str | None) -> Path:
     found = sorted(p for p in (cluster_dir / "ranking_scores").glob("*") if p.is_dir())
     if tag:
@@ -119,30 +97,31 @@ def ranking_folder(cluster_dir: Path, tag: str | None) -> Path:
 
 def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
     folder = ranking_folder(cluster_dir, tag)
-    scores, query_ids, prompt_ids, templates, lm = score_matrix(folder)
+    records = read_scores(folder)
     config = json.loads((cluster_dir / RUN_CONFIG).read_text())["config"]
     stage = read_stage_data(cluster_dir / "data")
-    held_out = stage.manifest["held_out_cluster"]
-    data_dir = resolve_data_dir(config["data_dir"])
-    by_id = {q.id: q for q in evaluation_queries(held_out, data_dir, config["seed"], None)}
-    missing = [q for q in query_ids if q not in by_id or by_id[q].template != templates[q]]
-    if missing:
-        raise SystemExit(f"{folder}: query {missing[0]} is not among {held_out}'s evaluation "
-                         f"rows with the template it was scored with (seed {config['seed']}); "
-                         "was it scored with another --eval-seed?")
+    held_out, seed_eval = stage.manifest["held_out_cluster"], config["seed"]
+    scored = {s.query_id: s.template for s in records}
     # the section's own order (queries in input order, prompts as sampled), so that random
     # relevance and ties rank exactly as in its report
-    order = {q: i for i, q in enumerate(by_id)}
-    sampled = random.Random(f"{config['seed']}:ranking-prompts").sample(
+    queries = [q for q in evaluation_queries(held_out, resolve_data_dir(config["data_dir"]),
+                                             seed_eval, None) if q.id in scored]
+    missing = sorted(set(scored) - {q.id for q in queries if q.template == scored[q.id]})
+    if missing:
+        raise SystemExit(f"{folder}: query {missing[0]} is not among {held_out}'s evaluation "
+                         f"rows with the template it was scored with (seed {seed_eval}); "
+                         "was it scored with another --eval-seed?")
+    prompt_ids = {s.prompt_id for s in records}
+    prompts = random.Random(f"{seed_eval}:ranking-prompts").sample(
         stage.pool, min(len(prompt_ids), len(stage.pool)))
-    if {p.id for p in sampled} != set(prompt_ids):
+    if {p.id for p in prompts} != prompt_ids:
         raise SystemExit(f"{folder}: its prompts are not the ranking section's sample of "
-                         f"{cluster_dir / 'data'} with seed {config['seed']}")
-    rows = sorted(range(len(query_ids)), key=lambda i: order[query_ids[i]])
-    cols = [prompt_ids.index(p.id) for p in sampled]
-    scores, query_ids = scores[rows][:, cols], [query_ids[i] for i in rows]
-    queries = [by_id[q] for q in query_ids]
-    texts = [q.input for q in queries], [p.text for p in sampled]
+                         f"{cluster_dir / 'data'} with seed {seed_eval}")
+    scores = lm_score_matrix(records, queries, prompts)  # (n_q, n_p)
+    if np.isnan(scores).any():
+        raise SystemExit(f"{folder}: {int(np.isnan(scores).sum())} (query, prompt) pairs have "
+                         "no score; the ranking section scores every pair, so this is not one")
+    texts = [q.input for q in queries], [p.text for p in prompts]
     tasks = [q.task for q in queries]
     c = centred(scores)
 
@@ -159,26 +138,11 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
     embeddings = st.encode_query(texts[0], convert_to_numpy=True)  # (n_q, dim)
     for k in KNN:
         rankers[f"knn{k}"] = knn_mean(c, embeddings, k)
-
-    values = {name: per_query(rel, scores) for name, rel in rankers.items()}
-    methods = {}
-    for name, got in values.items():
-        methods[name] = {}
-        for metric, v in got.items():
-            # as the section: a query drops out where either ranker's value is undefined
-            # (Spearman of a constant relevance row, e.g. BM25 with no word in common)
-            ref = values["untrained"][metric]
-            ok = ~np.isnan(v) & ~np.isnan(ref)
-            row = {"mean": float(v[ok].mean()), "n": int(ok.sum())}
-            if name != "untrained":
-                row["vs_untrained"] = paired_bootstrap(
-                    v[ok], ref[ok], groups=[t for t, keep in zip(tasks, ok, strict=True) if keep],
-                    seed=seed)
-            methods[name][metric] = row
+    methods = judge_rankers(rankers, scores, tasks, "untrained", seed)
     return {
         "cluster_dir": str(cluster_dir), "ranking_folder": folder.name,
-        "held_out_cluster": held_out, "n_queries": len(query_ids), "n_prompts": len(sampled),
-        "lm": lm,
+        "held_out_cluster": held_out, "n_queries": len(queries), "n_prompts": len(prompts),
+        "lm": records[0].lm,
         "prompt_effect_share": {"all": prompt_effect_share(c),
                                 **{t: prompt_effect_share(c[np.asarray(tasks) == t])
                                    for t in sorted(set(tasks))}},

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from bench_scripts import load_script
+
+from retriever.ranking import ranking_metrics
 
 
 def _module():
@@ -47,6 +50,7 @@ def test_a_reference_ranker_that_sees_the_pattern_ranks_perfectly():
     m = _module()
     # every query prefers the prompts in the same order: the others' mean ranks it exactly
     scores = np.array([[0.1, 0.5, 0.3], [1.1, 1.9, 1.4], [-2.0, -1.0, -1.5]])
-    got = m.per_query(m.others_mean(m.centred(scores)), scores)
+    got = ranking_metrics(torch.as_tensor(m.others_mean(m.centred(scores))),
+                          torch.as_tensor(scores))
     assert got["spearman"] == pytest.approx([1.0, 1.0, 1.0])
     assert got["top1"] == pytest.approx([1.0, 1.0, 1.0])

@@ -13,7 +13,9 @@ of each pair and returns each ranker's per-query ranking quality against the LM'
 evaluated LM's accuracy moves at all, so it says where the signal dies.
 
 A ranker is `f(query_texts, prompt_texts) -> (n_queries, n_prompts) relevance`; `dense_ranker`,
-`bm25_ranker` and `random_ranker` build the usual ones.
+`bm25_ranker` and `random_ranker` build the usual ones. `lm_score_matrix` and `judge_rankers`
+are the section's two halves after scoring, for other callers of the same statistic
+(`bench/ranking_ceiling.py`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,6 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
                     batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
     """LM-judged ranking quality of every ranker on held-out queries (module docstring)."""
     from proxy_lm import score_candidates
-    from retriever.ranking import METRICS
 
     if per_task < 1 or n_prompts < 2:
         raise ValueError(f"per_task={per_task}, n_prompts={n_prompts}; expected >= 1 and >= 2.")
@@ -108,11 +109,25 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
                               [Candidates(q.id, [p.id for p in prompts]) for q in queries],
                               Path(work_dir) / tag[:12], batch_size=batch_size,
                               progress=progress)
-    lm_scores = _matrix(scores, queries, prompts)  # (n_q, n_p)
+    lm_scores = lm_score_matrix(scores, queries, prompts)  # (n_q, n_p)
     texts = [q.input for q in queries], [p.text for p in prompts]
-    values = {name: _per_query(rank(*texts), lm_scores) for name, rank in rankers.items()}
-    tasks = [q.task for q in queries]
-    methods = {}
+    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    return {"n_queries": len(queries), "n_prompts": len(prompts), "per_task": per_task,
+            "reference": reference, "lm": lm.name,
+            "methods": judge_rankers(relevance, lm_scores, [q.task for q in queries], reference,
+                                     seed)}
+
+
+def judge_rankers(relevance: dict[str, np.ndarray], lm_scores: np.ndarray, tasks: list[str],
+                  reference: str, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each ranker's per-query ranking quality against `lm_scores` (n_q, n_p), from its
+    relevance (n_q, n_p): per metric the mean, n, the mean per task and, but for `reference`,
+    `vs_<reference>` (paired bootstrap stratified by `tasks`). A query drops out of a pair where
+    either value is undefined (Spearman of a constant relevance row)."""
+    from retriever.ranking import METRICS
+
+    values = {name: _per_query(rel, lm_scores) for name, rel in relevance.items()}
+    methods: dict[str, dict[str, dict[str, Any]]] = {}
     for name, got in values.items():
         methods[name] = {}
         for metric in METRICS:
@@ -125,15 +140,16 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
                     got[metric][ok], values[reference][metric][ok],
                     groups=[t for t, keep in zip(tasks, ok, strict=True) if keep], seed=seed)
             methods[name][metric] = row
-    return {"n_queries": len(queries), "n_prompts": len(prompts), "per_task": per_task,
-            "reference": reference, "lm": lm.name, "methods": methods}
+    return methods
 
 
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
-def _matrix(scores: list, queries: list[Query], prompts: list[Prompt]) -> np.ndarray:
+def lm_score_matrix(scores: list, queries: list[Query], prompts: list[Prompt]) -> np.ndarray:
+    """The LM's score of every (query, prompt) pair, (n_q, n_p) in the given orders; NaN where
+    `scores` has no record of a pair."""
     row = {q.id: i for i, q in enumerate(queries)}
     col = {p.id: j for j, p in enumerate(prompts)}
     out = np.full((len(queries), len(prompts)), np.nan)  # (n_q, n_p)
