@@ -49,6 +49,7 @@ _INTS = {  # field: (smallest value, None allowed)
     "cross_cluster_candidates": (0, False),
     "score_batch_size": (1, False), "epochs": (1, False), "train_batch_size": (1, False),
     "n_hard_negatives": (0, False), "n_random_negatives": (0, False), "k": (1, False),
+    "grad_cache_chunk": (0, False),
     "eval_batch_size": (1, False), "mining_rounds": (1, False), "mining_top_k": (1, False),
 }
 _POSITIVE_FLOATS = ("lm_temperature", "lr")
@@ -86,6 +87,8 @@ class QuickstartConfig:
     lm_temperature: float = _TRAIN.lm_temperature
     keep_start_if_best: bool = _TRAIN.keep_start_if_best
     """Export the starting towers when no epoch ranks validation better (`retriever.module`)."""
+    grad_cache_chunk: int = _TRAIN.grad_cache_chunk
+    """0 (off) or rows per forward pass of gradient caching (`retriever.grad_cache`)."""
     lr: float = _TRAIN.lr
     k: int = 3
     eval_batch_size: int = 16
@@ -153,7 +156,8 @@ class QuickstartConfig:
             label_copy_correction=self.label_copy_correction,
             drop_chance_tasks=self.drop_chance_tasks,
             zero_shot_relative=self.zero_shot_relative, loss=self.loss,
-            lm_temperature=self.lm_temperature, keep_start_if_best=self.keep_start_if_best)
+            lm_temperature=self.lm_temperature, keep_start_if_best=self.keep_start_if_best,
+            grad_cache_chunk=self.grad_cache_chunk)
 
     def export_metadata(self) -> dict[str, Any]:
         """What a retriever trained from this config records about its data and scoring LM."""

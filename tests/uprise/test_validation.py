@@ -50,6 +50,9 @@ def _yaml(tmp_path: Path, **changes) -> Path:
     ({"drop_chance_tasks": "yes"}, "drop_chance_tasks: got 'yes'"),
     ({"keep_start_if_best": "no"}, "keep_start_if_best: got 'no'"),
     ({"n_hard_negatives": -1}, "n_hard_negatives: got -1"),
+    ({"grad_cache_chunk": -1}, r"grad_cache_chunk: got -1 \(int\), expected an integer >= 0"),
+    ({"grad_cache_chunk": 2.5}, "grad_cache_chunk: got 2.5"),
+    ({"grad_cache_chunk": None}, "grad_cache_chunk: got None"),
     ({"encoder": ""}, "encoder: got ''"),
     ({"mining_rounds": 0}, "mining_rounds: got 0"),
     ({"mining_rounds": 2, "mining_top_k": 9}, r"mining_top_k: got 9 \(int\), expected an "
@@ -76,6 +79,20 @@ def test_config_accepts_the_shipped_file_and_a_list_of_clusters():
     forced = QuickstartConfig(keep_start_if_best=False).train_settings()
     assert cfg.train_settings().keep_start_if_best and not forced.keep_start_if_best
     assert forced.cli_config("s", "q", "p", "o", "e")["fit"]["model"]["keep_start_if_best"] is False
+
+
+def test_grad_cache_chunk_reaches_the_training_module_config():
+    assert QuickstartConfig().train_settings().grad_cache_chunk == 0  # off by default
+    settings = QuickstartConfig(grad_cache_chunk=4).train_settings()
+    assert settings.grad_cache_chunk == 4
+    assert settings.cli_config("s", "q", "p", "o", "e")["fit"]["model"]["grad_cache_chunk"] == 4
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "loco.yaml", "loco_cpu.yaml"])
+def test_the_shipped_quickstart_style_configs_load_and_list_grad_cache_chunk(name):
+    path = DEFAULT_CONFIG.parent / name
+    assert "grad_cache_chunk" in yaml.safe_load(path.read_text())
+    assert QuickstartConfig.from_yaml(path).train_settings().grad_cache_chunk == 0
 
 
 def test_quickstart_refuses_a_bad_config_before_making_the_run_folder(tmp_path):
@@ -154,14 +171,16 @@ def test_eval_loss_options_reach_the_stage_config(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-def test_a_run_saved_before_a_config_key_existed_resumes_with_its_default(tmp_path):
+@pytest.mark.parametrize(("key", "other"), [("zero_shot_relative", True),
+                                            ("grad_cache_chunk", 4)])
+def test_a_run_saved_before_a_config_key_existed_resumes_with_its_default(tmp_path, key, other):
     cfg = QuickstartConfig()
     saved = dataclasses.asdict(cfg)
-    del saved["zero_shot_relative"]  # a run folder from before the option
+    del saved[key]  # a run folder from before the option
     write_json(tmp_path / RUN_CONFIG, {"config": saved})
     check_resumable(cfg, tmp_path)
-    with pytest.raises(ValueError, match=r"changed: \['zero_shot_relative'\]"):
-        check_resumable(dataclasses.replace(cfg, zero_shot_relative=True), tmp_path)
+    with pytest.raises(ValueError, match=rf"changed: \['{key}'\]"):
+        check_resumable(dataclasses.replace(cfg, **{key: other}), tmp_path)
 
 
 def test_mining_options_reach_the_config_and_a_resumed_run_may_add_rounds(tmp_path):
