@@ -13,7 +13,23 @@ asks how predictable the LM's preferences are, from two sides:
 - reference rankers that look at *other held-out queries' LM scores* (never a method: the
   cross-task protocol has no LM scores of held-out queries): each prompt's mean centred score
   over all other queries (`prompt_mean`), over the other queries of the same task
-  (`task_mean`), and over the k queries nearest by the untrained query encoder (`knn<k>`).
+  (`task_mean`), and over the k queries nearest by the untrained query encoder (`knn<k>`);
+- with `--train-queries`, rankers that see only what cross-task training can see: the LM's
+  scores of the same prompts on the folder's *training-cluster* queries (scored here, into
+  resumable shards under `--train-scores-dir`, the score cache shared). A pair whose prompt
+  comes from the query's own cluster is left out (the held-out situation), and each training
+  query's scores are z-scored over its remaining prompts (choice probabilities and generation
+  log-likelihoods differ in scale). `train_prompt_mean`: each prompt's mean z-score over the
+  training queries; `train_knn<k>`: over the k training queries nearest to the held-out query
+  by the untrained query encoder (a prompt none of them scored gets 0, the mean); and how
+  `train_prompt_mean` grows with the number of training queries it averages (seeded draws);
+- with `--prior-dir`, query-independent *prompt priors* that need no score of the section's
+  prompts, so a retriever could carry them to any pool prompt: from another cluster folder of
+  the same pool whose training candidates were drawn across clusters (`uprise eval
+  --cross-cluster-candidates`), each scored query's cross-cluster candidates z-scored, then
+  `prior_task` (a prompt's value: the mean z of its task's scored prompts) and `prior_ridge`
+  (ridge regression of z on the untrained prompt tower's embedding, the penalty chosen by
+  leave-one-out error on those training pairs).
 
 Every ranker, with the folder's untrained and trained retrievers, BM25 and random, is judged
 as in the ranking section (`retriever.ranking`: NDCG@3, top-1 agreement, Spearman per query)
@@ -47,6 +63,9 @@ from uprise.evaluation.ranking import (  # noqa: E402
     random_ranker,
 )
 from uprise.quickstart import RUN_CONFIG  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from ranking_transfer import transfer_rankers  # noqa: E402  (bench/, put on sys.path above)
 
 KNN = (5, 20, 50)
 
@@ -95,7 +114,9 @@ def ranking_folder(cluster_dir: Path, tag: str | None) -> Path:
     return found[0]
 
 
-def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
+def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
+            train_queries: bool = False, train_scores_dir: Path | None = None,
+            batch_size: int = 16, prior_dir: Path | None = None) -> dict:
     folder = ranking_folder(cluster_dir, tag)
     records = read_scores(folder)
     config = json.loads((cluster_dir / RUN_CONFIG).read_text())["config"]
@@ -138,6 +159,17 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
     embeddings = st.encode_query(texts[0], convert_to_numpy=True)  # (n_q, dim)
     for k in KNN:
         rankers[f"knn{k}"] = knn_mean(c, embeddings, k)
+    references = ["prompt_mean", "task_mean", *(f"knn{k}" for k in KNN)]
+    extra: dict = {}
+    if train_queries or prior_dir is not None:
+        found, extra = transfer_rankers(
+            cluster_dir, config, stage.train_queries, prompts, scores, tasks,
+            lambda t: st.encode_query(t, convert_to_numpy=True), embeddings,
+            lambda t: st.encode_document(t, convert_to_numpy=True),
+            (train_scores_dir or cluster_dir / "ranking_train_scores") if train_queries else None,
+            prior_dir, KNN, batch_size, seed)
+        rankers.update(found)
+        references += list(found)
     methods = judge_rankers(rankers, scores, tasks, "untrained", seed)
     return {
         "cluster_dir": str(cluster_dir), "ranking_folder": folder.name,
@@ -146,7 +178,7 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
         "prompt_effect_share": {"all": prompt_effect_share(c),
                                 **{t: prompt_effect_share(c[np.asarray(tasks) == t])
                                    for t in sorted(set(tasks))}},
-        "reference_rankers": ["prompt_mean", "task_mean", *(f"knn{k}" for k in KNN)],
+        "reference_rankers": references, **extra,
         "methods": methods,
     }
 
@@ -173,9 +205,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="a `uprise eval --clusters` cluster folder (under --work-dir)")
     parser.add_argument("--tag", help="ranking_scores subfolder when there are several")
     parser.add_argument("--seed", type=int, default=42, help="bootstrap and random ranker")
+    parser.add_argument("--train-queries", action="store_true",
+                        help="also score the section's prompts on the folder's training "
+                             "queries (cross-cluster pairs) and add the train_* rankers")
+    parser.add_argument("--train-scores-dir", type=Path,
+                        help="where those scores go (default CLUSTER_DIR/ranking_train_scores)")
+    parser.add_argument("--batch-size", type=int, default=16, help="scoring batch size")
+    parser.add_argument("--prior-dir", type=Path,
+                        help="a cluster folder of the same pool trained on cross-cluster "
+                             "candidates: adds the prior_* rankers from its scores")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    result = measure(args.cluster_dir, args.tag, args.seed)
+    result = measure(args.cluster_dir, args.tag, args.seed, args.train_queries,
+                     args.train_scores_dir, args.batch_size, args.prior_dir)
     print(table(result))
     write_json(args.out, result)
     return 0
