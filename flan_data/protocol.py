@@ -107,14 +107,17 @@ def sample_candidates(
     for p in pool:
         by_task.setdefault(p.task, []).append(p.id)
         by_cluster.setdefault(p.cluster, []).append(p.id)
+    foreign_of: dict[str, list[str]] = {}  # per query cluster, built once (pool-sized lists)
     out = []
     for q in queries:
         others = [pid for pid in by_task.get(q.task, []) if pid != q.id]
         k = min(n_candidates - cross_cluster, len(others))
         picked = _rng(seed, "candidates", q.id).sample(others, k)
         if cross_cluster:
-            foreign = [pid for c, ids in sorted(by_cluster.items()) if c != q.cluster
-                       for pid in ids]
+            if q.cluster not in foreign_of:
+                foreign_of[q.cluster] = [pid for c, ids in sorted(by_cluster.items())
+                                         if c != q.cluster for pid in ids]
+            foreign = foreign_of[q.cluster]
             if not foreign:
                 raise ValueError(
                     f"cross_cluster_candidates {cross_cluster}: the pool has no prompt outside "
