@@ -146,17 +146,18 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     tasks = [q.task for q in queries]
     c = centred(scores)
 
-    untrained = dense_ranker(cluster_dir / "untrained_retriever")
+    from retriever.export import load_retriever_encoder
+
+    # the untrained towers, loaded once: the section's `untrained` ranker (`dense_ranker`'s
+    # inner products) and the query embeddings the kNN references use
+    st, _ = load_retriever_encoder(cluster_dir / "untrained_retriever", device="cpu")
+    embeddings = st.encode_query(texts[0], convert_to_numpy=True)  # (n_q, dim)
     rankers = {"random": random_ranker(seed)(*texts), "bm25": bm25_ranker(*texts),
-               "untrained": untrained(*texts)}
+               "untrained": embeddings @ st.encode_document(texts[1], convert_to_numpy=True).T}
     if (cluster_dir / "retriever").is_dir():
         rankers["trained"] = dense_ranker(cluster_dir / "retriever")(*texts)
     rankers["prompt_mean"] = others_mean(c)
     rankers["task_mean"] = others_mean(c, tasks)
-    from retriever.export import load_retriever_encoder
-
-    st, _ = load_retriever_encoder(cluster_dir / "untrained_retriever", device="cpu")
-    embeddings = st.encode_query(texts[0], convert_to_numpy=True)  # (n_q, dim)
     for k in KNN:
         rankers[f"knn{k}"] = knn_mean(c, embeddings, k)
     references = ["prompt_mean", "task_mean", *(f"knn{k}" for k in KNN)]
