@@ -166,6 +166,9 @@ def transfer_rankers(cluster_dir: Path, config: dict, train_queries: list, promp
     held-out queries of `scores` (embedded as `query_emb`), and what they were built from."""
     rankers, extra = {}, {}
     n_q = len(scores)
+    priors = {}
+    if prior_dir is not None:  # first: it checks its folder before any scoring
+        priors, fitted = prompt_priors(prior_dir, prompts, encode_prompts)
     if train_scores_dir is not None:
         z = zscored(train_side_scores(cluster_dir, config, train_queries, prompts,
                                       train_scores_dir, batch_size))
@@ -177,6 +180,6 @@ def transfer_rankers(cluster_dir: Path, config: dict, train_queries: list, promp
                  "n_train_pairs": int((~np.isnan(z)).sum()),
                  "train_prompt_mean_by_n_queries": subsample_curve(z, scores, tasks, seed=seed)}
     if prior_dir is not None:
-        priors, extra["prior"] = prompt_priors(prior_dir, prompts, encode_prompts)
+        extra["prior"] = fitted
         rankers.update({name: np.tile(v, (n_q, 1)) for name, v in priors.items()})
     return rankers, extra
