@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import sys
 from pathlib import Path
@@ -164,9 +165,9 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     extra: dict = {}
     if train_queries or prior_dir is not None:
         found, extra = transfer_rankers(
-            cluster_dir, config, stage.train_queries, prompts, scores, tasks,
-            lambda t: st.encode_query(t, convert_to_numpy=True), embeddings,
-            lambda t: st.encode_document(t, convert_to_numpy=True),
+            held_out, (config["lm"], config["lm_dtype"]), stage.train_queries, prompts, scores,
+            tasks, (lambda t: st.encode_query(t, convert_to_numpy=True),
+                    lambda t: st.encode_document(t, convert_to_numpy=True)), embeddings,
             (train_scores_dir or cluster_dir / "ranking_train_scores") if train_queries else None,
             prior_dir, KNN, batch_size, seed)
         rankers.update(found)
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                              "candidates: adds the prior_* rankers from its scores")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = measure(args.cluster_dir, args.tag, args.seed, args.train_queries,
                      args.train_scores_dir, args.batch_size, args.prior_dir)
     print(table(result))

@@ -6,16 +6,22 @@ folder's training queries when asked (resumable shards, the score cache shared).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from flan_data import read_stage_data
+from flan_data.protocol import StageData
+from flan_data.schema import Candidates, Prompt, Query, Score
 from flan_data.score_folder import read_scores
 from uprise.evaluation.ranking import judge_rankers, lm_score_matrix
 
+log = logging.getLogger(__name__)
 CURVE_SIZES = (10, 20, 40, 80, 160, 320)
+RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 Encode = Callable[[list[str]], np.ndarray]
 
 
@@ -39,23 +45,26 @@ def nan_mean_rows(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def cross_knn_mean(z: np.ndarray, train_emb: np.ndarray, query_emb: np.ndarray,
                    k: int) -> np.ndarray:
-    """Row i: `nan_mean_rows` of `z` (training queries x prompts) over the k training queries
-    whose embeddings have the largest inner product with held-out query i's."""
+    """Entry (i, j): the mean of `z[:, j]` (training queries x prompts, NaN where unscored) over
+    the k training queries that scored prompt j and whose embeddings have the largest inner
+    product with held-out query i's (all of them when fewer scored it; 0 when none did)."""
     sim = query_emb @ train_emb.T  # (n_q, n_t)
-    nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]  # (n_q, k)
-    return np.stack([nan_mean_rows(z, rows) for rows in nearest])
+    out = np.zeros((len(query_emb), z.shape[1]))  # (n_q, n_p)
+    for j in range(z.shape[1]):
+        scored = np.flatnonzero(~np.isnan(z[:, j]))
+        if scored.size:
+            order = np.argsort(-sim[:, scored], axis=1, kind="stable")[:, :k]  # (n_q, <=k)
+            out[:, j] = z[scored[order], j].mean(axis=1)
+    return out
 
 
-def train_side_scores(cluster_dir: Path, config: dict, train_queries: list, prompts: list,
-                      out_dir: Path, batch_size: int) -> np.ndarray:
+def train_side_scores(lm_name: str, lm_dtype: str, train_queries: list[Query],
+                      prompts: list[Prompt], out_dir: Path, batch_size: int) -> np.ndarray:
     """The LM's scores of `prompts` on `train_queries`, (n_t, n_p), NaN where the prompt is from
     the query's own cluster; scored into resumable shards under `out_dir/<tag>`."""
-    import hashlib
-
-    from flan_data.schema import Candidates
     from proxy_lm import load_lm, score_candidates
 
-    lm = load_lm(config["lm"], dtype=config["lm_dtype"])
+    lm = load_lm(lm_name, dtype=lm_dtype)
     key = "\0".join([lm.name, *(q.id for q in train_queries), "", *(p.id for p in prompts)])
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     keep = [Candidates(q.id, [p.id for p in prompts if p.cluster != q.cluster])
@@ -63,7 +72,7 @@ def train_side_scores(cluster_dir: Path, config: dict, train_queries: list, prom
     records = score_candidates(lm, {q.id: q for q in train_queries},
                                {p.id: p for p in prompts}, [c for c in keep if c.prompt_ids],
                                out_dir / tag, batch_size=batch_size)
-    print(f"{cluster_dir}: {len(records)} training-side pairs in {out_dir / tag}")
+    log.info("%d training-side pairs in %s", len(records), out_dir / tag)
     return lm_score_matrix(records, train_queries, prompts)
 
 
@@ -89,8 +98,7 @@ def subsample_curve(z: np.ndarray, scores: np.ndarray, tasks: list[str],
     return out
 
 
-def ridge_loo(x: np.ndarray, y: np.ndarray,
-              alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = RIDGE_ALPHAS
               ) -> tuple[float, np.ndarray, float]:
     """Ridge regression of y (n,) on x (n, d) with an unpenalised intercept, the penalty
     picked from `alphas` by the closed-form leave-one-out squared error; returns (alpha,
@@ -110,11 +118,12 @@ def ridge_loo(x: np.ndarray, y: np.ndarray,
     return alpha, coef, float(ym - xm @ coef)
 
 
-def cross_cluster_z(records: list, pool: dict, cluster_of: dict[str, str]) -> list[tuple]:
+def cross_cluster_z(records: list[Score], pool: dict[str, Prompt],
+                    cluster_of: dict[str, str]) -> list[tuple[str, float]]:
     """(prompt id, z) of every scored pair whose prompt is from another cluster than its query,
     z standardised over that query's cross-cluster pairs (`zscored`; a query with fewer than
     two distinct scores gives none)."""
-    by_query: dict[str, list] = {}
+    by_query: dict[str, list[Score]] = {}
     for s in records:
         if pool[s.prompt_id].cluster != cluster_of[s.query_id]:
             by_query.setdefault(s.query_id, []).append(s)
@@ -123,7 +132,8 @@ def cross_cluster_z(records: list, pool: dict, cluster_of: dict[str, str]) -> li
                             strict=True) if not np.isnan(z)]
 
 
-def task_prior(rows: list[tuple], pool: dict, prompts: list) -> np.ndarray:
+def task_prior(rows: list[tuple[str, float]], pool: dict[str, Prompt],
+               prompts: list[Prompt]) -> np.ndarray:
     """Each of `prompts`: the mean z of the `rows` (prompt id, z) whose prompt shares its task;
     0 (the mean) for a task with none."""
     by_task: dict[str, list[float]] = {}
@@ -132,46 +142,69 @@ def task_prior(rows: list[tuple], pool: dict, prompts: list) -> np.ndarray:
     return np.array([np.mean(by_task[p.task]) if p.task in by_task else 0.0 for p in prompts])
 
 
-def prompt_priors(prior_dir: Path, prompts: list, encode_prompts: Encode) -> tuple[dict, dict]:
-    """`prior_task` and `prior_ridge` values (n_p,) of `prompts` from `prior_dir`'s scored
-    cross-cluster training pairs (module docstring), and what they were fitted on."""
-    prior_stage = read_stage_data(prior_dir / "data")
-    pool = {p.id: p for p in prior_stage.pool}
-    if any(p.id not in pool for p in prompts):
+def prior_stage_data(prior_dir: Path, held_out: str, prompts: list[Prompt]) -> StageData:
+    """`prior_dir`'s stage data, refused unless it holds out the same cluster (its training
+    scores would otherwise include held-out queries) and its pool holds the section's prompts."""
+    stage = read_stage_data(prior_dir / "data")
+    if stage.manifest.get("held_out_cluster") != held_out:
+        raise SystemExit(f"{prior_dir}/data holds out {stage.manifest.get('held_out_cluster')!r},"
+                         f" not {held_out!r}: its training scores could include {held_out} "
+                         "queries; pass a folder of the same held-out cluster")
+    ids = {p.id for p in stage.pool}
+    if any(p.id not in ids for p in prompts):
         raise SystemExit(f"{prior_dir}/data: its pool lacks the section's prompts; pass a "
                          "folder built from the same pool (same clusters, seed, sizes)")
-    rows = cross_cluster_z(read_scores(prior_dir / "scores"), pool,
-                           {q.id: q.cluster for q in prior_stage.train_queries})
+    return stage
+
+
+def prompt_priors(prior_dir: Path, held_out: str, prompts: list[Prompt],
+                  encode_prompts: Encode) -> tuple[dict[str, np.ndarray], dict]:
+    """`prior_task` and `prior_ridge` values (n_p,) of `prompts` from `prior_dir`'s scored
+    cross-cluster training pairs, leaving out every pair of the section's own prompts (so the
+    priors are judged on prompts they never saw scored), and what they were fitted on. The
+    ridge regression fits each prompt's mean z (leave-one-prompt-out penalty)."""
+    stage = prior_stage_data(prior_dir, held_out, prompts)
+    pool = {p.id: p for p in stage.pool}
+    section = {p.id for p in prompts}
+    every = cross_cluster_z(read_scores(prior_dir / "scores"), pool,
+                            {q.id: q.cluster for q in stage.train_queries})
+    rows = [r for r in every if r[0] not in section]
     if not rows:
         raise SystemExit(f"{prior_dir}/scores: no query has two or more scored cross-cluster "
                          "candidates; build it with --cross-cluster-candidates N")
-    pids, z = [r[0] for r in rows], np.array([r[1] for r in rows])
-    unique = sorted(set(pids))
-    emb = dict(zip(unique, encode_prompts([pool[pid].text for pid in unique]), strict=True))
-    alpha, coef, intercept = ridge_loo(np.stack([emb[pid] for pid in pids]), z)
-    fitted = {"prior_dir": str(prior_dir), "n_pairs": len(z), "n_prompts": len(unique),
-              "ridge_alpha": alpha,
-              "tasks_of_section_prompts_scored": sum(p.task in {pool[i].task for i in unique}
-                                                     for p in prompts)}
-    return {"prior_task": task_prior(rows, pool, prompts),
-            "prior_ridge": encode_prompts([p.text for p in prompts]) @ coef + intercept}, fitted
+    by_prompt: dict[str, list[float]] = {}
+    for pid, z in rows:
+        by_prompt.setdefault(pid, []).append(z)
+    unique = sorted(by_prompt)
+    x = encode_prompts([pool[pid].text for pid in unique])  # (n_scored, dim)
+    alpha, coef, intercept = ridge_loo(x, np.array([np.mean(by_prompt[p]) for p in unique]))
+    fitted = {"prior_dir": str(prior_dir), "n_pairs": len(rows), "n_prompts": len(unique),
+              "ridge_alpha": alpha, "ridge_alpha_at_grid_edge": alpha == RIDGE_ALPHAS[-1],
+              "section_prompts_left_out": len(section & {pid for pid, _ in every}),
+              "tasks_of_section_prompts_scored":
+              sum(p.task in {pool[i].task for i in unique} for p in prompts)}
+    ridge = encode_prompts([p.text for p in prompts]) @ coef + intercept  # (n_p,)
+    return {"prior_task": task_prior(rows, pool, prompts), "prior_ridge": ridge}, fitted
 
-def transfer_rankers(cluster_dir: Path, config: dict, train_queries: list, prompts: list,
-                     scores: np.ndarray, tasks: list[str], encode_queries: Encode,
-                     query_emb: np.ndarray, encode_prompts: Encode,
+
+def transfer_rankers(held_out: str, lm: tuple[str, str], train_queries: list[Query],
+                     prompts: list[Prompt], scores: np.ndarray, tasks: list[str],
+                     encode: tuple[Encode, Encode], query_emb: np.ndarray,
                      train_scores_dir: Path | None, prior_dir: Path | None,
                      knn: tuple[int, ...], batch_size: int, seed: int) -> tuple[dict, dict]:
     """The `train_*` rankers (when `train_scores_dir` is given: the section's `prompts` scored
-    there on `train_queries`) and the `prior_*` ones (from `prior_dir`), each (n_q, n_p) for the
-    held-out queries of `scores` (embedded as `query_emb`), and what they were built from."""
+    there on `train_queries` by `lm`, (name, dtype)) and the `prior_*` ones (from `prior_dir`),
+    each (n_q, n_p) for the held-out queries of `scores` (embedded as `query_emb`; `encode`:
+    the untrained (query, prompt) towers), and what they were built from."""
+    encode_queries, encode_prompts = encode
     rankers, extra = {}, {}
     n_q = len(scores)
-    priors = {}
+    priors: dict[str, np.ndarray] = {}
     if prior_dir is not None:  # first: it checks its folder before any scoring
-        priors, fitted = prompt_priors(prior_dir, prompts, encode_prompts)
+        priors, fitted = prompt_priors(prior_dir, held_out, prompts, encode_prompts)
     if train_scores_dir is not None:
-        z = zscored(train_side_scores(cluster_dir, config, train_queries, prompts,
-                                      train_scores_dir, batch_size))
+        z = zscored(train_side_scores(*lm, train_queries, prompts, train_scores_dir,
+                                      batch_size))  # (n_t, n_p)
         rankers["train_prompt_mean"] = np.tile(nan_mean_rows(z, np.arange(len(z))), (n_q, 1))
         train_emb = encode_queries([q.input for q in train_queries])  # (n_t, dim)
         for k in knn:

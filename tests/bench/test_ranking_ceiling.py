@@ -54,4 +54,3 @@ def test_a_reference_ranker_that_sees_the_pattern_ranks_perfectly():
                           torch.as_tensor(scores))
     assert got["spearman"] == pytest.approx([1.0, 1.0, 1.0])
     assert got["top1"] == pytest.approx([1.0, 1.0, 1.0])
-

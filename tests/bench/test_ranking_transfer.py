@@ -31,12 +31,14 @@ def test_cross_knn_mean_averages_scored_entries_of_the_nearest_training_queries(
     assert m.nan_mean_rows(z[:, [1]], np.array([0])) == pytest.approx([0.0])  # none scored
     train_emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
     held_emb = np.array([[1.0, 0.1], [0.0, 1.0]])
-    # held-out 0: nearest 0 (1.0), then 1 (0.86); held-out 1: nearest 2 (1.0), then 1 (0.6)
+    # similarities: held-out 0 -> (1.0, 0.86, 0.1), held-out 1 -> (0.0, 0.6, 1.0); each prompt's
+    # neighbours are taken among the training queries that scored it (prompt 1: rows 1 and 2)
     got = m.cross_knn_mean(z, train_emb, held_emb, 2)
-    assert got[0] == pytest.approx([2.0, 2.0, -1.0])
-    assert got[1] == pytest.approx([-1.0, 1.0, 5.0])
+    assert got[0] == pytest.approx([2.0, 1.0, 2.0])
+    assert got[1] == pytest.approx([-1.0, 1.0, 2.0])
     assert m.cross_knn_mean(z, train_emb, held_emb, 1)[1] == pytest.approx(z[2])
-
+    nobody = m.cross_knn_mean(np.full((3, 1), np.nan), train_emb, held_emb, 2)
+    assert nobody.tolist() == [[0.0], [0.0]]  # nobody scored the prompt: 0, the mean
 
 def test_ridge_loo_is_the_ridge_solution_and_picks_the_penalty_by_leave_one_out():
     m = _module()
@@ -99,3 +101,20 @@ def test_cross_cluster_z_drops_own_cluster_pairs_then_standardises_per_query():
     prompts = [pool["b2"], pool["c1"], pool["a1"]]
     assert m.task_prior([("b1", -1.0), ("b2", 0.5), ("c1", 2.0)], pool, prompts) == \
         pytest.approx([-0.25, 2.0, 0.0])  # tb: mean(-1, 0.5); ta: none scored
+
+
+def test_a_prior_folder_of_another_held_out_cluster_is_refused(tmp_path):
+    from flan_data import write_stage_data
+    from flan_data.protocol import StageData
+    from flan_data.schema import Prompt
+
+    m = _module()
+    pool = [Prompt("t:1", "t", "sentiment", 0, "a"), Prompt("t:2", "t", "sentiment", 0, "b")]
+    manifest = {"held_out_cluster": "nli", "counts": {"pool": 2, "train_queries": 0,
+                                                      "eval_queries": 0}}
+    write_stage_data(StageData(pool, [], [], [], manifest), tmp_path / "data")
+    assert m.prior_stage_data(tmp_path, "nli", pool[:1]).pool == pool
+    with pytest.raises(SystemExit, match="holds out 'nli', not 'struct_to_text'"):
+        m.prior_stage_data(tmp_path, "struct_to_text", pool)
+    with pytest.raises(SystemExit, match="its pool lacks the section's prompts"):
+        m.prior_stage_data(tmp_path, "nli", [Prompt("u:9", "u", "nli", 0, "c")])
