@@ -6,7 +6,6 @@ folder's training queries when asked (resumable shards, the score cache shared).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from flan_data import read_stage_data
 from flan_data.protocol import StageData
 from flan_data.schema import Candidates, Prompt, Query, Score
 from flan_data.score_folder import read_scores
-from uprise.evaluation.ranking import judge_rankers, lm_score_matrix
+from uprise.evaluation.ranking import judge_rankers, lm_score_matrix, pairs_folder
 
 log = logging.getLogger(__name__)
 CURVE_SIZES = (10, 20, 40, 80, 160, 320)
@@ -61,18 +60,17 @@ def cross_knn_mean(z: np.ndarray, train_emb: np.ndarray, query_emb: np.ndarray,
 def train_side_scores(lm_name: str, lm_dtype: str, train_queries: list[Query],
                       prompts: list[Prompt], out_dir: Path, batch_size: int) -> np.ndarray:
     """The LM's scores of `prompts` on `train_queries`, (n_t, n_p), NaN where the prompt is from
-    the query's own cluster; scored into resumable shards under `out_dir/<tag>`."""
+    the query's own cluster; scored into resumable shards under `pairs_folder(out_dir, ...)`."""
     from proxy_lm import load_lm, score_candidates
 
     lm = load_lm(lm_name, dtype=lm_dtype)
-    key = "\0".join([lm.name, *(q.id for q in train_queries), "", *(p.id for p in prompts)])
-    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    folder = pairs_folder(out_dir, lm.name, train_queries, prompts)
     keep = [Candidates(q.id, [p.id for p in prompts if p.cluster != q.cluster])
             for q in train_queries]
     records = score_candidates(lm, {q.id: q for q in train_queries},
                                {p.id: p for p in prompts}, [c for c in keep if c.prompt_ids],
-                               out_dir / tag, batch_size=batch_size)
-    log.info("%d training-side pairs in %s", len(records), out_dir / tag)
+                               folder, batch_size=batch_size)
+    log.info("%d training-side pairs in %s", len(records), folder)
     return lm_score_matrix(records, train_queries, prompts)
 
 

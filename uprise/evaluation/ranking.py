@@ -103,12 +103,10 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
         raise ValueError(f"reference ranker {reference!r} is not among {sorted(rankers)}.")
     queries = sample_queries(eval_queries, per_task, seed)
     prompts = random.Random(f"{seed}:ranking-prompts").sample(pool, min(n_prompts, len(pool)))
-    key = "\0".join([lm.name, *(q.id for q in queries), "", *(p.id for p in prompts)])
-    tag = hashlib.sha256(key.encode()).hexdigest()
     scores = score_candidates(lm, {q.id: q for q in queries}, {p.id: p for p in prompts},
                               [Candidates(q.id, [p.id for p in prompts]) for q in queries],
-                              Path(work_dir) / tag[:12], batch_size=batch_size,
-                              progress=progress)
+                              pairs_folder(work_dir, lm.name, queries, prompts),
+                              batch_size=batch_size, progress=progress)
     lm_scores = lm_score_matrix(scores, queries, prompts)  # (n_q, n_p)
     texts = [q.input for q in queries], [p.text for p in prompts]
     relevance = {name: rank(*texts) for name, rank in rankers.items()}
@@ -116,6 +114,14 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
             "reference": reference, "lm": lm.name,
             "methods": judge_rankers(relevance, lm_scores, [q.task for q in queries], reference,
                                      seed)}
+
+
+def pairs_folder(work_dir: str | Path, lm_name: str, queries: list[Query],
+                 prompts: list[Prompt]) -> Path:
+    """`work_dir/<tag>`: the score folder of `queries` x `prompts` by `lm_name`, named by a
+    hash of the three, so that another sample scores into its own folder."""
+    key = "\0".join([lm_name, *(q.id for q in queries), "", *(p.id for p in prompts)])
+    return Path(work_dir) / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def judge_rankers(relevance: dict[str, np.ndarray], lm_scores: np.ndarray, tasks: list[str],
