@@ -15,6 +15,7 @@ checkpoint written mid-epoch continues with the batch after it, not at batch 0 o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Iterable
@@ -50,7 +51,11 @@ def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
     with -1 padding, `scored_lm` and `scored_values` (batch, max_scored), 0 at padding, and
     `ignore` (batch, n_prompts) bool: prompts of the union that the query's LM scores value at
     least as high as its positive (its own candidates, or another query's prompts it also
-    scored), which must not count as its negatives.
+    scored), which must not count as its negatives. For in-batch negatives gathered across
+    devices (`retriever.gather`), `prompt_keys` (n_prompts,) long holds each prompt's
+    `prompt_key` and `as_good_keys` (batch, max_as_good) long, -1 padding, the keys of every
+    prompt the query's scores value at least as high as its positive, batched here or not (so
+    another rank's copy of it is no negative either).
     """
     index: dict[str, int] = {}
     prompts: list[str] = []
@@ -66,6 +71,7 @@ def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
     scored_lm = torch.zeros(scored_idx.shape)  # (batch, n_scored)
     scored_values = torch.zeros(scored_idx.shape)  # (batch, n_scored)
     ignore = torch.zeros(len(items), len(prompts), dtype=torch.bool)  # (batch, n_prompts)
+    as_good: list[list[int]] = [[] for _ in items]
     for row, item in enumerate(items):
         n = len(item.get("scored_ids", []))
         if n:
@@ -77,8 +83,10 @@ def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
         if positive not in values:
             continue
         for pid, v in values.items():
-            if v >= values[positive] and pid != positive and pid in index:
-                ignore[row, index[pid]] = True
+            if v >= values[positive] and pid != positive:
+                as_good[row].append(prompt_key(pid))
+                if pid in index:
+                    ignore[row, index[pid]] = True
     return {
         "queries": [item["query"] for item in items],
         "prompts": prompts,
@@ -88,7 +96,16 @@ def collate_examples(items: list[dict[str, Any]]) -> dict[str, Any]:
         "scored_lm": scored_lm,
         "scored_values": scored_values,
         "ignore": ignore,
+        "prompt_keys": torch.tensor([prompt_key(pid) for pid in index], dtype=torch.long),
+        "as_good_keys": _padded(as_good),  # (batch, max_as_good)
     }
+
+
+def prompt_key(prompt_id: str) -> int:
+    """A prompt id as a non-negative int64 (63 bits of BLAKE2b; the same on every process),
+    so that ranks can compare the prompts they hold with one tensor all-gather."""
+    digest = hashlib.blake2b(prompt_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def _padded(rows: list[list[int]]) -> torch.Tensor:

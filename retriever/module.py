@@ -64,7 +64,9 @@ class RetrieverModule(L.LightningModule):
         keep_start_if_best: count the untrained reference pass (a `trainer.validate` before
             `fit`) as a candidate of `select_best`; epochs must beat it strictly.
         gather_negatives: on several devices, every rank's prompts are in-batch negatives of
-            every query (`retriever.gather`); no effect on one device.
+            every query (`retriever.gather`), but for another rank's copy of a prompt the query
+            already sees and the prompts its LM scores value as high as its positive; no
+            effect on one device.
         grad_cache_chunk: 0 (off) or the rows per forward pass of gradient caching
             (`retriever.grad_cache`): large batches (many negatives) at one chunk's activation
             memory, for one extra forward per chunk; switches to manual optimisation, one
@@ -127,7 +129,9 @@ class RetrieverModule(L.LightningModule):
         t = self.hparams.temperature
         p_all, positive, ignore = p_emb, batch["positive_idx"], batch.get("ignore")
         if gather:
-            p_all, positive, ignore = gather_prompts(p_emb, positive, ignore)
+            p_all, positive, ignore = gather_prompts(p_emb, positive, ignore,
+                                                     batch.get("prompt_keys"),
+                                                     batch.get("as_good_keys"))
         loss = info_nce(q_emb, p_all, positive, temperature=t, ignore=ignore)
         if self.hparams.loss == "info_nce+kl":
             scored = batch["scored_idx"]  # (batch, n_scored)

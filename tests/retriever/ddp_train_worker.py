@@ -1,7 +1,9 @@
 """`python ddp_train_worker.py RANK WORLD BASE_MODEL OUT`: one rank of a Lightning DDP step.
 
-Each rank holds its own two queries (`RANK_ITEMS[rank]`, prompts distinct across ranks, one
-"as good" scored candidate per rank so the ignore mask matters) and runs one `Trainer.fit` step
+Each rank holds its own two queries (`RANK_ITEMS[rank]`: one "as good" scored candidate per
+rank so the ignore mask matters; the ranks share a prompt, "b"; and a rank-1 query values a
+prompt only rank 0 holds, "d", as high as its positive, so only the gathered keys can hide
+another rank's copy and another rank's as-good prompt) and runs one `Trainer.fit` step
 of `RetrieverModule` on CPU with the gloo backend, in float64, in-batch negatives gathered
 across ranks (`gather_negatives`, the default). `train_step` is also what the test runs on one
 process with both ranks' queries in one batch. Saves the gradients DDP averaged (just before
@@ -33,8 +35,9 @@ RANK_ITEMS = [
            ["a wonderful film. positive", "the dog barked", "radio or phone"], [-0.1, -2.3, -0.1]),
      _item("which came last? radio, phone", ["d", "b", "e"],
            ["phone came last", "the dog barked", "field look stand"], [-0.2, -1.2, -2.3])],
-    [_item("a dog in the field", ["f", "g", "h"],
-           ["the quick brown fox", "cat", "mat answer yes"], [-0.3, -1.0, -2.0]),
+    [{**_item("a dog in the field", ["f", "g", "b"],
+              ["the quick brown fox", "cat", "the dog barked"], [-0.3, -1.0, -2.0]),
+      "values": {"f": -0.3, "g": -1.0, "b": -2.0, "d": -0.3}},
      _item("fox field look", ["i", "j", "g"],
            ["field look stand up", "premise answer", "cat"], [-0.5, -0.5, -3.0])],
 ]

@@ -10,7 +10,7 @@ import torch
 
 from flan_data.schema import Query, Score, write_json, write_jsonl
 from flan_data.score_folder import SCORE_MANIFEST, ZERO_SHOT_FILE, ZERO_SHOT_ID, shard_name
-from retriever.data import RetrieverDataModule, collate_examples
+from retriever.data import RetrieverDataModule, collate_examples, prompt_key
 
 
 def s(q, p, score, correct):
@@ -63,6 +63,21 @@ def test_collate_masks_another_querys_prompt_the_query_itself_scored_as_good():
     assert batch["scored_idx"].shape == (2, 0)
     assert batch["ignore"].tolist() == [[False, False, True, False],
                                         [False, True, False, False]]
+    # for another device's prompts: every key valued as high as the positive, batched or not
+    k = {pid: prompt_key(pid) for pid in "abcx"}
+    assert batch["prompt_keys"].tolist() == [k["a"], k["b"], k["x"], k["c"]]
+    assert batch["as_good_keys"].tolist() == [[k["x"]], [k["b"]]]
+
+
+def test_as_good_keys_include_prompts_this_batch_does_not_hold():
+    items = [{"query": "q1", "prompt_ids": ["a", "b"], "prompt_texts": ["A", "B"],
+              "values": {"a": -0.5, "b": -2.0, "y": -0.5, "z": 0.0}},
+             {"query": "q2", "prompt_ids": ["b"], "prompt_texts": ["B"]}]
+    batch = collate_examples(items)
+    assert not batch["ignore"].any()  # neither "y" nor "z" is in this batch
+    assert batch["as_good_keys"].tolist() == [[prompt_key("y"), prompt_key("z")], [-1, -1]]
+    keys = {prompt_key(f"task_{i}") for i in range(10_000)}
+    assert len(keys) == 10_000 and min(keys) >= 0  # distinct, non-negative int64
 
 
 def test_default_training_batches_mask_false_negatives_without_batching_scores(train_files,
