@@ -59,6 +59,8 @@ VARIANTS = {  # name -> train_retriever options (over --epochs/--batch-size/--lr
     "kd": {"loss": "info_nce+kl", "lm_temperature": 0.1},
     "kd_t0.5": {"loss": "info_nce+kl", "lm_temperature": 0.5},
     "copy+kd": {"label_copy_correction": True, "loss": "info_nce+kl", "lm_temperature": 0.1},
+    "top3": {"positive_top_k": 3},
+    "kd_top3": {"loss": "info_nce+kl", "lm_temperature": 0.1, "positive_top_k": 3},  # LLM-R
 }
 
 

@@ -108,6 +108,7 @@ class RetrieverCLI(LightningCLI):
             "val_fraction": data.val_fraction,
             "n_hard_negatives": data.n_hard_negatives,
             "n_random_negatives": data.n_random_negatives,
+            "positive_top_k": data.positive_top_k,
             "label_copy_correction": data.label_copy_correction,
             "drop_chance_tasks": data.drop_chance_tasks,
             "zero_shot_relative": data.zero_shot_relative,

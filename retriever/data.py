@@ -121,7 +121,10 @@ class ExampleDataset(torch.utils.data.Dataset):
 
     `n_random_negatives` prompts of *other* tasks are drawn per query from the pool (seeded
     by `seed` and the query id) and appended after the hard negatives. `with_scored` adds every
-    scored candidate to the item (distillation and validation ranking need them).
+    scored candidate to the item (distillation and validation ranking need them). An item's
+    positive is the example's positive of the current epoch (`set_epoch`; examples with
+    several top candidates take turns, `TrainingExample.positive_for`); `ResumableLoader` sets
+    it before each pass, so worker processes (started per pass) see it too.
     """
 
     def __init__(
@@ -134,6 +137,9 @@ class ExampleDataset(torch.utils.data.Dataset):
         seed: int = 0,
     ) -> None:
         self.items = []
+        self.examples = examples
+        self.texts = {pid: pool[pid].text for ex in examples for pid in ex.top_ids}
+        self.epoch = 0
         pool_ids = sorted(pool)
         for ex in examples:
             if ex.query_id not in queries:
@@ -159,8 +165,15 @@ class ExampleDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
+        item, positive = self.items[i], self.examples[i].positive_for(self.epoch)
+        if positive == item["prompt_ids"][0]:
+            return item
+        return {**item, "prompt_ids": [positive, *item["prompt_ids"][1:]],
+                "prompt_texts": [self.texts[positive], *item["prompt_texts"][1:]]}
 
 
 def _random_others(pool_ids: list[str], pool: dict[str, Prompt], task: str, n: int,
@@ -202,6 +215,8 @@ class RetrieverDataModule(L.LightningDataModule):
         batch_size: queries per batch.
         n_hard_negatives: lowest-valued candidates added per query as negatives.
         n_random_negatives: random prompts of other tasks added per query as negatives.
+        positive_top_k: the query's k best candidates take turns as its positive, one per
+            epoch (LLM-R; 1 = UPRISE's single best; see `retriever.labels`).
         label_copy_correction: judge a candidate against the candidates with the same answer
             (see `retriever.labels`).
         drop_chance_tasks: tasks where the LM is not above chance give no training labels.
@@ -223,6 +238,7 @@ class RetrieverDataModule(L.LightningDataModule):
         batch_size: int = 8,
         n_hard_negatives: int = 3,
         n_random_negatives: int = 0,
+        positive_top_k: int = 1,
         label_copy_correction: bool = False,
         drop_chance_tasks: bool = False,
         zero_shot_relative: bool = False,
@@ -239,6 +255,9 @@ class RetrieverDataModule(L.LightningDataModule):
         if n_hard_negatives < 0 or n_random_negatives < 0:
             raise ValueError(f"n_hard_negatives={n_hard_negatives}, n_random_negatives="
                              f"{n_random_negatives}; expected integers >= 0.")
+        if positive_top_k < 1:
+            raise ValueError(f"positive_top_k={positive_top_k}; expected an integer >= 1 (1 = "
+                             "the single best candidate, UPRISE).")
         self.save_hyperparameters()
         self.scores_path, self.queries_path, self.pool_path = scores_path, queries_path, pool_path
         self.batch_size, self.n_hard_negatives = batch_size, n_hard_negatives
@@ -273,7 +292,8 @@ class RetrieverDataModule(L.LightningDataModule):
         train = build_training_examples(
             train_scores, self.n_hard_negatives, queries, pool,
             label_copy_correction=hp.label_copy_correction,
-            drop_chance_tasks=hp.drop_chance_tasks, zero_shot=zero_shot)
+            drop_chance_tasks=hp.drop_chance_tasks, zero_shot=zero_shot,
+            positive_top_k=hp.positive_top_k)
         if hp.drop_chance_tasks:  # the same test build_training_examples applied, for the record
             self.tasks_at_chance = sorted(t for t, a in task_accuracy(train_scores, queries).items()
                                           if not a.above_chance)

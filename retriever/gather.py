@@ -87,9 +87,9 @@ def _foreign_duplicates(keys: torch.Tensor, as_good: torch.Tensor | None, rank: 
     foreign[rank * width : (rank + 1) * width] = False
     # keep one column per key, the local copy first: lowest priority wins
     priority = torch.arange(n, device=keys.device) + n * foreign  # (size * width,)
-    _, inverse = torch.unique(all_keys, return_inverse=True)
-    kept = torch.full((int(inverse.max()) + 1,), 2 * n, device=keys.device)
-    kept = kept.scatter_reduce(0, inverse, priority, reduce="amin")
+    distinct, inverse = torch.unique(all_keys, return_inverse=True)
+    kept = torch.full((len(distinct),), 2 * n, device=keys.device)
+    kept = kept.scatter_reduce(0, inverse, priority, reduce="amin")  # (n_distinct,)
     hidden = (priority != kept[inverse]) & foreign  # (size * width,)
     if as_good is None or as_good.shape[1] == 0:
         return hidden[None]

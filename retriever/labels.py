@@ -32,6 +32,11 @@ Options (each measured; see the README's "Training labels" section for the defau
   per query does not change a query's ranking, hard negatives or KD target: the option acts
   through which queries are labelled and which candidates may be positives. With
   `label_copy_correction` as well, the gain decides eligibility and the corrected value ranks.
+- `positive_top_k` (LLM-R's top-k as positives, Wang et al. 2023): the query's k best eligible
+  candidates take turns as its positive, one per epoch (`TrainingExample.positive_for`); when a
+  lower one of the k is the positive, the better ones are valued at least as high, so the
+  batch's false-negative mask keeps them out of its negatives; the hard negatives are the
+  lowest-valued candidates outside the k. k = 1 is UPRISE's single positive.
 - `drop_chance_tasks`: a task on which the scoring LM is not above chance (one-sided 95%,
   per-query share of correct candidates against 1 / number of options, queries as the unit)
   supplies no labels; its prompts stay in the pool. `task_accuracy` reports the test.
@@ -59,7 +64,8 @@ class TrainingExample:
     positive_id / negative_ids: the contrastive labels (hard negatives = lowest values).
     candidate_ids: every scored candidate of the query, in prompt-id order; candidate_lm: their
     raw `Score.score` (ranking diagnostics); candidate_values: their label values (the KD
-    target's logits before the temperature).
+    target's logits before the temperature). top_ids: the `positive_top_k` best eligible
+    candidates, best first (`positive_id` is the first); empty means `(positive_id,)`.
     """
 
     query_id: str
@@ -68,9 +74,15 @@ class TrainingExample:
     candidate_ids: tuple[str, ...]
     candidate_lm: tuple[float, ...]
     candidate_values: tuple[float, ...]
+    top_ids: tuple[str, ...] = ()
 
     def value_of(self, prompt_id: str) -> float:
         return self.candidate_values[self.candidate_ids.index(prompt_id)]
+
+    def positive_for(self, epoch: int) -> str:
+        """The positive of training epoch `epoch`: the top candidates in turn (LLM-R)."""
+        top = self.top_ids or (self.positive_id,)
+        return top[epoch % len(top)]
 
 
 @dataclass(frozen=True)
@@ -131,8 +143,8 @@ def _centred_by_answer(values: dict[str, float],
 
 
 def _example(query_id: str, cands: dict[str, Score], n_hard_negatives: int,
-             corrected: dict[str, float] | None,
-             zero_shot: Score | None = None) -> TrainingExample | None:
+             corrected: dict[str, float] | None, zero_shot: Score | None = None,
+             positive_top_k: int = 1) -> TrainingExample | None:
     ids = sorted(cands)
     values = corrected if corrected is not None else {p: value(cands[p]) for p in ids}
     if zero_shot is not None:
@@ -146,15 +158,16 @@ def _example(query_id: str, cands: dict[str, Score], n_hard_negatives: int,
         eligible = [p for p in ids if cands[p].correct is None or cands[p].correct]
     if not eligible or (corrected is not None and len(set(values.values())) < 2):
         return None
-    positive = min(eligible, key=lambda p: (-values[p], p))
-    rest = sorted((p for p in ids if p != positive), key=lambda p: (values[p], p))
+    top = sorted(eligible, key=lambda p: (-values[p], p))[:positive_top_k]
+    rest = sorted((p for p in ids if p not in top), key=lambda p: (values[p], p))
     return TrainingExample(
         query_id=query_id,
-        positive_id=positive,
+        positive_id=top[0],
         negative_ids=tuple(rest[:n_hard_negatives]),
         candidate_ids=tuple(ids),
         candidate_lm=tuple(cands[p].score for p in ids),
         candidate_values=tuple(values[p] for p in ids),
+        top_ids=tuple(top) if positive_top_k > 1 else (),
     )
 
 
@@ -166,16 +179,21 @@ def build_training_examples(
     label_copy_correction: bool = False,
     drop_chance_tasks: bool = False,
     zero_shot: dict[str, Score] | None = None,
+    positive_top_k: int = 1,
 ) -> list[TrainingExample]:
     """Labels each query from its candidates' scores (see the module docstring).
 
     `queries` is needed by `drop_chance_tasks` and `label_copy_correction`, `pool` by the
     latter; `zero_shot` (query id -> its zero-shot Score) turns on labels relative to zero-shot
-    and must cover every scored query. Queries with no eligible positive are dropped. Examples
-    come out in the order queries first appear in `scores`.
+    and must cover every scored query. `positive_top_k` (>= 1) best eligible candidates take
+    turns as the positive. Queries with no eligible positive are dropped. Examples come out in
+    the order queries first appear in `scores`.
     """
     if n_hard_negatives < 0:
         raise ValueError(f"n_hard_negatives={n_hard_negatives}; expected an integer >= 0.")
+    if positive_top_k < 1:
+        raise ValueError(f"positive_top_k={positive_top_k}; expected an integer >= 1 "
+                         "(1 = the single best candidate, UPRISE).")
     if (label_copy_correction or drop_chance_tasks) and queries is None:
         raise ValueError("label_copy_correction and drop_chance_tasks need the queries.")
     if label_copy_correction and pool is None:
@@ -208,7 +226,7 @@ def build_training_examples(
             answers = {p: candidate_answer(pool[p], queries[query_id]) for p in cands}
             corrected = _centred_by_answer({p: value(s) for p, s in cands.items()}, answers)
         ex = _example(query_id, cands, n_hard_negatives, corrected,
-                      zero_shot[query_id] if zero_shot is not None else None)
+                      zero_shot[query_id] if zero_shot is not None else None, positive_top_k)
         if ex is None:
             dropped += 1
         else:

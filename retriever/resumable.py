@@ -56,6 +56,8 @@ class ResumableLoader(DataLoader):
         if skip and isinstance(self.sampler, EpochSampler):
             self.sampler.start = skip * self.batch_size
         self._delivered = skip if isinstance(self.sampler, EpochSampler) else 0
+        if hasattr(self.dataset, "set_epoch"):  # e.g. positives that change with the epoch
+            self.dataset.set_epoch(epoch)
         for batch in super().__iter__():
             self._delivered += 1
             yield batch

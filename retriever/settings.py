@@ -44,6 +44,7 @@ class TrainSettings:
     seed: int = 42
     n_hard_negatives: int = 3
     n_random_negatives: int = 0
+    positive_top_k: int = 1
     label_copy_correction: bool = False
     drop_chance_tasks: bool = False
     zero_shot_relative: bool = False
@@ -65,6 +66,9 @@ class TrainSettings:
             if getattr(self, name) < 0:
                 raise ValueError(f"training setting {name}={getattr(self, name)!r}: expected "
                                  "an integer >= 0")
+        if self.positive_top_k < 1:
+            raise ValueError(f"training setting positive_top_k={self.positive_top_k!r}: "
+                             "expected an integer >= 1 (1 = the single best candidate)")
         if self.loss not in get_args(LossName):
             raise ValueError(f"training setting loss={self.loss!r}: expected one of "
                              f"{list(get_args(LossName))}")
@@ -92,6 +96,7 @@ class TrainSettings:
                      "pool_path": str(pool_path), "batch_size": self.batch_size,
                      "n_hard_negatives": self.n_hard_negatives,
                      "n_random_negatives": self.n_random_negatives,
+                     "positive_top_k": self.positive_top_k,
                      "label_copy_correction": self.label_copy_correction,
                      "drop_chance_tasks": self.drop_chance_tasks,
                      "zero_shot_relative": self.zero_shot_relative,

@@ -49,7 +49,7 @@ _INTS = {  # field: (smallest value, None allowed)
     "cross_cluster_candidates": (0, False),
     "score_batch_size": (1, False), "epochs": (1, False), "train_batch_size": (1, False),
     "n_hard_negatives": (0, False), "n_random_negatives": (0, False), "k": (1, False),
-    "grad_cache_chunk": (0, False),
+    "grad_cache_chunk": (0, False), "positive_top_k": (1, False),
     "eval_batch_size": (1, False), "mining_rounds": (1, False), "mining_top_k": (1, False),
 }
 _POSITIVE_FLOATS = ("lm_temperature", "lr")
@@ -80,6 +80,8 @@ class QuickstartConfig:
     train_batch_size: int = _TRAIN.batch_size
     n_hard_negatives: int = _TRAIN.n_hard_negatives
     n_random_negatives: int = _TRAIN.n_random_negatives
+    positive_top_k: int = _TRAIN.positive_top_k
+    """The query's k best candidates take turns as its positive, one per epoch (LLM-R)."""
     label_copy_correction: bool = _TRAIN.label_copy_correction
     drop_chance_tasks: bool = _TRAIN.drop_chance_tasks
     zero_shot_relative: bool = _TRAIN.zero_shot_relative
@@ -152,7 +154,7 @@ class QuickstartConfig:
         return TrainSettings(
             encoder=self.encoder, epochs=self.epochs, batch_size=self.train_batch_size,
             lr=self.lr, seed=self.seed, n_hard_negatives=self.n_hard_negatives,
-            n_random_negatives=self.n_random_negatives,
+            n_random_negatives=self.n_random_negatives, positive_top_k=self.positive_top_k,
             label_copy_correction=self.label_copy_correction,
             drop_chance_tasks=self.drop_chance_tasks,
             zero_shot_relative=self.zero_shot_relative, loss=self.loss,

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from flan_data.schema import Query, Score, write_json, write_jsonl
+from flan_data.schema import Prompt, Query, Score, write_json, write_jsonl
 from flan_data.score_folder import SCORE_MANIFEST, ZERO_SHOT_FILE, ZERO_SHOT_ID, shard_name
+from flan_data.stage_io import read_stage_file
 from retriever.data import RetrieverDataModule, collate_examples, prompt_key
 
 
@@ -217,3 +218,25 @@ def test_zero_shot_relative_reads_the_folders_zero_shot_scores(tmp_path, train_f
     assert kept == {queries[it["query"]] for it in plain.train_set.items
                     if max(v for (qq, _), v in lm.items() if qq == queries[it["query"]])
                     > zero[queries[it["query"]]]}
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_top_k_positives_change_with_the_loaders_epoch(train_files, num_workers):
+    dm = RetrieverDataModule(train_files["scores"], train_files["queries"], train_files["pool"],
+                             batch_size=3, n_hard_negatives=2, val_fraction=0.25, seed=1,
+                             positive_top_k=3, num_workers=num_workers)
+    dm.setup("fit")
+    ts = dm.train_set
+    by_query = {ts.items[i]["query"]: ex for i, ex in enumerate(ts.examples)}
+    pool = {p.id: p.text for p in read_stage_file(train_files["pool"], Prompt)}
+    loader, seen = dm.train_dataloader(), []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        got = {}
+        for batch in loader:
+            for row, query in enumerate(batch["queries"]):
+                got[query] = batch["prompts"][batch["positive_idx"][row]]
+        assert got == {q: pool[ex.positive_for(epoch)] for q, ex in by_query.items()}
+        seen.append(got)
+    assert seen[0] != seen[1] != seen[2]  # the fixture's queries have several top candidates
+    assert all(len(ex.top_ids) > 1 for ex in ts.examples)

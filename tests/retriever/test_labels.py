@@ -213,3 +213,27 @@ def test_zero_shot_relative_needs_every_scored_query():
     with pytest.raises(KeyError, match="no zero-shot score for query 'q2'"):
         build_training_examples([s("q1", "a", 0.5, True), s("q2", "a", 0.5, True)], 1,
                                 zero_shot={"q1": zs("q1", 0.4, True)})
+
+
+def test_top_k_positives_take_turns_by_epoch_and_leave_the_negatives_below_them():
+    scores = [
+        s("q1", "a", 0.9, False),  # best value but wrong: never a positive
+        s("q1", "b", 0.7, True),
+        s("q1", "c", 0.8, True),
+        s("q1", "d", 0.1, False),
+        s("q1", "e", 0.2, True),
+        s("q1", "f", 0.3, True),
+        s("q2", "x", -1.0, None),  # generation: both eligible, fewer than k = 3
+        s("q2", "y", -0.5, None),
+    ]
+    q1, q2 = build_training_examples(scores, n_hard_negatives=3, positive_top_k=3)
+    assert q1.top_ids == ("c", "b", "f") and q1.positive_id == "c"
+    assert q1.negative_ids == ("d", "e", "a")  # lowest values outside the top 3
+    assert [q1.positive_for(e) for e in range(4)] == ["c", "b", "f", "c"]
+    assert q2.top_ids == ("y", "x") and [q2.positive_for(e) for e in range(3)] == ["y", "x", "y"]
+    assert q2.negative_ids == ()
+    (plain, _) = build_training_examples(scores, n_hard_negatives=3)  # k = 1: UPRISE
+    assert plain.top_ids == () and plain.negative_ids == ("d", "e", "f")
+    assert {plain.positive_for(e) for e in range(3)} == {"c"}
+    with pytest.raises(ValueError, match="positive_top_k=0"):
+        build_training_examples(scores, n_hard_negatives=3, positive_top_k=0)

@@ -16,6 +16,7 @@ from retriever.settings import TrainSettings
     ("epochs", 0, "epochs=0: expected a number > 0"),
     ("lr", -1e-5, "lr=-1e-05"),
     ("n_hard_negatives", -1, "n_hard_negatives=-1: expected an integer >= 0"),
+    ("positive_top_k", 0, "positive_top_k=0: expected an integer >= 1"),
     ("loss", "infonce", r"loss='infonce': expected one of \['info_nce', 'info_nce\+kl'\]"),
     ("val_fraction", 1.0, "val_fraction=1.0: expected a fraction in"),
 ])
@@ -27,7 +28,7 @@ def test_settings_refuse_bad_values_when_built(field, value, message):
 def test_structured_config_equals_the_command_line(train_files, tiny_bert_path, tmp_path):
     """One real step each way; the saved config.yaml files (the resolved configs) agree."""
     settings = TrainSettings(encoder=str(tiny_bert_path), epochs=1, batch_size=4, lr=1e-3,
-                             seed=7, n_hard_negatives=2, n_random_negatives=1,
+                             seed=7, n_hard_negatives=2, n_random_negatives=1, positive_top_k=2,
                              label_copy_correction=True, loss="info_nce+kl",
                              lm_temperature=0.2, max_steps=1, accelerator="cpu")
     paths = (train_files["scores"], train_files["queries"], train_files["pool"])
@@ -36,7 +37,8 @@ def test_structured_config_equals_the_command_line(train_files, tiny_bert_path, 
     b = tmp_path / "b"
     train_main(["fit", "--seed_everything=7", f"--encoder.base_model={tiny_bert_path}",
                 "--model.lr=0.001", "--model.loss=info_nce+kl", "--model.lm_temperature=0.2",
-                "--data.n_random_negatives=1", "--data.label_copy_correction=true",
+                "--data.n_random_negatives=1", "--data.positive_top_k=2",
+                "--data.label_copy_correction=true",
                 f"--data.scores_path={paths[0]}", f"--data.queries_path={paths[1]}",
                 f"--data.pool_path={paths[2]}", "--data.batch_size=4",
                 "--data.n_hard_negatives=2", f"--trainer.default_root_dir={b}",

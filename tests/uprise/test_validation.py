@@ -53,6 +53,7 @@ def _yaml(tmp_path: Path, **changes) -> Path:
     ({"grad_cache_chunk": -1}, r"grad_cache_chunk: got -1 \(int\), expected an integer >= 0"),
     ({"grad_cache_chunk": 2.5}, "grad_cache_chunk: got 2.5"),
     ({"grad_cache_chunk": None}, "grad_cache_chunk: got None"),
+    ({"positive_top_k": 0}, r"positive_top_k: got 0 \(int\), expected an integer >= 1"),
     ({"encoder": ""}, "encoder: got ''"),
     ({"mining_rounds": 0}, "mining_rounds: got 0"),
     ({"mining_rounds": 2, "mining_top_k": 9}, r"mining_top_k: got 9 \(int\), expected an "
@@ -89,10 +90,16 @@ def test_grad_cache_chunk_reaches_the_training_module_config():
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "loco.yaml", "loco_cpu.yaml"])
-def test_the_shipped_quickstart_style_configs_load_and_list_grad_cache_chunk(name):
+def test_the_shipped_quickstart_style_configs_load_and_list_their_newer_keys(name):
     path = DEFAULT_CONFIG.parent / name
-    assert "grad_cache_chunk" in yaml.safe_load(path.read_text())
-    assert QuickstartConfig.from_yaml(path).train_settings().grad_cache_chunk == 0
+    assert {"grad_cache_chunk", "positive_top_k"} <= yaml.safe_load(path.read_text()).keys()
+    settings = QuickstartConfig.from_yaml(path).train_settings()
+    assert (settings.grad_cache_chunk, settings.positive_top_k) == (0, 1)
+
+
+def test_positive_top_k_reaches_the_data_config():
+    settings = QuickstartConfig(positive_top_k=3).train_settings()
+    assert settings.cli_config("s", "q", "p", "o", "e")["fit"]["data"]["positive_top_k"] == 3
 
 
 def test_quickstart_refuses_a_bad_config_before_making_the_run_folder(tmp_path):
@@ -172,7 +179,7 @@ def test_eval_loss_options_reach_the_stage_config(tmp_path):
 
 
 @pytest.mark.parametrize(("key", "other"), [("zero_shot_relative", True),
-                                            ("grad_cache_chunk", 4)])
+                                            ("grad_cache_chunk", 4), ("positive_top_k", 3)])
 def test_a_run_saved_before_a_config_key_existed_resumes_with_its_default(tmp_path, key, other):
     cfg = QuickstartConfig()
     saved = dataclasses.asdict(cfg)
