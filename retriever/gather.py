@@ -71,13 +71,14 @@ def gather_prompts(
         local = mask[:, rank * width : rank * width + p_emb.shape[0]]  # (batch, n_prompts)
         local |= ignore.to(mask.device)
     if keys is not None:
-        mask |= _foreign_duplicates(keys, as_good, rank, size, width)
+        mask |= _hidden_foreign(keys, as_good, rank, size, width)
     return gathered, positive_idx + rank * width, mask
 
 
-def _foreign_duplicates(keys: torch.Tensor, as_good: torch.Tensor | None, rank: int, size: int,
-                        width: int) -> torch.Tensor:
-    """(batch or 1, size * width) bool: the other ranks' columns a local query must not see."""
+def _hidden_foreign(keys: torch.Tensor, as_good: torch.Tensor | None, rank: int, size: int,
+                    width: int) -> torch.Tensor:
+    """(batch or 1, size * width) bool: the other ranks' columns a local query must not see,
+    copies of a prompt held here or earlier, and prompts it values as high as its positive."""
     padded = F.pad(keys, (0, width - keys.shape[0]), value=-1)  # (width,)
     blocks = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(blocks, padded)
