@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flan_data.protocol import StageData  # noqa: E402
-from flan_data.stage_io import read_stage_data, write_stage_data  # noqa: E402
+from flan_data.stage_io import DATA_MANIFEST, read_stage_data, write_stage_data  # noqa: E402
 
 
 def subset_stage(stage: StageData, per_task: int, seed: int, choice_only: bool,
@@ -36,7 +36,7 @@ def subset_stage(stage: StageData, per_task: int, seed: int, choice_only: bool,
         raise SystemExit(f"--per-task {per_task}: expected an integer >= 1")
     by_task: dict[str, list[str]] = defaultdict(list)
     for q in stage.train_queries:
-        if q.options or not choice_only:
+        if q.is_choice or not choice_only:
             by_task[q.task].append(q.id)
     if not by_task:
         raise SystemExit(f"{source or 'the data folder'}: no training query of a "
@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--choice-only", action="store_true", help="keep only tasks with options")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
-    if (args.out / "data_manifest.json").exists():
+    if (args.out / DATA_MANIFEST).exists():
         raise SystemExit(f"{args.out} already holds a data stage; choose another --out")
     stage = subset_stage(read_stage_data(args.data), args.per_task, args.seed,
                          args.choice_only, str(args.data))
