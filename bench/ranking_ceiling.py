@@ -47,6 +47,7 @@ import json
 import logging
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flan_data import evaluation_queries, read_stage_data, resolve_data_dir, write_json  # noqa: E402
+from flan_data.protocol import StageData  # noqa: E402
+from flan_data.schema import Prompt, Query  # noqa: E402
 from flan_data.score_folder import read_scores  # noqa: E402
 from uprise.evaluation.ranking import (  # noqa: E402
     bm25_ranker,
@@ -115,17 +118,30 @@ def ranking_folder(cluster_dir: Path, tag: str | None) -> Path:
     return found[0]
 
 
-def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
-            train_queries: bool = False, train_scores_dir: Path | None = None,
-            batch_size: int = 16, prior_dir: Path | None = None) -> dict:
+@dataclass
+class Section:
+    """The ranking section of a finished cluster folder: its score folder and records, the
+    queries in input order and prompts as sampled (so that random relevance and ties rank
+    exactly as in its report), the LM's (n_q, n_p) score matrix, the folder's config and stage."""
+
+    folder: Path
+    records: list
+    config: dict
+    stage: StageData
+    held_out: str
+    queries: list[Query]
+    prompts: list[Prompt]
+    scores: np.ndarray
+
+
+def section(cluster_dir: Path, tag: str | None = None) -> Section:
+    """Reads the ranking section of a finished `uprise eval --clusters` cluster folder."""
     folder = ranking_folder(cluster_dir, tag)
     records = read_scores(folder)
     config = json.loads((cluster_dir / RUN_CONFIG).read_text())["config"]
     stage = read_stage_data(cluster_dir / "data")
     held_out, seed_eval = stage.manifest["held_out_cluster"], config["seed"]
     scored = {s.query_id: s.template for s in records}
-    # the section's own order (queries in input order, prompts as sampled), so that random
-    # relevance and ties rank exactly as in its report
     queries = [q for q in evaluation_queries(held_out, resolve_data_dir(config["data_dir"]),
                                              seed_eval, None) if q.id in scored]
     missing = sorted(set(scored) - {q.id for q in queries if q.template == scored[q.id]})
@@ -143,6 +159,15 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     if np.isnan(scores).any():
         raise SystemExit(f"{folder}: {int(np.isnan(scores).sum())} (query, prompt) pairs have "
                          "no score; the ranking section scores every pair, so this is not one")
+    return Section(folder, records, config, stage, held_out, queries, prompts, scores)
+
+
+def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
+            train_queries: bool = False, train_scores_dir: Path | None = None,
+            batch_size: int = 16, prior_dir: Path | None = None) -> dict:
+    got = section(cluster_dir, tag)
+    folder, records, config, stage = got.folder, got.records, got.config, got.stage
+    held_out, queries, prompts, scores = got.held_out, got.queries, got.prompts, got.scores
     texts = [q.input for q in queries], [p.text for p in prompts]
     tasks = [q.task for q in queries]
     c = centred(scores)
@@ -201,12 +226,17 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_section_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cluster-dir, --tag and --seed: which section `section` reads, and the seed."""
     parser.add_argument("--cluster-dir", type=Path, required=True,
                         help="a `uprise eval --clusters` cluster folder (under --work-dir)")
     parser.add_argument("--tag", help="ranking_scores subfolder when there are several")
     parser.add_argument("--seed", type=int, default=42, help="bootstrap and random ranker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_section_arguments(parser)
     parser.add_argument("--train-queries", action="store_true",
                         help="also score the section's prompts on the folder's training "
                              "queries (cross-cluster pairs) and add the train_* rankers")

@@ -54,6 +54,7 @@ from uprise.evaluation.abstain import (
     calibrate,
     calibration_queries,
 )
+from uprise.evaluation.hybrid import chosen_weight
 from uprise.evaluation.methods import HYBRID
 from uprise.evaluation.prediction_cache import cache_summary
 from uprise.evaluation.ranking import ranking_section, standard_rankers
@@ -81,11 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", help="retriever base encoder (default: the config's)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                    choices=[*DEFAULT_METHODS, HYBRID],
-                   help=f"default: {' '.join(DEFAULT_METHODS)}; '{HYBRID}' (single run) mixes "
-                        "the trained retriever with BM25")
+                   help=f"default: {' '.join(DEFAULT_METHODS)}; '{HYBRID}' mixes the trained "
+                        "retriever with BM25")
     p.add_argument("--hybrid-weight", type=float,
                    help=f"'{HYBRID}': weight of the trained retriever against BM25, 0-1 "
-                        "(default: chosen on the trained retriever's validation queries)")
+                        "(default: chosen on the trained retriever's validation queries; the "
+                        "ranking section ranks the hybrid too when its weight is known)")
     p.add_argument("--lm", "--eval-lm", dest="lm",
                    help="evaluated LM: HF causal LM id or path (default: the scoring LM)")
     p.add_argument("--dtype", default="auto")
@@ -185,8 +187,8 @@ def eval_main(argv: list[str] | None = None) -> None:
     if args.data and ("trained" in args.methods or args.abstain) and not args.retriever:
         parser.error("--retriever is required for the 'trained' method and --abstain "
                      "(or drop them)")
-    if HYBRID in args.methods and not (args.data and args.retriever):
-        parser.error(f"'{HYBRID}' needs --data and a trained --retriever (single run)")
+    if HYBRID in args.methods and args.data and not args.retriever:
+        parser.error(f"'{HYBRID}' needs a trained --retriever (or drop it)")
     if args.hybrid_weight is not None:
         from serve.hybrid import check_weight
 
@@ -258,7 +260,8 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         calibration = {**calibrate(answering, args.retriever, queries, args.k, args.batch_size,
                                    not args.no_progress), "abstain_by": args.abstain_by}
         names.append(ABSTAIN)
-    hybrid = _hybrid_weight(args) if HYBRID in names else None
+    hybrid = (chosen_weight(args.retriever, args.hybrid_weight, args.seed)
+              if HYBRID in names or args.hybrid_weight is not None else None)
     untrained = _untrained_retriever(args, out) if "untrained" in names else None
     threshold, by_kind = applied_thresholds(calibration) if calibration else (None, None)
     methods = build_methods(
@@ -278,7 +281,8 @@ def _single_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                              "effect": _single_effect(report)}
     write_predictions(predictions, out)
     if args.ranking_per_task:
-        report["ranking"] = _single_ranking(args, stage, lm, out)
+        report["ranking"] = _single_ranking(args, stage, lm, out,
+                                            hybrid["weight"] if hybrid else None)
     return report
 
 
@@ -292,18 +296,6 @@ def _queries_evaluated(args: argparse.Namespace, stage: StageData) -> StageData:
     return dataclasses.replace(stage, eval_queries=stage.dev_queries)
 
 
-def _hybrid_weight(args: argparse.Namespace) -> dict[str, Any]:
-    """--hybrid-weight as given, else the weight chosen on the trained retriever's validation
-    queries (`uprise.evaluation.hybrid`), before any evaluation runs."""
-    if args.hybrid_weight is not None:
-        return {"weight": args.hybrid_weight, "source": "--hybrid-weight"}
-    from serve import PromptRetriever
-    from uprise.evaluation.hybrid import calibrate as calibrate_hybrid
-
-    return calibrate_hybrid(PromptRetriever.from_pretrained(args.retriever, device="cpu"),
-                            seed=args.seed)
-
-
 def _untrained_retriever(args: argparse.Namespace, out: Path) -> str | Path:
     """--baseline-retriever, else the untrained encoder indexed over the run's pool in
     out/untrained_retriever (built once; a second call finds it indexed)."""
@@ -314,14 +306,16 @@ def _untrained_retriever(args: argparse.Namespace, out: Path) -> str | Path:
         {"seed": args.seed})
 
 
-def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path) -> dict[str, Any]:
-    """The ranking section of a single run (see `uprise.evaluation.ranking`)."""
+def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path,
+                    hybrid_weight: float | None) -> dict[str, Any]:
+    """The ranking section of a single run (see `uprise.evaluation.ranking`); the hybrid is
+    ranked when its weight is known."""
     untrained = _untrained_retriever(args, out)
     same = isinstance(lm, LocalLM) and args.ranking_lm in (None, args.lm)
     judge = lm if same else make_eval_lm(args.ranking_lm or EMBEDDED_LM, args.dtype, {})
     assert isinstance(judge, LocalLM)  # no API: the ranking section scores with a local LM
     return ranking_section(judge.lm, stage.eval_queries, stage.pool,
-                           standard_rankers(args.retriever, untrained, args.seed),
+                           standard_rankers(args.retriever, untrained, args.seed, hybrid_weight),
                            out / "ranking_scores", args.ranking_per_task, args.ranking_prompts,
                            args.seed, batch_size=args.batch_size,
                            progress=not args.no_progress)
@@ -368,7 +362,8 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         tuple(args.methods), args.k, args.seed, args.batch_size, args.abstain,
         args.calibration_per_task, eval_per_task, eval_seed=args.eval_seed, tasks=tasks,
         progress=not args.no_progress, ranking_per_task=args.ranking_per_task,
-        ranking_prompts=args.ranking_prompts, abstain_by=args.abstain_by)
+        ranking_prompts=args.ranking_prompts, abstain_by=args.abstain_by,
+        hybrid_weight=args.hybrid_weight)
     report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,

@@ -7,8 +7,11 @@ untrained baseline and (with `mining_rounds > 1`) the mined rounds (`uprise.roun
 skipped when its completion marker exists; a cluster directory built with another config is
 refused. `evaluate_cluster` evaluates the evaluation LM on C's evaluation queries (test split
 where labelled, else validation: `flan_data.evaluation_queries`) with every method (each mined
-round's retriever as `trained_r<r>`), after checking that no pool or index prompt comes from C,
-and (with `abstain`) a threshold calibrated on the training clusters' unused validation queries.
+round's retriever as `trained_r<r>`; `hybrid` mixes the first round's with BM25, its weight
+chosen on that retriever's validation queries unless given), after checking that no pool or
+index prompt comes from C, and (with `abstain`) a threshold calibrated on the training
+clusters' unused validation queries. The ranking section judges the hybrid too, whenever its
+weight can be had (named or not).
 `run_loco` does both for each cluster and returns the multi-cluster report.
 """
 
@@ -57,6 +60,8 @@ from uprise.evaluation.abstain import (
     calibrate,
     calibration_queries,
 )
+from uprise.evaluation.hybrid import chosen_weight
+from uprise.evaluation.methods import HYBRID
 from uprise.evaluation.ranking import dense_ranker, ranking_section, standard_rankers
 from uprise.evaluation.report import summary
 from uprise.quickstart import RUN_CONFIG, QuickstartConfig, check_resumable
@@ -92,6 +97,9 @@ class EvalSettings:
     abstain_by: Literal["all", "kind"] = "all"
     """'all': one abstention threshold for every query; 'kind': one per answer kind (choice,
     generation), each calibrated on the training clusters' validation queries of that kind."""
+    hybrid_weight: float | None = None
+    """The hybrid method's weight (`serve.hybrid`); None: chosen on each cluster's trained
+    retriever's validation queries (`uprise.evaluation.hybrid`)."""
 
 
 def available_clusters(data_dir: Path | None) -> list[str]:
@@ -162,6 +170,20 @@ def calibrated_threshold(lm: Predictor, stage: StageData, cluster_dir: Path, dat
     return result
 
 
+def hybrid_choice(cluster_dir: Path, settings: EvalSettings, named: bool,
+                  ) -> dict[str, Any] | None:
+    """The hybrid's weight for the cluster (`uprise.evaluation.hybrid.chosen_weight`). When the
+    method is not `named` (only the ranking section wants it), a retriever whose validation
+    queries cannot be re-derived leaves it out with a warning instead of failing the run."""
+    try:
+        return chosen_weight(cluster_dir / "retriever", settings.hybrid_weight, settings.seed)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        if named:
+            raise
+        log.warning("%s: the ranking section goes without the hybrid: %s", cluster_dir, e)
+        return None
+
+
 def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, stage: StageData,
                      settings: EvalSettings, scoring_lm: Callable[[], Any] | None = None,
                      ) -> tuple[dict[str, Any], dict[str, list]]:
@@ -184,10 +206,13 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
                        "abstain_by": settings.abstain_by}
         names.append(ABSTAIN)
     threshold, by_kind = applied_thresholds(calibration) if calibration else (None, None)
+    ranking = bool(settings.ranking_per_task and scoring_lm is not None)
+    hybrid = hybrid_choice(cluster_dir, settings, HYBRID in names) if (
+        HYBRID in names or ranking) else None
     methods = build_methods(
         names, stage.pool, settings.k, settings.seed, cluster_dir / "retriever",
         cluster_dir / "untrained_retriever", abstain_threshold=threshold,
-        abstain_by_kind=by_kind)
+        abstain_by_kind=by_kind, hybrid_weight=hybrid["weight"] if hybrid else None)
     methods.update(round_methods(rounds, settings.k))
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)
@@ -195,9 +220,11 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
     report["eval_seed"] = eval_seed
     if calibration:
         report["abstain_calibration"] = calibration
-    if settings.ranking_per_task and scoring_lm is not None:
+    if hybrid:
+        report["hybrid"] = hybrid
+    if ranking and scoring_lm is not None:
         rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
-                                   settings.seed)
+                                   settings.seed, hybrid["weight"] if hybrid else None)
         rankers.update({round_method(r): dense_ranker(folder / "retriever")
                         for r, folder in rounds.items()})
         report["ranking"] = ranking_section(

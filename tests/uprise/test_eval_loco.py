@@ -51,7 +51,10 @@ def test_ranking_section_ranks_every_retriever_against_the_scoring_lm(loco_run):
     root, report = loco_run
     ranking = report["clusters"]["commonsense"]["ranking"]
     assert ranking["n_queries"] == 4 and ranking["n_prompts"] == 4  # 2 per task: copa, piqa
-    assert set(ranking["methods"]) == {"random", "bm25", "untrained", "trained"}
+    # the hybrid is ranked when its weight could be chosen: these tiny runs' few validation
+    # queries may have no positive to rank (the --hybrid-weight test below ranks it)
+    hybrid = {"hybrid"} if "hybrid" in report["clusters"]["commonsense"] else set()
+    assert set(ranking["methods"]) == {"random", "bm25", "untrained", "trained"} | hybrid
     for name, row in ranking["methods"].items():
         assert set(row) == {"ndcg@3", "top1", "spearman"}
         assert ("vs_untrained" in row["ndcg@3"]) == (name != "untrained")
@@ -59,6 +62,43 @@ def test_ranking_section_ranks_every_retriever_against_the_scoring_lm(loco_run):
     ranking_scores = root / "work" / "commonsense" / "ranking_scores"
     assert len(list(ranking_scores.glob(f"*/{SCORE_MANIFEST}")))  # score folders
     assert "Ranking vs LM scores" in (root / "out" / "commonsense" / "report.md").read_text()
+
+
+def test_the_hybrid_at_weight_one_is_the_trained_retriever(
+        loco_run, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+    """`--clusters ... --methods hybrid --hybrid-weight 1` retrieves and ranks as 'trained'
+    (the weight chosen on validation queries: tests/uprise/test_eval_hybrid.py)."""
+    root, _ = loco_run
+    eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                    root / "hybrid1", "--clusters", "commonsense", "--methods", "trained",
+                    "hybrid", "--hybrid-weight", "1", "--ranking-per-task", "2",
+                    "--ranking-prompts", "4"))
+    rerun = json.loads((root / "hybrid1" / "report.json").read_text())["clusters"]["commonsense"]
+    assert rerun["hybrid"] == {"weight": 1.0, "source": "--hybrid-weight"}
+    folder = root / "hybrid1" / "commonsense" / "predictions"
+    assert (folder / "hybrid.jsonl").read_text() == (folder / "trained.jsonl").read_text()
+    ranked = rerun["ranking"]["methods"]
+    for metric in ("ndcg@3", "top1", "spearman"):
+        assert ranked["hybrid"][metric]["by_task"] == pytest.approx(
+            ranked["trained"][metric]["by_task"])
+
+
+def test_the_ranking_section_goes_without_a_hybrid_it_cannot_calibrate(loco_run, tmp_path,
+                                                                       caplog):
+    """A cluster whose retriever has no validation queries to re-derive (here: the untrained
+    export in its place) leaves the hybrid out of the ranking section with a warning, and fails
+    before evaluation when the hybrid is a named method."""
+    from uprise.loco import EvalSettings, hybrid_choice
+
+    root, _ = loco_run
+    (tmp_path / "retriever").symlink_to(root / "work" / "commonsense" / "untrained_retriever")
+    with caplog.at_level("WARNING"):
+        assert hybrid_choice(tmp_path, EvalSettings(), named=False) is None
+    assert "goes without the hybrid" in caplog.text and "give --hybrid-weight" in caplog.text
+    with pytest.raises(ValueError, match="give --hybrid-weight"):
+        hybrid_choice(tmp_path, EvalSettings(), named=True)
+    assert hybrid_choice(tmp_path, EvalSettings(hybrid_weight=0.5), named=True) == {
+        "weight": 0.5, "source": "--hybrid-weight"}
 
 
 def test_every_method_is_evaluated_on_the_same_examples(loco_run):

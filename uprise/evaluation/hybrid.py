@@ -2,13 +2,16 @@
 
 Contract: `calibrate(prompt_retriever)` takes a loaded, trained `PromptRetriever` and re-derives,
 from its export metadata (`scores_path`, `queries_path`, `seed`, `val_fraction`), the scored
-queries its training held out for validation (`retriever.data.validation_query_ids`; never
+queries its training held out and ranked for validation (`retriever.data.validation_query_ids`,
+those with a positive under the plain UPRISE rule, as `RetrieverDataModule` keeps them; never
 trained on, never evaluation data). For every weight of `serve.hybrid.WEIGHTS` it ranks each
 validation query's scored candidates by the mixed relevance (z-scored over the whole pool, as
 retrieval does) and measures NDCG@3 against the LM's scores, the metric training selects its
 checkpoint by. `choose_weight` keeps the best weight (ties: the larger one, i.e. more of the
 trained retriever). The result records the curve, n and paired-bootstrap CIs of the chosen
 weight against the dense retriever alone (weight 1) and BM25 alone (weight 0).
+`chosen_weight(retriever_dir, weight)` is what `uprise eval` records: a given weight as is,
+else `calibrate` on the export in `retriever_dir`.
 """
 
 from __future__ import annotations
@@ -67,12 +70,25 @@ def calibrate(prompt_retriever: Any, weights: tuple[float, ...] | None = None,
     return out
 
 
+def chosen_weight(retriever_dir: str | Path, weight: float | None = None,
+                  seed: int = 42) -> dict[str, Any]:
+    """`{"weight": weight, "source": "--hybrid-weight"}` when a weight is given, else the
+    calibration of the trained export in `retriever_dir` (its `weight` is the one chosen)."""
+    if weight is not None:
+        return {"weight": weight, "source": "--hybrid-weight"}
+    from serve import PromptRetriever
+
+    return calibrate(PromptRetriever.from_pretrained(str(retriever_dir), device="cpu"),
+                     seed=seed)
+
+
 def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.ndarray, dict]:
     """The validation queries, their candidates' LM scores (n_val, max_candidates; NaN
     padding), the candidates' pool rows (-1 padding) and where they came from."""
     from flan_data.score_folder import read_scores
     from flan_data.stage_io import read_stage_file
     from retriever.data import validation_query_ids
+    from retriever.labels import build_training_examples
 
     meta = prompt_retriever.config.get("metadata") or {}
     where = prompt_retriever.path or "the retriever"
@@ -88,10 +104,13 @@ def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.n
                                     "(trained on another machine?); give --hybrid-weight.")
     val_fraction = meta.get("val_fraction", VAL_FRACTION_DEFAULT)
     scores = read_scores(meta["scores_path"])
-    val_ids = validation_query_ids({s.query_id for s in scores}, val_fraction, meta["seed"])
+    held = validation_query_ids({s.query_id for s in scores}, val_fraction, meta["seed"])
+    # the queries training ranked: those the plain UPRISE rule labels (`RetrieverDataModule`)
+    val_ids = {ex.query_id for ex in build_training_examples(
+        [s for s in scores if s.query_id in held], 0)}
     if not val_ids:
-        raise ValueError(f"{where}: training held out no validation queries (val_fraction "
-                         f"{val_fraction}); give --hybrid-weight.")
+        raise ValueError(f"{where}: training held out no labelled validation queries "
+                         f"(val_fraction {val_fraction}); give --hybrid-weight.")
     by_id = {q.id: q for q in read_stage_file(meta["queries_path"], Query)}
     queries = [by_id[i] for i in sorted(val_ids)]
     row = {p.id: i for i, p in enumerate(prompt_retriever.prompts)}

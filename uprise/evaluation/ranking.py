@@ -13,7 +13,9 @@ of each pair and returns each ranker's per-query ranking quality against the LM'
 evaluated LM's accuracy moves at all, so it says where the signal dies.
 
 A ranker is `f(query_texts, prompt_texts) -> (n_queries, n_prompts) relevance`; `dense_ranker`,
-`bm25_ranker` and `random_ranker` build the usual ones. `lm_score_matrix` and `judge_rankers`
+`bm25_ranker` and `random_ranker` build the usual ones, `hybrid_ranker` the hybrid method's
+(`serve.hybrid`: its relevance over the retriever's whole pool, read at the section's prompts,
+so it orders them exactly as the method would). `lm_score_matrix` and `judge_rankers`
 are the section's two halves after scoring, for other callers of the same statistic
 (`bench/ranking_ceiling.py`).
 """
@@ -59,6 +61,28 @@ def bm25_ranker(queries: list[str], prompts: list[str]) -> np.ndarray:
     return out
 
 
+def hybrid_ranker(export_dir: str | Path, weight: float) -> Ranker:
+    """The hybrid method's relevance (trained retriever and BM25, each z-scored over the
+    export's whole pool, mixed with `weight`) of each prompt, found in the pool by its text."""
+    from serve import PromptRetriever
+    from serve.hybrid import HybridRetriever
+
+    hybrid = HybridRetriever(PromptRetriever.from_pretrained(str(export_dir), device="cpu"),
+                             weight)
+    row: dict[str, int] = {}
+    for i, p in enumerate(hybrid.prompts):
+        row.setdefault(p.text, i)
+
+    def rank(queries: list[str], prompts: list[str]) -> np.ndarray:
+        missing = sum(t not in row for t in prompts)
+        if missing:
+            raise KeyError(f"{missing} of {len(prompts)} ranking prompts are not in the pool of "
+                           f"{export_dir}; rank prompts of the pool the retriever indexes.")
+        return hybrid.relevance(queries)[:, [row[t] for t in prompts]]  # (n_q, n_p)
+
+    return rank
+
+
 def random_ranker(seed: int) -> Ranker:
     """Seeded random relevance: the chance level of every metric."""
 
@@ -69,12 +93,15 @@ def random_ranker(seed: int) -> Ranker:
 
 
 def standard_rankers(trained_dir: str | Path | None, untrained_dir: str | Path,
-                     seed: int) -> dict[str, Ranker]:
-    """random, bm25, untrained and (when given) trained: the rankers of `uprise eval`."""
+                     seed: int, hybrid_weight: float | None = None) -> dict[str, Ranker]:
+    """random, bm25, untrained, (when given) trained and (with a weight too) hybrid: the
+    rankers of `uprise eval`."""
     rankers = {"random": random_ranker(seed), "bm25": bm25_ranker,
                "untrained": dense_ranker(untrained_dir)}
     if trained_dir is not None:
         rankers["trained"] = dense_ranker(trained_dir)
+        if hybrid_weight is not None:
+            rankers["hybrid"] = hybrid_ranker(trained_dir, hybrid_weight)
     return rankers
 
 

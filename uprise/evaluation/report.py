@@ -116,6 +116,19 @@ def ranking_markdown(section: dict[str, Any]) -> list[str]:
                 f"difference vs {ref})", "", *_table(["ranker", *metrics], rows)]
 
 
+def hybrid_markdown(hybrid: dict[str, Any]) -> list[str]:
+    """One line: the hybrid's weight and, when it was chosen (`uprise.evaluation.hybrid`), on
+    how many validation queries and by what margin over its two ends."""
+    w = hybrid["weight"]
+    if "curve" not in hybrid:
+        return ["", f"Hybrid weight {w} ({hybrid.get('source', 'given')})."]
+    curve = hybrid["curve"]
+    return ["", f"Hybrid weight {w}, chosen by {hybrid['metric']} on {hybrid['n_queries']} "
+                f"validation queries of the trained retriever's training: {curve[str(w)]:.3f} "
+                f"(dense alone {curve.get('1.0', float('nan')):.3f}, BM25 alone "
+                f"{curve.get('0.0', float('nan')):.3f})."]
+
+
 def _summary_markdown(report: dict[str, Any]) -> list[str]:
     bars = cluster_bars(report)
     methods = list(bars)
@@ -171,6 +184,8 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
     for cluster, part in parts.items():
         lines += ["", f"## Held-out cluster {cluster}" if cluster else "## Tasks", ""]
         lines += cluster_markdown(part)
+        if part.get("hybrid"):
+            lines += hybrid_markdown(part["hybrid"])
         if part.get("ranking"):
             lines += ranking_markdown(part["ranking"])
     if report.get("abstain"):
