@@ -10,8 +10,8 @@ where labelled, else validation: `flan_data.evaluation_queries`) with every meth
 round's retriever as `trained_r<r>`; `hybrid` mixes the first round's with BM25, its weight
 chosen on that retriever's validation queries unless given), after checking that no pool or
 index prompt comes from C, and (with `abstain`) a threshold calibrated on the training
-clusters' unused validation queries. The ranking section judges the hybrid too, whenever its
-weight can be had (named or not).
+clusters' unused validation queries. The ranking section judges the hybrid too, named or not,
+whenever its weight is given or can be chosen.
 `run_loco` does both for each cluster and returns the multi-cluster report.
 """
 
