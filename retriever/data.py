@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from flan_data.schema import Prompt, Query
+from flan_data.schema import Prompt, Query, Score
 from flan_data.score_folder import ZERO_SHOT_FILE, read_scores, read_zero_shot
 from flan_data.stage_io import read_stage_file
 from retriever.labels import TrainingExample, build_training_examples, task_accuracy
@@ -200,6 +200,15 @@ def validation_query_ids(scored_ids: Iterable[str], val_fraction: float, seed: i
     return set(order[:n_val])
 
 
+def validation_examples(scores: list[Score], val_ids: set[str],
+                        n_hard_negatives: int = 0) -> list[TrainingExample]:
+    """The validation queries training ranks: `val_ids`' scored candidates labelled by the plain
+    UPRISE rule, so a query without a positive drops out (`RetrieverDataModule`; the hybrid's
+    weight is chosen on the same ones, `uprise.evaluation.hybrid`)."""
+    return build_training_examples([s for s in scores if s.query_id in val_ids],
+                                   n_hard_negatives)
+
+
 class RetrieverDataModule(L.LightningDataModule):
     """Scores + queries + pool -> shuffled, seeded train/val batches of texts.
 
@@ -303,8 +312,7 @@ class RetrieverDataModule(L.LightningDataModule):
                 "correct or beat zero-shot, or every task is at chance); score more candidates "
                 "or queries, or set data.drop_chance_tasks / data.zero_shot_relative to false."
             )
-        val = build_training_examples([s for s in scores if s.query_id in val_ids],
-                                      self.n_hard_negatives)
+        val = validation_examples(scores, val_ids, self.n_hard_negatives)
         train.sort(key=lambda ex: ex.query_id)
         val.sort(key=lambda ex: ex.query_id)
         self.train_set = ExampleDataset(train, queries, pool, hp.n_random_negatives,

@@ -87,8 +87,7 @@ def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.n
     padding), the candidates' pool rows (-1 padding) and where they came from."""
     from flan_data.score_folder import read_scores
     from flan_data.stage_io import read_stage_file
-    from retriever.data import validation_query_ids
-    from retriever.labels import build_training_examples
+    from retriever.data import validation_examples, validation_query_ids
 
     meta = prompt_retriever.config.get("metadata") or {}
     where = prompt_retriever.path or "the retriever"
@@ -105,9 +104,7 @@ def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.n
     val_fraction = meta.get("val_fraction", VAL_FRACTION_DEFAULT)
     scores = read_scores(meta["scores_path"])
     held = validation_query_ids({s.query_id for s in scores}, val_fraction, meta["seed"])
-    # the queries training ranked: those the plain UPRISE rule labels (`RetrieverDataModule`)
-    val_ids = {ex.query_id for ex in build_training_examples(
-        [s for s in scores if s.query_id in held], 0)}
+    val_ids = {ex.query_id for ex in validation_examples(scores, held)}
     if not val_ids:
         raise ValueError(f"{where}: training held out no labelled validation queries "
                          f"(val_fraction {val_fraction}); give --hybrid-weight.")
