@@ -9,30 +9,10 @@ import json
 
 import pytest
 
-from flan_data.protocol import build_stage_data
-from flan_data.schema import Score, write_jsonl
-from flan_data.stage_io import POOL, write_stage_data
+from flan_data.stage_io import POOL
 from retriever.data import validation_query_ids
 from uprise.evaluation.hybrid import calibrate, choose_weight
 from uprise.evaluation_cli import eval_main
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_data_dir, train_tiny_retriever):
-    """A stage folder, hand-valued scores of its candidates (every third query with no
-    candidate that makes the LM correct, so no positive), and a tiny retriever trained on them
-    (a quarter of the scored queries held out for validation) and indexed."""
-    root = tmp_path_factory.mktemp("hybrid")
-    stage = build_stage_data("commonsense", shared_data_dir, ["nli"], pool_per_task=12,
-                             queries_per_task=8, n_candidates=4, eval_per_task=3,
-                             max_prompt_chars=150)
-    write_stage_data(stage, root / "data")
-    scores = [Score(c.query_id, pid, "hand", 0, [1.0 - v, 1.0], v, j != 1 and n % 3 != 0)
-              for n, c in enumerate(stage.candidates) for j, pid in enumerate(c.prompt_ids)
-              for v in [((n * 7 + j * 5) % 11) / 11]]
-    write_jsonl(root / "scores.jsonl", scores)
-    export = train_tiny_retriever(root)
-    return root, export
 
 
 def _eval(root, export, lm, out, *extra):
@@ -47,9 +27,9 @@ def _prompts(out, method):
             (out / "predictions" / f"{method}.jsonl").open()]
 
 
-def test_the_weight_is_chosen_on_the_training_runs_validation_queries(trained, tmp_path,
-                                                                      tiny_gpt_neo_path):
-    root, export = trained
+def test_the_weight_is_chosen_on_the_training_runs_validation_queries(
+        hand_scored_retriever, tmp_path, tiny_gpt_neo_path):
+    root, export = hand_scored_retriever
     report = _eval(root, export, tiny_gpt_neo_path, tmp_path / "out",
                    "--methods", "bm25", "trained", "hybrid")
     hybrid = report["hybrid"]
@@ -69,9 +49,9 @@ def test_the_weight_is_chosen_on_the_training_runs_validation_queries(trained, t
             "validation queries") in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_weight_one_retrieves_what_the_trained_retriever_does(trained, tmp_path,
-                                                              tiny_gpt_neo_path):
-    root, export = trained
+def test_weight_one_retrieves_what_the_trained_retriever_does(hand_scored_retriever, tmp_path,
+                                                             tiny_gpt_neo_path):
+    root, export = hand_scored_retriever
     report = _eval(root, export, tiny_gpt_neo_path, tmp_path / "out",
                    "--methods", "trained", "hybrid", "--hybrid-weight", "1",
                    "--ranking-per-task", "3", "--ranking-prompts", "6")
@@ -87,12 +67,12 @@ def test_weight_one_retrieves_what_the_trained_retriever_does(trained, tmp_path,
             ranked["trained"][metric]["by_task"])
 
 
-def test_the_hybrid_ranker_is_the_methods_relevance_at_the_pool_rows(trained):
+def test_the_hybrid_ranker_is_the_methods_relevance_at_the_pool_rows(hand_scored_retriever):
     from serve import PromptRetriever
     from serve.hybrid import HybridRetriever
     from uprise.evaluation.ranking import hybrid_ranker
 
-    root, export = trained
+    root, export = hand_scored_retriever
     pool = PromptRetriever.from_pretrained(export).prompts
     picked = [pool[5], pool[0], pool[9]]
     queries = ["Is the cat on the mat?", "Premise: rain. Hypothesis: wet streets."]
@@ -104,12 +84,12 @@ def test_the_hybrid_ranker_is_the_methods_relevance_at_the_pool_rows(trained):
         hybrid_ranker(export, 0.3)(queries, [pool[0].text, "a prompt no pool holds"])
 
 
-def test_bad_hybrid_input_fails_before_evaluation(trained, tmp_path, tiny_bert_path,
-                                                  tiny_gpt_neo_path, capsys):
+def test_bad_hybrid_input_fails_before_evaluation(hand_scored_retriever, tmp_path,
+                                                  tiny_bert_path, tiny_gpt_neo_path, capsys):
     from retriever import BiEncoder, BiEncoderConfig, export_retriever, index_pool
     from serve import PromptRetriever
 
-    root, export = trained
+    root, export = hand_scored_retriever
     with pytest.raises(SystemExit):
         _eval(root, export, tiny_gpt_neo_path, tmp_path / "a", "--methods", "hybrid",
               "--hybrid-weight", "2")

@@ -13,11 +13,12 @@ of each pair and returns each ranker's per-query ranking quality against the LM'
 evaluated LM's accuracy moves at all, so it says where the signal dies.
 
 A ranker is `f(query_texts, prompt_texts) -> (n_queries, n_prompts) relevance`; `dense_ranker`,
-`bm25_ranker` and `random_ranker` build the usual ones, `hybrid_ranker` the hybrid method's
-(`serve.hybrid`: its relevance over the retriever's whole pool, read at the section's prompts,
-so it orders them exactly as the method would). `lm_score_matrix` and `judge_rankers`
-are the section's two halves after scoring, for other callers of the same statistic
-(`bench/ranking_ceiling.py`).
+`bm25_ranker` and `random_ranker` build the usual ones, `interpolated_ranker` the trained
+retriever's weights averaged with its start's (`retriever.interpolate`), `hybrid_ranker` the
+hybrid method's (`serve.hybrid`: its relevance over the retriever's whole pool, read at the
+section's prompts, so it orders them exactly as the method would). `lm_score_matrix` and
+`judge_rankers` are the section's two halves after scoring, for other callers of the same
+statistic (`bench/ranking_ceiling.py`, `bench/wise_ranking.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,20 @@ def dense_ranker(export_dir: str | Path) -> Ranker:
     """Inner products of an exported retriever's query and prompt towers."""
     from retriever.export import load_retriever_encoder
 
-    st, _ = load_retriever_encoder(export_dir, device="cpu")
+    return encoder_ranker(load_retriever_encoder(export_dir, device="cpu")[0])
+
+
+def interpolated_ranker(trained_dir: str | Path, untrained_dir: str | Path,
+                        alpha: float) -> Ranker:
+    """Inner products of the trained retriever's weights interpolated with its start's
+    (`retriever.interpolate`: alpha 1 is `trained`, 0 is `untrained`)."""
+    from retriever.interpolate import load_interpolated
+
+    return encoder_ranker(load_interpolated(trained_dir, untrained_dir, alpha, device="cpu")[0])
+
+
+def encoder_ranker(st: Any) -> Ranker:
+    """Inner products of a loaded two-tower SentenceTransformer's query and prompt towers."""
 
     def rank(queries: list[str], prompts: list[str]) -> np.ndarray:
         q = st.encode_query(queries, convert_to_numpy=True)  # (n_q, dim)
