@@ -36,7 +36,7 @@ def hand_scored_retriever(tmp_path_factory, shared_data_dir, train_tiny_retrieve
     """A stage folder, hand-valued scores of its candidates (every third query with no
     candidate that makes the LM correct, so no positive), and a tiny retriever trained on them
     (a quarter of the scored queries held out for validation) and indexed."""
-    root = tmp_path_factory.mktemp("hybrid")
+    root = tmp_path_factory.mktemp("hand_scored")
     stage = build_stage_data("commonsense", shared_data_dir, ["nli"], pool_per_task=12,
                              queries_per_task=8, n_candidates=4, eval_per_task=3,
                              max_prompt_chars=150)

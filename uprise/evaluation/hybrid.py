@@ -11,12 +11,14 @@ checkpoint by. `choose_weight` keeps the best weight (ties: the larger one, i.e.
 trained retriever). The result records the curve, n and paired-bootstrap CIs of the chosen
 weight against the dense retriever alone (weight 1) and BM25 alone (weight 0).
 `chosen_weight(retriever_dir, weight)` is what `uprise eval` records: a given weight as is,
-else `calibrate` on the export in `retriever_dir`.
+else `calibrate` on the export in `retriever_dir`. `choose_on_validation` is the choice itself
+(curve, best value, CIs) for any grid of relevances, shared with `uprise.evaluation.wise`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,31 +44,48 @@ def choose_weight(curve: dict[float, float]) -> float:
 def calibrate(prompt_retriever: Any, weights: tuple[float, ...] | None = None,
               seed: int = 42) -> dict[str, Any]:
     """Measures every weight on the validation queries and keeps the best (module docstring)."""
-    import torch
-
-    from retriever.ranking import ranking_metrics
     from serve.hybrid import WEIGHTS, HybridRetriever, mix
 
-    weights = weights or WEIGHTS
     queries, lm, cols, meta = validation_set(prompt_retriever)
     dense, lexical = HybridRetriever(prompt_retriever, 1.0).parts([q.input for q in queries])
     rows = np.arange(len(queries))[:, None]  # (n_val, 1)
+
+    def relevance(w: float) -> np.ndarray:
+        return mix(dense, lexical, w)[rows, np.maximum(cols, 0)]  # (n_val, max_candidates)
+
+    out = {**choose_on_validation(weights or WEIGHTS, relevance, lm, cols, "weight",
+                                  {"vs_dense": 1.0, "vs_bm25": 0.0}, seed), **meta}
+    curve = out["curve"]
+    log.info("hybrid weight %.1f (validation %s %.3f, n=%d; dense alone %.3f, BM25 alone %.3f)",
+             out["weight"], METRIC, curve[str(out["weight"])], out["n_queries"],
+             curve.get("1.0", np.nan), curve.get("0.0", np.nan))
+    return out
+
+
+def choose_on_validation(grid: tuple[float, ...], relevance: Callable[[float], np.ndarray],
+                         lm: np.ndarray, cols: np.ndarray, key: str, ends: dict[str, float],
+                         seed: int) -> dict[str, Any]:
+    """The value of `grid` whose `relevance(value)` (n_val, max_candidates) ranks the validation
+    candidates best by `METRIC` against `lm` (same shape; `cols` -1 marks padding), ties to the
+    larger value, as `{key: value, "metric", "n_queries", "curve"}` plus, per name of `ends`,
+    the paired-bootstrap CI of the chosen value against that grid value."""
+    import torch
+
+    from retriever.ranking import ranking_metrics
+
     mask = torch.as_tensor(cols >= 0)  # (n_val, max_candidates)
     per_query = {}
-    for w in weights:
-        rel = mix(dense, lexical, w)[rows, np.maximum(cols, 0)]  # (n_val, max_candidates)
-        got = ranking_metrics(torch.as_tensor(rel), torch.as_tensor(lm), mask)[METRIC].numpy()
-        per_query[w] = got[~np.isnan(got)]
-    curve = {w: float(v.mean()) if v.size else float("nan") for w, v in per_query.items()}
-    best = choose_weight({w: v for w, v in curve.items() if not np.isnan(v)})
-    out = {"weight": best, "metric": METRIC, "n_queries": int(per_query[best].size),
-           "curve": {str(w): v for w, v in curve.items()}, **meta}
-    for name, w in (("vs_dense", 1.0), ("vs_bm25", 0.0)):
-        if w in per_query:
-            out[name] = paired_bootstrap(per_query[best], per_query[w], seed=seed)
-    log.info("hybrid weight %.1f (validation %s %.3f, n=%d; dense alone %.3f, BM25 alone %.3f)",
-             best, METRIC, curve[best], out["n_queries"], curve.get(1.0, np.nan),
-             curve.get(0.0, np.nan))
+    for value in grid:
+        got = ranking_metrics(torch.as_tensor(relevance(value)), torch.as_tensor(lm),
+                              mask)[METRIC].numpy()  # (n_val,)
+        per_query[value] = got[~np.isnan(got)]
+    curve = {v: float(q.mean()) if q.size else float("nan") for v, q in per_query.items()}
+    best = choose_weight({v: m for v, m in curve.items() if not np.isnan(m)})
+    out = {key: best, "metric": METRIC, "n_queries": int(per_query[best].size),
+           "curve": {str(v): m for v, m in curve.items()}}
+    for name, end in ends.items():
+        if end in per_query:
+            out[name] = paired_bootstrap(per_query[best], per_query[end], seed=seed)
     return out
 
 

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from uprise.evaluation.hybrid import METRIC, choose_weight, validation_set
+from uprise.evaluation.hybrid import METRIC, choose_on_validation, validation_set
 from uprise.evaluation.ranking import interpolated_ranker
-from uprise.evaluation.stats import paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,6 @@ ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 def calibrate_alpha(trained_dir: str | Path, untrained_dir: str | Path,
                     alphas: tuple[float, ...] = ALPHAS, seed: int = 42) -> dict[str, Any]:
     """Measures every alpha on the validation queries and keeps the best (module docstring)."""
-    import torch
-
-    from retriever.ranking import ranking_metrics
     from serve import PromptRetriever
 
     retriever = PromptRetriever.from_pretrained(str(trained_dir), device="cpu")
@@ -41,22 +37,16 @@ def calibrate_alpha(trained_dir: str | Path, untrained_dir: str | Path,
     used = sorted(set(cols[cols >= 0].tolist()))
     at = np.vectorize({c: i for i, c in enumerate(used)}.get)(np.maximum(cols, used[0]))
     rows = np.arange(len(queries))[:, None]  # (n_val, 1)
-    mask = torch.as_tensor(cols >= 0)  # (n_val, max_candidates)
-    per_query = {}
     texts = [q.input for q in queries], [retriever.prompts[c].text for c in used]
-    for alpha in alphas:
+
+    def relevance(alpha: float) -> np.ndarray:
         rank = interpolated_ranker(trained_dir, untrained_dir, alpha)
-        rel = rank(*texts)[rows, at]  # (n_val, n_used) -> (n_val, max_candidates)
-        got = ranking_metrics(torch.as_tensor(rel), torch.as_tensor(lm), mask)[METRIC].numpy()
-        per_query[alpha] = got[~np.isnan(got)]
-    curve = {a: float(v.mean()) if v.size else float("nan") for a, v in per_query.items()}
-    best = choose_weight({a: v for a, v in curve.items() if not np.isnan(v)})
-    out = {"alpha": best, "metric": METRIC, "n_queries": int(per_query[best].size),
-           "curve": {str(a): v for a, v in curve.items()}, **meta}
-    for name, end in (("vs_trained", 1.0), ("vs_untrained", 0.0)):
-        if end in per_query:
-            out[name] = paired_bootstrap(per_query[best], per_query[end], seed=seed)
+        return rank(*texts)[rows, at]  # (n_val, n_used) -> (n_val, max_candidates)
+
+    out = {**choose_on_validation(alphas, relevance, lm, cols, "alpha",
+                                  {"vs_trained": 1.0, "vs_untrained": 0.0}, seed), **meta}
+    curve = out["curve"]
     log.info("interpolation alpha %.1f (validation %s %.3f, n=%d; trained %.3f, start %.3f)",
-             best, METRIC, curve[best], out["n_queries"], curve.get(1.0, np.nan),
-             curve.get(0.0, np.nan))
+             out["alpha"], METRIC, curve[str(out["alpha"])], out["n_queries"],
+             curve.get("1.0", np.nan), curve.get("0.0", np.nan))
     return out
