@@ -50,13 +50,14 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     got = section(cluster_dir, tag)
     trained, untrained = cluster_dir / "retriever", cluster_dir / "untrained_retriever"
     validation = calibrate_alpha(trained, untrained, seed=seed)
-    rankers = standard_rankers(trained, untrained, seed)
-    rankers["wise"] = interpolated_ranker(trained, untrained, alpha)
-    rankers["wise_val"] = interpolated_ranker(trained, untrained, validation["alpha"])
     texts = [q.input for q in got.queries], [p.text for p in got.prompts]
-    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    by_alpha = {a: interpolated_ranker(trained, untrained, a)(*texts)
+                for a in dict.fromkeys([*ALPHAS, alpha, validation["alpha"]])}
+    relevance = {name: rank(*texts)
+                 for name, rank in standard_rankers(trained, untrained, seed).items()}
+    relevance.update(wise=by_alpha[alpha], wise_val=by_alpha[validation["alpha"]])
     tasks = [q.task for q in got.queries]
-    curve = {f"alpha_{a}": interpolated_ranker(trained, untrained, a)(*texts) for a in ALPHAS}
+    curve = {f"alpha_{a}": by_alpha[a] for a in ALPHAS}
     held_out_curve = judge_rankers({"untrained": relevance["untrained"], **curve}, got.scores,
                                    tasks, "untrained", seed)
     meta = json.loads((trained / CONFIG_NAME).read_text()).get("metadata", {})

@@ -222,7 +222,7 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
         report["abstain_calibration"] = calibration
     if hybrid:
         report["hybrid"] = hybrid
-    if ranking and scoring_lm is not None:
+    if ranking:
         rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
                                    settings.seed, hybrid["weight"] if hybrid else None)
         rankers.update({round_method(r): dense_ranker(folder / "retriever")

@@ -48,3 +48,9 @@ def test_the_interpolated_rankers_ends_are_the_two_exports(exports):
             pytest.approx(dense_ranker(export)(queries, prompts), abs=1e-6)
     middle = interpolated_ranker(trained, untrained, 0.5)(queries, prompts)
     assert middle != pytest.approx(dense_ranker(trained)(queries, prompts), abs=1e-4)
+
+
+def test_an_untrained_export_cannot_choose_alpha_and_says_what_to_do(exports):
+    _, untrained = exports
+    with pytest.raises(ValueError, match=r"metadata lacks .*or interpolate at a fixed alpha"):
+        calibrate_alpha(untrained, untrained)

@@ -101,9 +101,11 @@ def chosen_weight(retriever_dir: str | Path, weight: float | None = None,
                      seed=seed)
 
 
-def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.ndarray, dict]:
+def validation_set(prompt_retriever: Any, instead: str = "give --hybrid-weight",
+                   ) -> tuple[list[Query], np.ndarray, np.ndarray, dict]:
     """The validation queries, their candidates' LM scores (n_val, max_candidates; NaN
-    padding), the candidates' pool rows (-1 padding) and where they came from."""
+    padding), the candidates' pool rows (-1 padding) and where they came from. `instead`: what
+    the caller's user can do when they cannot be re-derived (ends each such error)."""
     from flan_data.score_folder import read_scores
     from flan_data.stage_io import read_stage_file
     from retriever.data import validation_examples, validation_query_ids
@@ -113,20 +115,19 @@ def validation_set(prompt_retriever: Any) -> tuple[list[Query], np.ndarray, np.n
     missing = [k for k in ("scores_path", "queries_path", "seed") if k not in meta]
     if not meta.get("trained") or missing:
         raise ValueError(f"{where}: uprise_config.json metadata lacks {missing or ['trained']}; "
-                         "the hybrid weight is chosen on a trained retriever's validation "
-                         "queries. Pass a retriever exported by `uprise train`, or give "
-                         "--hybrid-weight.")
+                         "the weight is chosen on a trained retriever's validation queries. "
+                         f"Pass a retriever exported by `uprise train`, or {instead}.")
     for key in ("scores_path", "queries_path"):
         if not Path(meta[key]).exists():
             raise FileNotFoundError(f"{where}: metadata {key} {meta[key]} does not exist here "
-                                    "(trained on another machine?); give --hybrid-weight.")
+                                    f"(trained on another machine?); {instead}.")
     val_fraction = meta.get("val_fraction", VAL_FRACTION_DEFAULT)
     scores = read_scores(meta["scores_path"])
     held = validation_query_ids({s.query_id for s in scores}, val_fraction, meta["seed"])
     val_ids = {ex.query_id for ex in validation_examples(scores, held)}
     if not val_ids:
         raise ValueError(f"{where}: training held out no labelled validation queries "
-                         f"(val_fraction {val_fraction}); give --hybrid-weight.")
+                         f"(val_fraction {val_fraction}); {instead}.")
     by_id = {q.id: q for q in read_stage_file(meta["queries_path"], Query)}
     queries = [by_id[i] for i in sorted(val_ids)]
     row = {p.id: i for i, p in enumerate(prompt_retriever.prompts)}

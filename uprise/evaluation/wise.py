@@ -33,7 +33,8 @@ def calibrate_alpha(trained_dir: str | Path, untrained_dir: str | Path,
     from serve import PromptRetriever
 
     retriever = PromptRetriever.from_pretrained(str(trained_dir), device="cpu")
-    queries, lm, cols, meta = validation_set(retriever)
+    queries, lm, cols, meta = validation_set(
+        retriever, "interpolate at a fixed alpha (`retriever.interpolate`) instead")
     used = sorted(set(cols[cols >= 0].tolist()))
     at = np.vectorize({c: i for i, c in enumerate(used)}.get)(np.maximum(cols, used[0]))
     rows = np.arange(len(queries))[:, None]  # (n_val, 1)
