@@ -8,7 +8,7 @@ import pytest
 
 from retriever import BM25Retriever
 from serve.hybrid import WEIGHTS, HybridRetriever, mix, zscore
-from uprise.evaluation.hybrid import choose_weight
+from uprise.evaluation.validation import choose_weight
 
 
 def test_zscore_and_mix_against_hand_computed_values():

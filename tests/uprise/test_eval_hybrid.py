@@ -11,7 +11,8 @@ import pytest
 
 from flan_data.stage_io import POOL
 from retriever.data import validation_query_ids
-from uprise.evaluation.hybrid import calibrate, choose_weight
+from uprise.evaluation.hybrid import calibrate
+from uprise.evaluation.validation import choose_weight
 from uprise.evaluation_cli import eval_main
 
 

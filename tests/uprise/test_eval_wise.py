@@ -10,8 +10,8 @@ import json
 import pytest
 
 from flan_data.stage_io import POOL
-from uprise.evaluation.hybrid import choose_weight
 from uprise.evaluation.ranking import dense_ranker, interpolated_ranker
+from uprise.evaluation.validation import choose_weight
 from uprise.evaluation.wise import calibrate_alpha
 from uprise.stages import build_untrained_retriever
 

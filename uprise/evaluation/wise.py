@@ -2,13 +2,13 @@
 retriever's own validation queries.
 
 Contract: `calibrate_alpha(trained_dir, untrained_dir)` ranks every validation query's scored
-candidates (`uprise.evaluation.hybrid.validation_set`: the queries training held out and ranked
-for validation, on the training clusters; never evaluation data) by the inner products of the
-trained retriever interpolated with its start at each alpha of `ALPHAS`, measures NDCG@3 against
-the LM's scores (the metric training selects its checkpoint by), and keeps the best alpha
-(ties: the larger one, i.e. more of the trained retriever, as the hybrid's weight). The result
-records the curve, n and paired-bootstrap CIs of the chosen alpha against the trained retriever
-(alpha 1) and its start (alpha 0).
+candidates (`uprise.evaluation.validation.validation_set`: the queries training held out and
+ranked for validation, on the training clusters; never evaluation data) by the inner products
+of the trained retriever interpolated with its start at each alpha of `ALPHAS`, measures NDCG@3
+against the LM's scores (the metric training selects its checkpoint by), and keeps the best
+alpha (ties: the larger one, i.e. more of the trained retriever, as the hybrid's weight). The
+result records the curve, n and paired-bootstrap CIs of the chosen alpha against the trained
+retriever (alpha 1) and its start (alpha 0).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from uprise.evaluation.hybrid import METRIC, choose_on_validation, validation_set
 from uprise.evaluation.ranking import interpolated_ranker
+from uprise.evaluation.validation import METRIC, choose_on_validation, validation_set
 
 log = logging.getLogger(__name__)
 
