@@ -1,17 +1,18 @@
 """Leave-one-cluster-out evaluation: one retriever per held-out cluster, every method compared.
 
-Contract: for each held-out cluster C, `prepare_cluster` builds (or reuses) under
-`work_dir/C/` the quickstart's stages with C held out: data (pool, training queries and
-candidates from the other clusters only), scores (the scoring LM), the trained retriever, the
-untrained baseline and (with `mining_rounds > 1`) the mined rounds (`uprise.rounds`), each
-skipped when its completion marker exists; a cluster directory built with another config is
-refused. `evaluate_cluster` evaluates the evaluation LM on C's evaluation queries (test split
-where labelled, else validation: `flan_data.evaluation_queries`) with every method (each mined
-round's retriever as `trained_r<r>`; `hybrid` mixes the first round's with BM25, its weight
-chosen on that retriever's validation queries unless given), after checking that no pool or
-index prompt comes from C, and (with `abstain`) a threshold calibrated on the training
+Contract: for each held-out cluster C, `prepare_cluster` builds (or reuses) under `work_dir/C/`
+the quickstart's stages with C held out: data (pool, training queries and candidates from the
+other clusters only), scores (the scoring LM), the trained retriever, the untrained baseline and
+(with `mining_rounds > 1`) the mined rounds (`uprise.rounds`), each skipped when its completion
+marker exists; a cluster directory built with another config is refused. `evaluate_cluster`
+evaluates the evaluation LM on C's evaluation queries (test split where labelled, else
+validation: `flan_data.evaluation_queries`) with every method (each mined round's retriever as
+`trained_r<r>` when `trained` is among them; `hybrid` mixes the first round's with BM25, its
+weight chosen on that retriever's validation queries unless given), after checking that no pool
+or index prompt comes from C, and (with `abstain`) a threshold calibrated on the training
 clusters' unused validation queries. The ranking section judges the hybrid too, named or not,
-whenever its weight is given or can be chosen.
+whenever its weight is given or can be chosen, and every mined round whether or not `trained` is
+evaluated downstream.
 `run_loco` does both for each cluster and returns the multi-cluster report.
 """
 
@@ -213,7 +214,8 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
         names, stage.pool, settings.k, settings.seed, cluster_dir / "retriever",
         cluster_dir / "untrained_retriever", abstain_threshold=threshold,
         abstain_by_kind=by_kind, hybrid_weight=hybrid["weight"] if hybrid else None)
-    methods.update(round_methods(rounds, settings.k))
+    if "trained" in names:  # rounds are evaluated downstream with round 1, not without it
+        methods.update(round_methods(rounds, settings.k))
     report, predictions = evaluate_methods(lm, queries, methods, settings.batch_size,
                                            progress=settings.progress, seed=settings.seed)
     report["data_manifest"] = stage.manifest

@@ -237,6 +237,12 @@ def test_mined_rounds_are_built_from_the_previous_round_and_reported(
     assert set(report["methods"]) == {"zero_shot", "trained", "trained_r2", "trained_r3"}
     assert "vs_best_baseline" in report["methods"]["trained_r3"]
     assert {"trained_r2", "trained_r3"} <= set(report["ranking"]["methods"])
+    # without `trained` downstream, the rounds are ranked only (all stages cached by now)
+    eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
+                    root / "ranked", *mined[:3], "zero_shot", *mined[5:]))
+    ranked = json.loads((root / "ranked" / "report.json").read_text())["clusters"]["commonsense"]
+    assert set(ranked["methods"]) == {"zero_shot"}
+    assert {"trained", "trained_r2", "trained_r3"} <= set(ranked["ranking"]["methods"])
     with pytest.raises(ValueError, match=r"round2/data/data_manifest.json: mined with other "
                                          r"settings \(changed: \['n_random', 'top_k'\]"):
         eval_main(_argv(shared_data_dir, tiny_bert_path, tiny_gpt_neo_path, root / "work",
