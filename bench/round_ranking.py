@@ -38,12 +38,12 @@ from ranking_ceiling import add_section_arguments, section  # noqa: E402  (bench
 METRICS = ("ndcg@3", "top1", "spearman")
 
 
-def mined_rounds(cluster_dir: Path) -> dict[int, Path]:
+def mined_rounds(cluster_dir: Path, required: bool = True) -> dict[int, Path]:
     """{r: round r's retriever export} for every `round<r>` folder of `cluster_dir`, in order;
-    refuses a folder without rounds and a round without an exported retriever."""
+    refuses a round without an exported retriever and, when `required`, a folder without rounds."""
     found = {int(m.group(1)): p for p in cluster_dir.glob("round*")
              if p.is_dir() and (m := re.fullmatch(r"round(\d+)", p.name))}
-    if not found:
+    if required and not found:
         raise SystemExit(f"{cluster_dir}: no mined round (round2/, ...); run `uprise eval "
                          "--clusters ... --mining-rounds 2` on it first")
     rounds = {r: found[r] / "retriever" for r in sorted(found)}

@@ -61,7 +61,8 @@ def retrain(cluster_dir: Path, seeds: list[int], max_round: int | None = None,
     if cfg.seed in seeds:
         raise SystemExit(f"--seeds: {cfg.seed} is the folder's own seed ({cluster_dir}); "
                          "its exports are judged already, give other seeds")
-    rounds = {1: cluster_dir, **{r: path.parent for r, path in mined_rounds(cluster_dir).items()}}
+    mined = mined_rounds(cluster_dir, required=False)
+    rounds = {1: cluster_dir, **{r: path.parent for r, path in mined.items()}}
     rounds = {r: d for r, d in rounds.items() if max_round is None or r <= max_round}
     exports = {}
     for r, round_dir in rounds.items():
@@ -81,7 +82,7 @@ def measure(cluster_dir: Path, seeds: list[int], max_round: int | None = None,
     rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
                                seed)
     rankers.update({round_method(r): dense_ranker(path)
-                    for r, path in mined_rounds(cluster_dir).items()})
+                    for r, path in mined_rounds(cluster_dir, required=False).items()})
     rankers.update({name: dense_ranker(path) for name, path in exports.items()})
     texts = [q.input for q in got.queries], [p.text for p in got.prompts]
     relevance = {name: rank(*texts) for name, rank in rankers.items()}

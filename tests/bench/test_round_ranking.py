@@ -27,6 +27,7 @@ def test_mined_rounds_refuses_a_folder_without_rounds_or_an_unfinished_round(tmp
     m = load_script("round_ranking")
     with pytest.raises(SystemExit, match="no mined round.*--mining-rounds 2"):
         m.mined_rounds(tmp_path)
+    assert m.mined_rounds(tmp_path, required=False) == {}  # bench/train_seeds.py: round 1 only
     _export(tmp_path / "round2")
     (tmp_path / "round3" / "data").mkdir(parents=True)
     with pytest.raises(SystemExit, match="round3/retriever: no exported retriever"):
