@@ -29,9 +29,10 @@ sys.path.insert(0, str(REPO))
 from flan_data import write_json  # noqa: E402
 from uprise.evaluation.hybrid import chosen_weight  # noqa: E402
 from uprise.evaluation.ranking import judge_rankers, standard_rankers  # noqa: E402
+from uprise.evaluation.stats import format_diff  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from ranking_ceiling import add_section_arguments, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 
 REFERENCES = ("untrained", "bm25", "trained")
 METRICS = ("ndcg@3", "top1", "spearman")
@@ -58,14 +59,12 @@ def table(result: dict) -> str:
     base = result["against"]["untrained"]
     lines = [f"{result['held_out_cluster']} ({result['lm']}): {result['n_queries']} queries x "
              f"{result['n_prompts']} prompts; hybrid weight {result['hybrid']['weight']}",
-             f"{'ranker':10} " + " ".join(f"{m:>8}" for m in METRICS)]
-    lines += [f"{name:10} " + " ".join(f"{base[name][m]['mean']:8.3f}" for m in METRICS)
-              for name in base]
+             *mean_rows(base, METRICS)]
     for ref in REFERENCES:
         cells = []
         for m in METRICS:
             d = result["against"][ref]["hybrid"][m].get(f"vs_{ref}")
-            cells.append(f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "-")
+            cells.append(format_diff(d, scale=1, digits=3) if d else "-")
         lines.append(f"hybrid - {ref:9} " + "  ".join(cells))
     return "\n".join(lines)
 

@@ -226,6 +226,14 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def mean_rows(base: dict, metrics: tuple[str, ...]) -> list[str]:
+    """The section benches' table head: a header line, then one line per ranker of `base`
+    (judge_rankers' result) with each metric's mean."""
+    return [f"{'ranker':10} " + " ".join(f"{m:>8}" for m in metrics),
+            *(f"{name:10} " + " ".join(f"{row[m]['mean']:8.3f}" for m in metrics)
+              for name, row in base.items())]
+
+
 def add_section_arguments(parser: argparse.ArgumentParser) -> None:
     """--cluster-dir, --tag and --seed: which section `section` reads, and the seed."""
     parser.add_argument("--cluster-dir", type=Path, required=True,

@@ -30,10 +30,11 @@ sys.path.insert(0, str(REPO))
 from flan_data import write_json  # noqa: E402
 from retriever.export import CONFIG_NAME  # noqa: E402
 from uprise.evaluation.ranking import dense_ranker, judge_rankers, standard_rankers  # noqa: E402
+from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.rounds import round_method  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from ranking_ceiling import add_section_arguments, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 
 METRICS = ("ndcg@3", "top1", "spearman")
 
@@ -83,10 +84,7 @@ def table(result: dict) -> str:
     every reference before it."""
     base = result["against"]["untrained"]
     lines = [f"{result['held_out_cluster']} ({result['lm']}): {result['n_queries']} queries x "
-             f"{result['n_prompts']} prompts",
-             f"{'ranker':10} " + " ".join(f"{m:>8}" for m in METRICS)]
-    lines += [f"{name:10} " + " ".join(f"{base[name][m]['mean']:8.3f}" for m in METRICS)
-              for name in base]
+             f"{result['n_prompts']} prompts", *mean_rows(base, METRICS)]
     rounds = [name for name in base if name.startswith("trained_r")]
     for name in rounds:
         for ref in result["against"]:
@@ -95,7 +93,7 @@ def table(result: dict) -> str:
             cells = []
             for m in METRICS:
                 d = result["against"][ref][name][m].get(f"vs_{ref}")
-                cells.append(f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "-")
+                cells.append(format_diff(d, scale=1, digits=3) if d else "-")
             lines.append(f"{name} - {ref:10} " + "  ".join(cells))
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from flan_data import write_json  # noqa: E402
 from uprise.evaluation.ranking import dense_ranker, judge_rankers, standard_rankers  # noqa: E402
+from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.quickstart import RUN_CONFIG, QuickstartConfig  # noqa: E402
 from uprise.rounds import round_method  # noqa: E402
 from uprise.stages import train_stage  # noqa: E402
@@ -107,7 +108,7 @@ def table(result: dict) -> str:
         for m in METRICS:
             d = row[m].get("vs_untrained")
             cells.append(f"{row[m]['mean']:.3f}" + (
-                f" ({d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}])" if d else ""))
+                f" ({format_diff(d, scale=1, digits=3)})" if d else ""))
         lines.append(f"{name:18} " + "  ".join(f"{c:>30}" for c in cells))
     return "\n".join(lines)
 

@@ -35,10 +35,11 @@ from uprise.evaluation.ranking import (  # noqa: E402
     judge_rankers,
     standard_rankers,
 )
+from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.evaluation.wise import ALPHAS, calibrate_alpha  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from ranking_ceiling import add_section_arguments, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 
 REFERENCES = ("untrained", "trained", "bm25")
 METRICS = ("ndcg@3", "top1", "spearman")
@@ -79,15 +80,13 @@ def table(result: dict) -> str:
     lines = [f"{result['held_out_cluster']} ({result['lm']}): {result['n_queries']} queries x "
              f"{result['n_prompts']} prompts; wise alpha {result['alpha']}, validation alpha "
              f"{result['validation']['alpha']} (n={result['validation']['n_queries']})",
-             f"{'ranker':10} " + " ".join(f"{m:>8}" for m in METRICS)]
-    lines += [f"{name:10} " + " ".join(f"{base[name][m]['mean']:8.3f}" for m in METRICS)
-              for name in base]
+             *mean_rows(base, METRICS)]
     for name in ("wise", "wise_val"):
         for ref in REFERENCES:
             cells = []
             for m in METRICS:
                 d = result["against"][ref][name][m].get(f"vs_{ref}")
-                cells.append(f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "-")
+                cells.append(format_diff(d, scale=1, digits=3) if d else "-")
             lines.append(f"{name} - {ref:9} " + "  ".join(cells))
     lines.append("held-out NDCG@3 by alpha (read only): " + " ".join(
         f"{a}:{row['mean']:.3f}" for a, row in result["held_out_curve"].items()))
