@@ -39,8 +39,8 @@ METRICS = ("ndcg@3", "top1", "spearman")
 
 
 def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
-            weight: float | None = None) -> dict:
-    got = section(cluster_dir, tag)
+            weight: float | None = None, eval_seed: int | None = None) -> dict:
+    got = section(cluster_dir, tag, eval_seed)
     hybrid = chosen_weight(cluster_dir / "retriever", weight, seed)
     rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
                                seed, hybrid["weight"])
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = measure(args.cluster_dir, args.tag, args.seed, args.hybrid_weight)
+    result = measure(args.cluster_dir, args.tag, args.seed, args.hybrid_weight, args.eval_seed)
     print(table(result))
     write_json(args.out, result)
     return 0

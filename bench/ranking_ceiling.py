@@ -134,27 +134,29 @@ class Section:
     scores: np.ndarray
 
 
-def section(cluster_dir: Path, tag: str | None = None) -> Section:
-    """Reads the ranking section of a finished `uprise eval --clusters` cluster folder."""
+def section(cluster_dir: Path, tag: str | None = None, eval_seed: int | None = None) -> Section:
+    """Reads the ranking section of a finished `uprise eval --clusters` cluster folder whose
+    held-out rows were drawn with `eval_seed` (None: the folder's seed, as `uprise eval`)."""
     folder = ranking_folder(cluster_dir, tag)
     records = read_scores(folder)
     config = json.loads((cluster_dir / RUN_CONFIG).read_text())["config"]
     stage = read_stage_data(cluster_dir / "data")
-    held_out, seed_eval = stage.manifest["held_out_cluster"], config["seed"]
+    held_out, seed = stage.manifest["held_out_cluster"], config["seed"]
+    seed_eval = seed if eval_seed is None else eval_seed
     scored = {s.query_id: s.template for s in records}
     queries = [q for q in evaluation_queries(held_out, resolve_data_dir(config["data_dir"]),
                                              seed_eval, None) if q.id in scored]
     missing = sorted(set(scored) - {q.id for q in queries if q.template == scored[q.id]})
     if missing:
         raise SystemExit(f"{folder}: query {missing[0]} is not among {held_out}'s evaluation "
-                         f"rows with the template it was scored with (seed {seed_eval}); "
-                         "was it scored with another --eval-seed?")
+                         f"rows with the template it was scored with (evaluation seed "
+                         f"{seed_eval}); pass the --eval-seed its `uprise eval` run had")
     prompt_ids = {s.prompt_id for s in records}
-    prompts = random.Random(f"{seed_eval}:ranking-prompts").sample(
+    prompts = random.Random(f"{seed}:ranking-prompts").sample(
         stage.pool, min(len(prompt_ids), len(stage.pool)))
     if {p.id for p in prompts} != prompt_ids:
         raise SystemExit(f"{folder}: its prompts are not the ranking section's sample of "
-                         f"{cluster_dir / 'data'} with seed {seed_eval}")
+                         f"{cluster_dir / 'data'} with seed {seed}")
     scores = lm_score_matrix(records, queries, prompts)  # (n_q, n_p)
     if np.isnan(scores).any():
         raise SystemExit(f"{folder}: {int(np.isnan(scores).sum())} (query, prompt) pairs have "
@@ -164,8 +166,9 @@ def section(cluster_dir: Path, tag: str | None = None) -> Section:
 
 def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
             train_queries: bool = False, train_scores_dir: Path | None = None,
-            batch_size: int = 16, prior_dir: Path | None = None) -> dict:
-    got = section(cluster_dir, tag)
+            batch_size: int = 16, prior_dir: Path | None = None,
+            eval_seed: int | None = None) -> dict:
+    got = section(cluster_dir, tag, eval_seed)
     folder, records, config, stage = got.folder, got.records, got.config, got.stage
     held_out, queries, prompts, scores = got.held_out, got.queries, got.prompts, got.scores
     texts = [q.input for q in queries], [p.text for p in prompts]
@@ -235,10 +238,12 @@ def mean_rows(base: dict, metrics: tuple[str, ...]) -> list[str]:
 
 
 def add_section_arguments(parser: argparse.ArgumentParser) -> None:
-    """--cluster-dir, --tag and --seed: which section `section` reads, and the seed."""
+    """--cluster-dir, --tag and --eval-seed: which section `section` reads; --seed."""
     parser.add_argument("--cluster-dir", type=Path, required=True,
                         help="a `uprise eval --clusters` cluster folder (under --work-dir)")
     parser.add_argument("--tag", help="ranking_scores subfolder when there are several")
+    parser.add_argument("--eval-seed", type=int,
+                        help="the run's `uprise eval --eval-seed` (default: the folder's seed)")
     parser.add_argument("--seed", type=int, default=42, help="bootstrap and random ranker")
 
 
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = measure(args.cluster_dir, args.tag, args.seed, args.train_queries,
-                     args.train_scores_dir, args.batch_size, args.prior_dir)
+                     args.train_scores_dir, args.batch_size, args.prior_dir, args.eval_seed)
     print(table(result))
     write_json(args.out, result)
     return 0

@@ -60,8 +60,9 @@ def _selection(export_dir: Path) -> dict | None:
         "metadata", {}).get("validation_ranking")
 
 
-def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42) -> dict:
-    got = section(cluster_dir, tag)
+def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
+            eval_seed: int | None = None) -> dict:
+    got = section(cluster_dir, tag, eval_seed)
     rounds = mined_rounds(cluster_dir)
     rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
                                seed)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = measure(args.cluster_dir, args.tag, args.seed)
+    result = measure(args.cluster_dir, args.tag, args.seed, args.eval_seed)
     print(table(result))
     write_json(args.out, result)
     return 0

@@ -77,8 +77,9 @@ def retrain(cluster_dir: Path, seeds: list[int], max_round: int | None = None,
 
 
 def measure(cluster_dir: Path, seeds: list[int], max_round: int | None = None,
-            tag: str | None = None, seed: int = 42, progress: bool = False) -> dict:
-    got = section(cluster_dir, tag)
+            tag: str | None = None, seed: int = 42, progress: bool = False,
+            eval_seed: int | None = None) -> dict:
+    got = section(cluster_dir, tag, eval_seed)
     exports = retrain(cluster_dir, seeds, max_round, progress)
     rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
                                seed)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = measure(args.cluster_dir, args.seeds, args.max_round, args.tag, args.seed)
+    result = measure(args.cluster_dir, args.seeds, args.max_round, args.tag, args.seed,
+                     eval_seed=args.eval_seed)
     print(table(result))
     write_json(args.out, result)
     return 0

@@ -47,8 +47,8 @@ CURVE_METRIC = "ndcg@3"
 
 
 def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
-            alpha: float = 0.5) -> dict:
-    got = section(cluster_dir, tag)
+            alpha: float = 0.5, eval_seed: int | None = None) -> dict:
+    got = section(cluster_dir, tag, eval_seed)
     trained, untrained = cluster_dir / "retriever", cluster_dir / "untrained_retriever"
     validation = calibrate_alpha(trained, untrained, seed=seed)
     texts = [q.input for q in got.queries], [p.text for p in got.prompts]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = measure(args.cluster_dir, args.tag, args.seed, args.alpha)
+    result = measure(args.cluster_dir, args.tag, args.seed, args.alpha, args.eval_seed)
     print(table(result))
     write_json(args.out, result)
     return 0
