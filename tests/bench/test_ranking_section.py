@@ -1,8 +1,10 @@
-"""bench/ranking_ceiling.py's `section`: a tiny `uprise eval` folder whose held-out rows were
-drawn with an --eval-seed apart from its --seed is read back only with that seed."""
+"""The section benches on a tiny `uprise eval` folder whose held-out rows were drawn with an
+--eval-seed apart from its --seed: `ranking_ceiling.section` reads it back only with that seed,
+and bench/section_exports.py judges any export on it (and refuses one that saw the cluster)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +13,17 @@ import yaml
 from bench_scripts import load_script
 
 from flan_data import evaluation_queries
+from retriever.export import CONFIG_NAME
 from uprise.evaluation_cli import eval_main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_section_reads_a_folder_evaluated_with_another_eval_seed(
-        tmp_path, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+@pytest.fixture(scope="module")
+def cluster_dir(tmp_path_factory, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
+    root = tmp_path_factory.mktemp("section")
     raw = yaml.safe_load((REPO / "configs" / "loco.yaml").read_text())
-    config = tmp_path / "tiny.yaml"  # short demonstrations: the tiny LMs have a 512-token window
+    config = root / "tiny.yaml"  # short demonstrations: the tiny LMs have a 512-token window
     config.write_text(yaml.safe_dump({**raw, "max_prompt_chars": 150}))
     eval_main(["--config", str(config), "--data-dir", str(shared_data_dir),
                "--encoder", str(tiny_bert_path), "--scoring-lm", str(tiny_gpt_neo_path),
@@ -28,9 +32,12 @@ def test_section_reads_a_folder_evaluated_with_another_eval_seed(
                "--epochs", "1", "--k", "2", "--batch-size", "8", "--seed", "3",
                "--eval-seed", "5", "--eval-per-task", "5", "--methods", "zero_shot",
                "--ranking-per-task", "2", "--ranking-prompts", "4",
-               "--work-dir", str(tmp_path / "work"), "--output-dir", str(tmp_path / "out"),
+               "--work-dir", str(root / "work"), "--output-dir", str(root / "out"),
                "--no-progress"])
-    cluster_dir = tmp_path / "work" / "commonsense"
+    return root / "work" / "commonsense"
+
+
+def test_section_reads_a_folder_evaluated_with_another_eval_seed(cluster_dir, shared_data_dir):
     m = load_script("ranking_ceiling")
     with pytest.raises(SystemExit, match="evaluation seed 3.*pass the --eval-seed"):
         m.section(cluster_dir)  # the folder's seed (3) draws other templates or rows
@@ -39,3 +46,38 @@ def test_section_reads_a_folder_evaluated_with_another_eval_seed(
     assert len(got.queries) == 4 and len(got.prompts) == 4  # 2 per task (copa, piqa) x 4
     assert all(drawn[q.id] == q for q in got.queries)
     assert got.scores.shape == (4, 4) and not np.isnan(got.scores).any()
+
+
+def test_an_export_judged_on_the_section_as_the_folders_own_rankers_are(cluster_dir):
+    m = load_script("section_exports")
+    result = m.measure(cluster_dir, [f"again={cluster_dir / 'retriever'}"], seed=3, eval_seed=5)
+    methods = result["methods"]
+    assert set(methods) == {"random", "bm25", "untrained", "trained", "again"}
+    assert methods["again"] == methods["trained"]  # the same towers on the same section
+    report = json.loads((cluster_dir.parents[1] / "out" / "report.json").read_text())
+    section_rows = report["clusters"]["commonsense"]["ranking"]["methods"]
+    assert methods["trained"]["ndcg@3"]["mean"] == section_rows["trained"]["ndcg@3"]["mean"]
+    with pytest.raises(SystemExit, match="already name the folder's own rankers"):
+        m.measure(cluster_dir, [f"trained={cluster_dir / 'retriever'}"], eval_seed=5)
+
+
+def test_named_exports_refuse_what_saw_the_cluster_or_is_no_export(tmp_path):
+    m = load_script("section_exports")
+
+    def export(name: str, metadata: dict) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / CONFIG_NAME).write_text(json.dumps({"metadata": metadata}))
+        return f"{name}={tmp_path / name}"
+
+    ok = export("ok", {"trained": True, "held_out_cluster": "nli",
+                       "train_clusters": ["sentiment"]})
+    start = export("start", {"trained": False})
+    assert set(m.named_exports([ok, start], "nli")) == {"ok", "start"}
+    seen = export("seen", {"trained": True, "held_out_cluster": "sentiment",
+                           "train_clusters": ["nli"]})
+    with pytest.raises(SystemExit, match="--exports seen: .*not with 'nli' held out"):
+        m.named_exports([seen], "nli")
+    with pytest.raises(SystemExit, match="--exports none: .* holds no"):
+        m.named_exports([f"none={tmp_path}"], "nli")
+    with pytest.raises(SystemExit, match="is not a new NAME=DIR"):
+        m.named_exports([ok, ok], "nli")

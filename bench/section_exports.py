@@ -1,0 +1,122 @@
+"""Benchmark: is a ranking-section result the retriever's or the section's? Any retriever export
+judged on any finished cluster folder's ranking section.
+
+    .venv/bin/python bench/section_exports.py --cluster-dir RUN43/cache/struct_to_text \
+        --eval-seed 42 --seed 43 \
+        --exports r2_seed42=RUN/cache/struct_to_text/round2/retriever \
+        --out bench/results/section_exports_struct_to_text_seed43.json
+
+A section (`ranking_ceiling.section`) is one draw of held-out queries and of the shared pool
+prompts they are all scored with, and its bootstrap CIs resample the queries, never the prompts:
+two folders' sections differ in both, and their retrievers in their training data. Judging the
+retrievers of one folder on the section of another separates the two. Ranks the folder's own
+rankers (`standard_rankers`, and its mined rounds) plus every `--exports NAME=DIR` and judges
+each against the folder's untrained encoder (`judge_rankers`: NDCG@3, top-1 agreement, Spearman
+per query, paired bootstrap 95% CIs stratified by task); the folder's own rows reproduce its
+section's. An export must have been trained with the section's cluster held out (its metadata
+says so) or not trained at all; any other is refused before anything is encoded. Prints a table,
+writes JSON. Runs the towers and BM25 on CPU (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flan_data import write_json  # noqa: E402
+from retriever.export import CONFIG_NAME  # noqa: E402
+from uprise.evaluation.ranking import dense_ranker, judge_rankers, standard_rankers  # noqa: E402
+from uprise.evaluation.stats import format_diff  # noqa: E402
+from uprise.rounds import round_method  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
+from round_ranking import mined_rounds  # noqa: E402
+
+METRICS = ("ndcg@3", "top1", "spearman")
+
+
+def named_exports(specs: list[str], held_out: str) -> dict[str, Path]:
+    """{NAME: DIR} of `--exports NAME=DIR ...`, each an export that never trained on `held_out`."""
+    exports: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder or name in exports:
+            raise SystemExit(f"--exports: {spec!r} is not a new NAME=DIR "
+                             "(e.g. r2_seed42=RUN/cache/struct_to_text/round2/retriever)")
+        config = Path(folder) / CONFIG_NAME
+        if not config.is_file():
+            raise SystemExit(f"--exports {name}: {folder} holds no {CONFIG_NAME}; pass an "
+                             "exported retriever folder (`uprise train` or `uprise eval` output)")
+        meta = json.loads(config.read_text()).get("metadata", {})
+        if meta.get("trained") and (meta.get("held_out_cluster") != held_out
+                                    or held_out in meta.get("train_clusters", [])):
+            raise SystemExit(
+                f"--exports {name}: {folder} was trained with held-out cluster "
+                f"{meta.get('held_out_cluster')!r} (training clusters "
+                f"{meta.get('train_clusters')}), not with {held_out!r} held out: judging it on "
+                f"{held_out}'s section would measure what it saw in training")
+        exports[name] = Path(folder)
+    return exports
+
+
+def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: int = 42,
+            eval_seed: int | None = None) -> dict:
+    got = section(cluster_dir, tag, eval_seed)
+    exports = named_exports(specs, got.held_out)
+    trained = cluster_dir / "retriever"
+    rankers = standard_rankers(trained if trained.is_dir() else None,
+                               cluster_dir / "untrained_retriever", seed)
+    rankers.update({round_method(r): dense_ranker(path)
+                    for r, path in mined_rounds(cluster_dir, required=False).items()})
+    clash = sorted(set(exports) & set(rankers))
+    if clash:
+        raise SystemExit(f"--exports: {clash} already name the folder's own rankers "
+                         f"{sorted(rankers)}; choose other names")
+    rankers.update({name: dense_ranker(path) for name, path in exports.items()})
+    texts = [q.input for q in got.queries], [p.text for p in got.prompts]
+    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
+            "held_out_cluster": got.held_out, "n_queries": len(got.queries),
+            "n_prompts": len(got.prompts), "lm": got.records[0].lm,
+            "exports": {name: str(path) for name, path in exports.items()},
+            "methods": judge_rankers(relevance, got.scores, [q.task for q in got.queries],
+                                     "untrained", seed)}
+
+
+def table(result: dict) -> str:
+    """One row per ranker (each metric's mean), then each one's difference to the untrained
+    encoder."""
+    methods = result["methods"]
+    lines = [f"{result['held_out_cluster']} ({result['lm']}): {result['n_queries']} queries x "
+             f"{result['n_prompts']} prompts", *mean_rows(methods, METRICS)]
+    for name, row in methods.items():
+        if name != "untrained":
+            cells = [format_diff(row[m]["vs_untrained"], scale=1, digits=3) for m in METRICS]
+            lines.append(f"{name:10} - untrained  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_section_arguments(parser)
+    parser.add_argument("--exports", nargs="+", default=[], metavar="NAME=DIR",
+                        help="retriever exports to judge beside the folder's own rankers")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = measure(args.cluster_dir, args.exports, args.tag, args.seed, args.eval_seed)
+    print(table(result))
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
