@@ -59,6 +59,12 @@ def test_an_export_judged_on_the_section_as_the_folders_own_rankers_are(cluster_
     assert methods["trained"]["ndcg@3"]["mean"] == section_rows["trained"]["ndcg@3"]["mean"]
     with pytest.raises(SystemExit, match="already name the folder's own rankers"):
         m.measure(cluster_dir, [f"trained={cluster_dir / 'retriever'}"], eval_seed=5)
+    with pytest.raises(SystemExit, match="--crossed: \\['untrained'\\] is not one of"):
+        m.measure(cluster_dir, [], eval_seed=5, crossed=["untrained"])
+    wide = m.measure(cluster_dir, [], seed=3, eval_seed=5, crossed=["trained"],
+                     crossed_resamples=50)["methods"]["trained"]["ndcg@3"]
+    assert wide["vs_untrained_crossed"]["diff"] == pytest.approx(wide["vs_untrained"]["diff"])
+    assert "vs_untrained_crossed" not in methods["trained"]["ndcg@3"]  # only when asked
 
 
 def test_named_exports_refuse_what_saw_the_cluster_or_is_no_export(tmp_path):

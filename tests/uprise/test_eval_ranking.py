@@ -1,12 +1,21 @@
-"""The held-out ranking section: an oracle ranker scores 1, its reverse -1, on real LM scores."""
+"""The held-out ranking section: an oracle ranker scores 1, its reverse -1, on real LM scores;
+the crossed bootstrap against the paired one and on a gain that one prompt carries."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from flan_data.schema import Prompt, Query
 from proxy_lm import read_scores
-from uprise.evaluation.ranking import ranking_section, sample_queries
+from uprise.evaluation.ranking import (
+    _per_query,
+    crossed_bootstrap,
+    judge_rankers,
+    ranking_section,
+    sample_queries,
+)
+from uprise.evaluation.stats import paired_bootstrap
 
 
 def _queries():
@@ -69,3 +78,38 @@ def _zeros(queries, prompts):
     import numpy as np
 
     return np.zeros((len(queries), len(prompts)))
+
+
+def _section(n_q=120, n_p=10, seed=0):
+    rng = np.random.default_rng(seed)
+    lm = rng.normal(size=(n_q, n_p))  # (n_q, n_p)
+    return lm, rng.normal(size=(n_q, n_p)), ["ta" if i % 3 else "tb" for i in range(n_q)]
+
+
+def test_crossed_bootstrap_without_prompt_draws_is_the_paired_bootstrap():
+    lm, ref, tasks = _section()
+    other = ref + lm  # partly follows the LM
+    got = crossed_bootstrap({"untrained": ref, "trained": other}, "untrained", lm, tasks,
+                            n_resamples=300, seed=4, resample_prompts=False)
+    judged = judge_rankers({"untrained": ref, "trained": other}, lm, tasks, "untrained", 4)
+    for m in ("ndcg@3", "top1"):  # no undefined values, so the same queries
+        a = _per_query(other, lm)[m]
+        b = _per_query(ref, lm)[m]
+        assert got["trained"][m] == pytest.approx(
+            paired_bootstrap(a, b, n_resamples=300, seed=4, groups=tasks))
+        same = judged["trained"][m]["vs_untrained"]["diff"]
+        assert got["trained"][m]["diff"] == pytest.approx(same)
+
+
+def test_a_gain_from_one_prompt_is_certain_only_while_that_prompt_is_never_redrawn():
+    lm, ref, tasks = _section()
+    lm[:, 0] = lm.max() + 1.0  # prompt 0 is every query's best
+    lucky = ref.copy()
+    lucky[:, 0] = ref.max() + 1.0  # and this ranker puts it first everywhere
+    rel = {"untrained": ref, "lucky": lucky}
+    queries_only = judge_rankers(rel, lm, tasks, "untrained", 0)["lucky"]["top1"]["vs_untrained"]
+    crossed = crossed_bootstrap(rel, "untrained", lm, tasks, n_resamples=300, seed=0)
+    assert queries_only["low"] > 0.7  # the queries agree: a sure gain on these 10 prompts
+    assert crossed["lucky"]["top1"]["diff"] == pytest.approx(queries_only["diff"])
+    # a third of the prompt draws miss prompt 0 (0.9 ** 10), and with it the gain
+    assert crossed["lucky"]["top1"]["low"] < 0.1 < 0.7 < crossed["lucky"]["top1"]["high"]

@@ -18,7 +18,9 @@ retriever's weights averaged with its start's (`retriever.interpolate`), `hybrid
 hybrid method's (`serve.hybrid`: its relevance over the retriever's whole pool, read at the
 section's prompts, so it orders them exactly as the method would). `lm_score_matrix` and
 `judge_rankers` are the section's two halves after scoring, for other callers of the same
-statistic (`bench/ranking_ceiling.py`, `bench/wise_ranking.py`).
+statistic (`bench/ranking_ceiling.py`, `bench/wise_ranking.py`). The section's intervals resample
+its queries; `crossed_bootstrap` resamples its prompts as well, for a claim about the pool rather
+than about the section's one draw of prompts (`bench/section_exports.py --crossed`).
 """
 
 from __future__ import annotations
@@ -188,6 +190,56 @@ def judge_rankers(relevance: dict[str, np.ndarray], lm_scores: np.ndarray, tasks
                     groups=[t for t, keep in zip(tasks, ok, strict=True) if keep], seed=seed)
             methods[name][metric] = row
     return methods
+
+
+def crossed_bootstrap(relevance: dict[str, np.ndarray], reference: str, lm_scores: np.ndarray,
+                      tasks: list[str], n_resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95, resample_prompts: bool = True,
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+    """Every ranker's difference to `reference` per metric, {name: {metric: {"diff", "low",
+    "high"}}}, with an interval that treats the section's prompts as a sample too: each resample
+    draws the prompts with replacement (one draw for every query: the pigeonhole bootstrap of a
+    crossed design, Owen 2007), recomputes every per-query metric on those columns, and draws
+    the queries with replacement within their task, tasks weighing the same as in
+    `paired_bootstrap` (with `resample_prompts=False` it is `paired_bootstrap` of the per-query
+    values, to the digit). A query whose metric is undefined in a resample (a constant row)
+    drops out of that resample's task mean."""
+    import warnings
+
+    from retriever.ranking import METRICS
+
+    n_q, n_p = lm_scores.shape
+    names = [name for name in relevance if name != reference]
+    prompt_rng = np.random.default_rng([seed, 1])  # apart from the query draws below
+    diffs = {(n, m): np.empty((n_resamples, n_q)) for n in names for m in METRICS}
+    for r in range(n_resamples):
+        cols = prompt_rng.integers(0, n_p, n_p) if resample_prompts else np.arange(n_p)
+        ref = _per_query(relevance[reference][:, cols], lm_scores[:, cols])
+        for name in names:
+            got = _per_query(relevance[name][:, cols], lm_scores[:, cols])
+            for m in METRICS:
+                diffs[name, m][r] = got[m] - ref[m]
+    labels = np.asarray(tasks)
+    groups = [np.flatnonzero(labels == t) for t in sorted(set(tasks))]  # paired_bootstrap's order
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(g), (n_resamples, len(g))) for g in groups]
+    point = {name: _per_query(relevance[name], lm_scores)
+             for name in [reference, *names]}
+    tail = (1 - level) / 2 * 100
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a task with no defined value
+        for name in names:
+            out[name] = {}
+            for m in METRICS:
+                d = point[name][m] - point[reference][m]  # (n_q,)
+                stat = np.nanmean([np.nanmean(np.take_along_axis(
+                    diffs[name, m][:, g], idx, axis=1), axis=1)
+                    for g, idx in zip(groups, draws, strict=True)], axis=0)  # (resamples,)
+                low, high = np.nanpercentile(stat, [tail, 100 - tail])
+                out[name][m] = {"diff": float(np.nanmean([np.nanmean(d[g]) for g in groups])),
+                                "low": float(low), "high": float(high)}
+    return out
 
 
 def _mean(values: np.ndarray) -> float:
