@@ -43,6 +43,7 @@ from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.rounds import round_method  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+from labels import parse_exports  # noqa: E402
 from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 from round_ranking import mined_rounds  # noqa: E402
 
@@ -50,18 +51,11 @@ METRICS = ("ndcg@3", "top1", "spearman")
 
 
 def named_exports(specs: list[str], held_out: str) -> dict[str, Path]:
-    """{NAME: DIR} of `--exports NAME=DIR ...`, each an export that never trained on `held_out`."""
-    exports: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder or name in exports:
-            raise SystemExit(f"--exports: {spec!r} is not a new NAME=DIR "
-                             "(e.g. r2_seed42=RUN/cache/struct_to_text/round2/retriever)")
-        config = Path(folder) / CONFIG_NAME
-        if not config.is_file():
-            raise SystemExit(f"--exports {name}: {folder} holds no {CONFIG_NAME}; pass an "
-                             "exported retriever folder (`uprise train` or `uprise eval` output)")
-        meta = json.loads(config.read_text()).get("metadata", {})
+    """{NAME: DIR} of `--exports NAME=DIR ...` (`labels.parse_exports`), each an export that
+    never trained on `held_out`."""
+    exports = parse_exports(specs)
+    for name, folder in exports.items():
+        meta = json.loads((folder / CONFIG_NAME).read_text()).get("metadata", {})
         if meta.get("trained") and (meta.get("held_out_cluster") != held_out
                                     or held_out in meta.get("train_clusters", [])):
             raise SystemExit(
@@ -69,12 +63,11 @@ def named_exports(specs: list[str], held_out: str) -> dict[str, Path]:
                 f"{meta.get('held_out_cluster')!r} (training clusters "
                 f"{meta.get('train_clusters')}), not with {held_out!r} held out: judging it on "
                 f"{held_out}'s section would measure what it saw in training")
-        exports[name] = Path(folder)
     return exports
 
 
 def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: int = 42,
-            eval_seed: int | None = None, crossed: list[str] = (),
+            eval_seed: int | None = None, crossed: tuple[str, ...] | list[str] = (),
             crossed_resamples: int = 1000) -> dict:
     got = section(cluster_dir, tag, eval_seed)
     exports = named_exports(specs, got.held_out)
