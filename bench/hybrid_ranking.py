@@ -29,10 +29,9 @@ sys.path.insert(0, str(REPO))
 from flan_data import write_json  # noqa: E402
 from uprise.evaluation.hybrid import chosen_weight  # noqa: E402
 from uprise.evaluation.ranking import judge_rankers, standard_rankers  # noqa: E402
-from uprise.evaluation.stats import format_diff  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, diff_cells, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 
 REFERENCES = ("untrained", "bm25", "trained")
 METRICS = ("ndcg@3", "top1", "spearman")
@@ -61,11 +60,8 @@ def table(result: dict) -> str:
              f"{result['n_prompts']} prompts; hybrid weight {result['hybrid']['weight']}",
              *mean_rows(base, METRICS)]
     for ref in REFERENCES:
-        cells = []
-        for m in METRICS:
-            d = result["against"][ref]["hybrid"][m].get(f"vs_{ref}")
-            cells.append(format_diff(d, scale=1, digits=3) if d else "-")
-        lines.append(f"hybrid - {ref:9} " + "  ".join(cells))
+        lines.append(f"hybrid - {ref:9} "
+                     + diff_cells(result["against"][ref]["hybrid"], f"vs_{ref}", METRICS))
     return "\n".join(lines)
 
 

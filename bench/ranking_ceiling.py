@@ -66,6 +66,7 @@ from uprise.evaluation.ranking import (  # noqa: E402
     lm_score_matrix,
     random_ranker,
 )
+from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.quickstart import RUN_CONFIG  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -235,6 +236,13 @@ def mean_rows(base: dict, metrics: tuple[str, ...]) -> list[str]:
     return [f"{'ranker':10} " + " ".join(f"{m:>8}" for m in metrics),
             *(f"{name:10} " + " ".join(f"{row[m]['mean']:8.3f}" for m in metrics)
               for name, row in base.items())]
+
+
+def diff_cells(row: dict, key: str, metrics: tuple[str, ...]) -> str:
+    """The section benches' difference cells: `row[m][key]` (a `vs_<reference>` interval of
+    judge_rankers' result) per metric as '+0.012 [-0.003, +0.027]', '-' where it is missing."""
+    return "  ".join(format_diff(row[m][key], scale=1, digits=3) if row[m].get(key) else "-"
+                     for m in metrics)
 
 
 def add_section_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,11 +30,10 @@ sys.path.insert(0, str(REPO))
 from flan_data import write_json  # noqa: E402
 from retriever.export import CONFIG_NAME  # noqa: E402
 from uprise.evaluation.ranking import dense_ranker, judge_rankers, standard_rankers  # noqa: E402
-from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.rounds import round_method  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, diff_cells, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 
 METRICS = ("ndcg@3", "top1", "spearman")
 
@@ -91,11 +90,8 @@ def table(result: dict) -> str:
         for ref in result["against"]:
             if ref == name or (ref in rounds and rounds.index(ref) > rounds.index(name)):
                 continue
-            cells = []
-            for m in METRICS:
-                d = result["against"][ref][name][m].get(f"vs_{ref}")
-                cells.append(format_diff(d, scale=1, digits=3) if d else "-")
-            lines.append(f"{name} - {ref:10} " + "  ".join(cells))
+            lines.append(f"{name} - {ref:10} "
+                         + diff_cells(result["against"][ref][name], f"vs_{ref}", METRICS))
     return "\n".join(lines)
 
 

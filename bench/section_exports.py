@@ -39,12 +39,11 @@ from uprise.evaluation.ranking import (  # noqa: E402
     judge_rankers,
     standard_rankers,
 )
-from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.rounds import round_method  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from labels import parse_exports  # noqa: E402
-from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, diff_cells, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 from round_ranking import mined_rounds  # noqa: E402
 
 METRICS = ("ndcg@3", "top1", "spearman")
@@ -112,8 +111,8 @@ def table(result: dict) -> str:
         if name != "untrained":
             for key, label in (("vs_untrained", ""), ("vs_untrained_crossed", " (crossed)")):
                 if key in row[METRICS[0]]:
-                    cells = [format_diff(row[m][key], scale=1, digits=3) for m in METRICS]
-                    lines.append(f"{name:10} - untrained{label}  " + "  ".join(cells))
+                    lines.append(f"{name:10} - untrained{label}  "
+                                 + diff_cells(row, key, METRICS))
     return "\n".join(lines)
 
 

@@ -35,11 +35,10 @@ from uprise.evaluation.ranking import (  # noqa: E402
     judge_rankers,
     standard_rankers,
 )
-from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.evaluation.wise import ALPHAS, calibrate_alpha  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from ranking_ceiling import add_section_arguments, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
+from ranking_ceiling import add_section_arguments, diff_cells, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
 
 REFERENCES = ("untrained", "trained", "bm25")
 METRICS = ("ndcg@3", "top1", "spearman")
@@ -83,11 +82,8 @@ def table(result: dict) -> str:
              *mean_rows(base, METRICS)]
     for name in ("wise", "wise_val"):
         for ref in REFERENCES:
-            cells = []
-            for m in METRICS:
-                d = result["against"][ref][name][m].get(f"vs_{ref}")
-                cells.append(format_diff(d, scale=1, digits=3) if d else "-")
-            lines.append(f"{name} - {ref:9} " + "  ".join(cells))
+            lines.append(f"{name} - {ref:9} "
+                         + diff_cells(result["against"][ref][name], f"vs_{ref}", METRICS))
     lines.append("held-out NDCG@3 by alpha (read only): " + " ".join(
         f"{a}:{row['mean']:.3f}" for a, row in result["held_out_curve"].items()))
     return "\n".join(lines)
