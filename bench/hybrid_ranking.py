@@ -43,8 +43,7 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     hybrid = chosen_weight(cluster_dir / "retriever", weight, seed)
     rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
                                seed, hybrid["weight"])
-    texts = [q.input for q in got.queries], [p.text for p in got.prompts]
-    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    relevance = got.relevance(rankers)
     tasks = [q.task for q in got.queries]
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
             "held_out_cluster": got.held_out, "n_queries": len(got.queries),

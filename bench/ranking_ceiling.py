@@ -60,6 +60,7 @@ from flan_data.protocol import StageData  # noqa: E402
 from flan_data.schema import Prompt, Query  # noqa: E402
 from flan_data.score_folder import read_scores  # noqa: E402
 from uprise.evaluation.ranking import (  # noqa: E402
+    Ranker,
     bm25_ranker,
     dense_ranker,
     judge_rankers,
@@ -133,6 +134,11 @@ class Section:
     queries: list[Query]
     prompts: list[Prompt]
     scores: np.ndarray
+
+    def relevance(self, rankers: dict[str, Ranker]) -> dict[str, np.ndarray]:
+        """Each ranker's (n_q, n_p) relevance of the section's queries x prompts."""
+        texts = [q.input for q in self.queries], [p.text for p in self.prompts]
+        return {name: rank(*texts) for name, rank in rankers.items()}
 
 
 def section(cluster_dir: Path, tag: str | None = None, eval_seed: int | None = None) -> Section:

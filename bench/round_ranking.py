@@ -29,7 +29,12 @@ sys.path.insert(0, str(REPO))
 
 from flan_data import write_json  # noqa: E402
 from retriever.export import CONFIG_NAME  # noqa: E402
-from uprise.evaluation.ranking import dense_ranker, judge_rankers, standard_rankers  # noqa: E402
+from uprise.evaluation.ranking import (  # noqa: E402
+    Ranker,
+    dense_ranker,
+    judge_rankers,
+    standard_rankers,
+)
 from uprise.rounds import round_method  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -54,6 +59,16 @@ def mined_rounds(cluster_dir: Path, required: bool = True) -> dict[int, Path]:
     return rounds
 
 
+def folder_rankers(cluster_dir: Path, rounds: dict[int, Path], seed: int) -> dict[str, Ranker]:
+    """The rankers of a cluster folder's section: `standard_rankers` (with `trained` when the
+    folder has a retriever) and each of `rounds` (`mined_rounds`) as `trained_r<r>`."""
+    trained = cluster_dir / "retriever"
+    rankers = standard_rankers(trained if trained.is_dir() else None,
+                               cluster_dir / "untrained_retriever", seed)
+    rankers.update({round_method(r): dense_ranker(path) for r, path in rounds.items()})
+    return rankers
+
+
 def _selection(export_dir: Path) -> dict | None:
     return json.loads((export_dir / CONFIG_NAME).read_text()).get(
         "metadata", {}).get("validation_ranking")
@@ -63,11 +78,7 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
             eval_seed: int | None = None) -> dict:
     got = section(cluster_dir, tag, eval_seed)
     rounds = mined_rounds(cluster_dir)
-    rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
-                               seed)
-    rankers.update({round_method(r): dense_ranker(path) for r, path in rounds.items()})
-    texts = [q.input for q in got.queries], [p.text for p in got.prompts]
-    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    relevance = got.relevance(folder_rankers(cluster_dir, rounds, seed))
     tasks = [q.task for q in got.queries]
     references = ["untrained", "bm25", "trained", *(round_method(r) for r in list(rounds)[:-1])]
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,

@@ -37,14 +37,12 @@ from uprise.evaluation.ranking import (  # noqa: E402
     crossed_bootstrap,
     dense_ranker,
     judge_rankers,
-    standard_rankers,
 )
-from uprise.rounds import round_method  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from labels import parse_exports  # noqa: E402
 from ranking_ceiling import add_section_arguments, diff_cells, mean_rows, section  # noqa: E402  (bench/, put on sys.path above)
-from round_ranking import mined_rounds  # noqa: E402
+from round_ranking import folder_rankers, mined_rounds  # noqa: E402
 
 METRICS = ("ndcg@3", "top1", "spearman")
 
@@ -70,11 +68,7 @@ def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: i
             crossed_resamples: int = 1000) -> dict:
     got = section(cluster_dir, tag, eval_seed)
     exports = named_exports(specs, got.held_out)
-    trained = cluster_dir / "retriever"
-    rankers = standard_rankers(trained if trained.is_dir() else None,
-                               cluster_dir / "untrained_retriever", seed)
-    rankers.update({round_method(r): dense_ranker(path)
-                    for r, path in mined_rounds(cluster_dir, required=False).items()})
+    rankers = folder_rankers(cluster_dir, mined_rounds(cluster_dir, required=False), seed)
     clash = sorted(set(exports) & set(rankers))
     if clash:
         raise SystemExit(f"--exports: {clash} already name the folder's own rankers "
@@ -84,8 +78,7 @@ def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: i
     if unknown:
         raise SystemExit(f"--crossed: {unknown} is not one of the rankers judged against the "
                          f"untrained encoder: {sorted(set(rankers) - {'untrained'})}")
-    texts = [q.input for q in got.queries], [p.text for p in got.prompts]
-    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    relevance = got.relevance(rankers)
     tasks = [q.task for q in got.queries]
     methods = judge_rankers(relevance, got.scores, tasks, "untrained", seed)
     if crossed:

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flan_data import write_json  # noqa: E402
-from uprise.evaluation.ranking import dense_ranker, judge_rankers, standard_rankers  # noqa: E402
+from uprise.evaluation.ranking import dense_ranker, judge_rankers  # noqa: E402
 from uprise.evaluation.stats import format_diff  # noqa: E402
 from uprise.quickstart import RUN_CONFIG, QuickstartConfig  # noqa: E402
 from uprise.rounds import round_method  # noqa: E402
@@ -35,7 +35,7 @@ from uprise.stages import train_stage  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from ranking_ceiling import add_section_arguments, section  # noqa: E402  (bench/, put on sys.path above)
-from round_ranking import METRICS, mined_rounds  # noqa: E402
+from round_ranking import METRICS, folder_rankers, mined_rounds  # noqa: E402
 
 SEEDS_DIR = "train_seeds"
 
@@ -81,13 +81,9 @@ def measure(cluster_dir: Path, seeds: list[int], max_round: int | None = None,
             eval_seed: int | None = None) -> dict:
     got = section(cluster_dir, tag, eval_seed)
     exports = retrain(cluster_dir, seeds, max_round, progress)
-    rankers = standard_rankers(cluster_dir / "retriever", cluster_dir / "untrained_retriever",
-                               seed)
-    rankers.update({round_method(r): dense_ranker(path)
-                    for r, path in mined_rounds(cluster_dir, required=False).items()})
+    rankers = folder_rankers(cluster_dir, mined_rounds(cluster_dir, required=False), seed)
     rankers.update({name: dense_ranker(path) for name, path in exports.items()})
-    texts = [q.input for q in got.queries], [p.text for p in got.prompts]
-    relevance = {name: rank(*texts) for name, rank in rankers.items()}
+    relevance = got.relevance(rankers)
     tasks = [q.task for q in got.queries]
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
             "held_out_cluster": got.held_out, "n_queries": len(got.queries),
