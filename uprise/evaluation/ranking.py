@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from flan_data.schema import Candidates, Prompt, Query
-from uprise.evaluation.stats import paired_bootstrap
+from uprise.evaluation.stats import group_index, paired_bootstrap
 
 Ranker = Callable[[list[str], list[str]], np.ndarray]
 
@@ -219,8 +219,7 @@ def crossed_bootstrap(relevance: dict[str, np.ndarray], reference: str, lm_score
             got = _per_query(relevance[name][:, cols], lm_scores[:, cols])
             for m in METRICS:
                 diffs[name, m][r] = got[m] - ref[m]
-    labels = np.asarray(tasks)
-    groups = [np.flatnonzero(labels == t) for t in sorted(set(tasks))]  # paired_bootstrap's order
+    groups = list(group_index(tasks, n_q).values())  # paired_bootstrap's strata, in its order
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(g), (n_resamples, len(g))) for g in groups]
     point = {name: _per_query(relevance[name], lm_scores)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def _group_index(groups: Sequence[str] | None, n: int) -> dict[str | None, np.ndarray]:
+def group_index(groups: Sequence[str] | None, n: int) -> dict[str | None, np.ndarray]:
     """Label -> the examples' indices, in sorted label order (None: one group of all)."""
     if groups is None:
         return {None: np.arange(n)}
@@ -51,7 +51,7 @@ def paired_bootstrap(
         )
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # (n,)
     rng = np.random.default_rng(seed)
-    index = _group_index(groups, len(diff))
+    index = group_index(groups, len(diff))
     if weights is not None:
         if groups is None:
             raise ValueError("weights needs groups (one label per example)")
