@@ -11,10 +11,11 @@ prompts they are all scored with, and its bootstrap CIs resample the queries, ne
 two folders' sections differ in both, and their retrievers in their training data. Judging the
 retrievers of one folder on the section of another separates the two; `--crossed NAME ...` adds,
 for those rankers, intervals that resample the prompts too (`crossed_bootstrap`, under
-`vs_untrained_crossed`; about 0.06 s per ranker and resample on a 2-core CPU). Ranks the
+`vs_<reference>_crossed`; about 3 ms per ranker and resample of a 300 x 20 section). Ranks the
 folder's own rankers (`standard_rankers`, and its mined rounds) plus every `--exports NAME=DIR`
-and judges each against the folder's untrained encoder (`judge_rankers`: NDCG@3, top-1
-agreement, Spearman per query, paired bootstrap 95% CIs stratified by task); the folder's own
+and judges each against `--reference` (default: the folder's untrained encoder; `judge_rankers`:
+NDCG@3, top-1 agreement, Spearman per query, paired bootstrap 95% CIs stratified by task); the
+folder's own
 rows reproduce its section's. An export must have been trained with the section's cluster held
 out (its metadata says so) or not trained at all; any other is refused before anything is
 encoded. Prints a table, writes JSON. Runs the towers and BM25 on CPU (seconds).
@@ -65,7 +66,7 @@ def named_exports(specs: list[str], held_out: str) -> dict[str, Path]:
 
 def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: int = 42,
             eval_seed: int | None = None, crossed: tuple[str, ...] | list[str] = (),
-            crossed_resamples: int = 1000) -> dict:
+            crossed_resamples: int = 1000, reference: str = "untrained") -> dict:
     got = section(cluster_dir, tag, eval_seed)
     exports = named_exports(specs, got.held_out)
     rankers = folder_rankers(cluster_dir, mined_rounds(cluster_dir, required=False), seed)
@@ -74,37 +75,39 @@ def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: i
         raise SystemExit(f"--exports: {clash} already name the folder's own rankers "
                          f"{sorted(rankers)}; choose other names")
     rankers.update({name: dense_ranker(path) for name, path in exports.items()})
-    unknown = sorted(set(crossed) - set(rankers) | set(crossed) & {"untrained"})
+    if reference not in rankers:
+        raise SystemExit(f"--reference {reference!r} is not one of the rankers: {sorted(rankers)}")
+    unknown = sorted(set(crossed) - set(rankers) | set(crossed) & {reference})
     if unknown:
-        raise SystemExit(f"--crossed: {unknown} is not one of the rankers judged against the "
-                         f"untrained encoder: {sorted(set(rankers) - {'untrained'})}")
+        raise SystemExit(f"--crossed: {unknown} is not one of the rankers judged against "
+                         f"{reference!r}: {sorted(set(rankers) - {reference})}")
     relevance = got.relevance(rankers)
     tasks = [q.task for q in got.queries]
-    methods = judge_rankers(relevance, got.scores, tasks, "untrained", seed)
+    methods = judge_rankers(relevance, got.scores, tasks, reference, seed)
     if crossed:
-        wide = crossed_bootstrap({n: relevance[n] for n in ["untrained", *crossed]}, "untrained",
+        wide = crossed_bootstrap({n: relevance[n] for n in [reference, *crossed]}, reference,
                                  got.scores, tasks, crossed_resamples, seed)
         for name, by_metric in wide.items():
             for m, ci in by_metric.items():
-                methods[name][m]["vs_untrained_crossed"] = ci
+                methods[name][m][f"vs_{reference}_crossed"] = ci
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
             "held_out_cluster": got.held_out, "n_queries": len(got.queries),
             "n_prompts": len(got.prompts), "lm": got.records[0].lm,
             "exports": {name: str(path) for name, path in exports.items()},
-            "crossed_resamples": crossed_resamples if crossed else 0, "methods": methods}
+            "crossed_resamples": crossed_resamples if crossed else 0, "reference": reference,
+            "methods": methods}
 
 
 def table(result: dict) -> str:
-    """One row per ranker (each metric's mean), then each one's difference to the untrained
-    encoder."""
-    methods = result["methods"]
+    """One row per ranker (each metric's mean), then each one's difference to the reference."""
+    methods, reference = result["methods"], result.get("reference", "untrained")
     lines = [f"{result['held_out_cluster']} ({result['lm']}): {result['n_queries']} queries x "
              f"{result['n_prompts']} prompts", *mean_rows(methods, METRICS)]
     for name, row in methods.items():
-        if name != "untrained":
-            for key, label in (("vs_untrained", ""), ("vs_untrained_crossed", " (crossed)")):
+        if name != reference:
+            for key, label in ((f"vs_{reference}", ""), (f"vs_{reference}_crossed", " (crossed)")):
                 if key in row[METRICS[0]]:
-                    lines.append(f"{name:10} - untrained{label}  "
+                    lines.append(f"{name:10} - {reference}{label}  "
                                  + diff_cells(row, key, METRICS))
     return "\n".join(lines)
 
@@ -117,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crossed", nargs="+", default=[], metavar="NAME",
                         help="rankers that also get intervals resampling the prompts")
     parser.add_argument("--crossed-resamples", type=int, default=1000)
+    parser.add_argument("--reference", default="untrained",
+                        help="the ranker every other one is judged against")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = measure(args.cluster_dir, args.exports, args.tag, args.seed, args.eval_seed,
-                     args.crossed, args.crossed_resamples)
+                     args.crossed, args.crossed_resamples, args.reference)
     print(table(result))
     write_json(args.out, result)
     return 0

@@ -65,6 +65,15 @@ def test_an_export_judged_on_the_section_as_the_folders_own_rankers_are(cluster_
                      crossed_resamples=50)["methods"]["trained"]["ndcg@3"]
     assert wide["vs_untrained_crossed"]["diff"] == pytest.approx(wide["vs_untrained"]["diff"])
     assert "vs_untrained_crossed" not in methods["trained"]["ndcg@3"]  # only when asked
+    against_bm25 = m.measure(cluster_dir, [], seed=3, eval_seed=5, crossed=["trained"],
+                             crossed_resamples=50, reference="bm25")["methods"]
+    got = against_bm25["trained"]["ndcg@3"]
+    want = methods["trained"]["ndcg@3"]["mean"] - methods["bm25"]["ndcg@3"]["mean"]
+    assert got["vs_bm25"]["diff"] == pytest.approx(want)
+    assert got["vs_bm25_crossed"]["diff"] == pytest.approx(want)
+    assert "vs_bm25" not in against_bm25["bm25"]["ndcg@3"]  # the reference itself has none
+    with pytest.raises(SystemExit, match="--reference 'best' is not one of the rankers"):
+        m.measure(cluster_dir, [], eval_seed=5, reference="best")
 
 
 def test_named_exports_refuse_what_saw_the_cluster_or_is_no_export(tmp_path):
