@@ -15,10 +15,9 @@ for those rankers, intervals that resample the prompts too (`crossed_bootstrap`,
 folder's own rankers (`standard_rankers`, and its mined rounds) plus every `--exports NAME=DIR`
 and judges each against `--reference` (default: the folder's untrained encoder; `judge_rankers`:
 NDCG@3, top-1 agreement, Spearman per query, paired bootstrap 95% CIs stratified by task); the
-folder's own
-rows reproduce its section's. An export must have been trained with the section's cluster held
-out (its metadata says so) or not trained at all; any other is refused before anything is
-encoded. Prints a table, writes JSON. Runs the towers and BM25 on CPU (seconds).
+folder's own rows reproduce its section's. An export must have been trained with the section's
+cluster held out (its metadata says so) or not trained at all; any other is refused before
+anything is encoded. Prints a table, writes JSON. Runs the towers and BM25 on CPU (seconds).
 """
 
 from __future__ import annotations
