@@ -96,3 +96,15 @@ def test_named_exports_refuse_what_saw_the_cluster_or_is_no_export(tmp_path):
         m.named_exports([f"none={tmp_path}"], "nli")
     with pytest.raises(SystemExit, match="is not a new NAME=DIR"):
         m.named_exports([ok, ok], "nli")
+
+
+def test_hybrid_crossed_intervals_only_when_asked_and_around_the_same_difference(cluster_dir):
+    m = load_script("hybrid_ranking")
+    plain = m.measure(cluster_dir, seed=3, weight=0.5, eval_seed=5)
+    wide = m.measure(cluster_dir, seed=3, weight=0.5, eval_seed=5, crossed_resamples=50)
+    for ref in m.REFERENCES:
+        row = wide["against"][ref]["hybrid"]["ndcg@3"]
+        assert f"vs_{ref}_crossed" not in plain["against"][ref]["hybrid"]["ndcg@3"]
+        assert row[f"vs_{ref}"] == plain["against"][ref]["hybrid"]["ndcg@3"][f"vs_{ref}"]
+        assert row[f"vs_{ref}_crossed"]["diff"] == pytest.approx(row[f"vs_{ref}"]["diff"])
+    assert "(crossed)" in m.table(wide) and "(crossed)" not in m.table(plain)
