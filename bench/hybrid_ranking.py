@@ -55,11 +55,12 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     relevance = got.relevance(rankers)
     tasks = [q.task for q in got.queries]
     against = {ref: judge_rankers(relevance, got.scores, tasks, ref, seed) for ref in REFERENCES}
-    for ref in REFERENCES if crossed_resamples else ():
-        wide = crossed_bootstrap({ref: relevance[ref], "hybrid": relevance["hybrid"]}, ref,
-                                 got.scores, tasks, crossed_resamples, seed)["hybrid"]
-        for m, ci in wide.items():
-            against[ref]["hybrid"][m][f"vs_{ref}_crossed"] = ci
+    if crossed_resamples:
+        for ref in REFERENCES:
+            wide = crossed_bootstrap({ref: relevance[ref], "hybrid": relevance["hybrid"]}, ref,
+                                     got.scores, tasks, crossed_resamples, seed)["hybrid"]
+            for m, ci in wide.items():
+                against[ref]["hybrid"][m][f"vs_{ref}_crossed"] = ci
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
             "held_out_cluster": got.held_out, "n_queries": len(got.queries),
             "n_prompts": len(got.prompts), "lm": got.records[0].lm, "hybrid": hybrid,
