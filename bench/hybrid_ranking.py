@@ -14,7 +14,7 @@ with the section's rankers (`standard_rankers`) and judges each against every re
 CIs stratified by task). Against the untrained encoder it reproduces the section's own rows;
 against BM25 and the trained retriever it says whether the mix adds anything to either part.
 `--crossed` adds, for the hybrid against each reference, intervals that resample the section's
-prompts too (`crossed_bootstrap`, under `vs_<reference>_crossed`). Prints a table, writes JSON.
+prompts too (`add_crossed`, under `vs_<reference>_crossed`). Prints a table, writes JSON.
 Runs the query/prompt towers and BM25 on CPU (seconds).
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from flan_data import write_json  # noqa: E402
 from uprise.evaluation.hybrid import chosen_weight  # noqa: E402
 from uprise.evaluation.ranking import (  # noqa: E402
-    crossed_bootstrap,
+    add_crossed,
     judge_rankers,
     standard_rankers,
 )
@@ -57,10 +57,8 @@ def measure(cluster_dir: Path, tag: str | None = None, seed: int = 42,
     against = {ref: judge_rankers(relevance, got.scores, tasks, ref, seed) for ref in REFERENCES}
     if crossed_resamples:
         for ref in REFERENCES:
-            wide = crossed_bootstrap({ref: relevance[ref], "hybrid": relevance["hybrid"]}, ref,
-                                     got.scores, tasks, crossed_resamples, seed)["hybrid"]
-            for m, ci in wide.items():
-                against[ref]["hybrid"][m][f"vs_{ref}_crossed"] = ci
+            add_crossed(against[ref], relevance, ref, ["hybrid"], got.scores, tasks,
+                        crossed_resamples, seed)
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
             "held_out_cluster": got.held_out, "n_queries": len(got.queries),
             "n_prompts": len(got.prompts), "lm": got.records[0].lm, "hybrid": hybrid,

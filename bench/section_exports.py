@@ -10,7 +10,7 @@ A section (`ranking_ceiling.section`) is one draw of held-out queries and of the
 prompts they are all scored with, and its bootstrap CIs resample the queries, never the prompts:
 two folders' sections differ in both, and their retrievers in their training data. Judging the
 retrievers of one folder on the section of another separates the two; `--crossed NAME ...` adds,
-for those rankers, intervals that resample the prompts too (`crossed_bootstrap`, under
+for those rankers, intervals that resample the prompts too (`add_crossed`, under
 `vs_<reference>_crossed`; about 3 ms per ranker and resample of a 300 x 20 section). Ranks the
 folder's own rankers (`standard_rankers`, and its mined rounds) plus every `--exports NAME=DIR`
 and judges each against `--reference` (default: the folder's untrained encoder; `judge_rankers`:
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from flan_data import write_json  # noqa: E402
 from retriever.export import CONFIG_NAME  # noqa: E402
 from uprise.evaluation.ranking import (  # noqa: E402
-    crossed_bootstrap,
+    add_crossed,
     dense_ranker,
     judge_rankers,
 )
@@ -84,11 +84,8 @@ def measure(cluster_dir: Path, specs: list[str], tag: str | None = None, seed: i
     tasks = [q.task for q in got.queries]
     methods = judge_rankers(relevance, got.scores, tasks, reference, seed)
     if crossed:
-        wide = crossed_bootstrap({n: relevance[n] for n in [reference, *crossed]}, reference,
-                                 got.scores, tasks, crossed_resamples, seed)
-        for name, by_metric in wide.items():
-            for m, ci in by_metric.items():
-                methods[name][m][f"vs_{reference}_crossed"] = ci
+        add_crossed(methods, relevance, reference, list(crossed), got.scores, tasks,
+                    crossed_resamples, seed)
     return {"cluster_dir": str(cluster_dir), "ranking_folder": got.folder.name,
             "held_out_cluster": got.held_out, "n_queries": len(got.queries),
             "n_prompts": len(got.prompts), "lm": got.records[0].lm,

@@ -10,6 +10,7 @@ from flan_data.schema import Prompt, Query
 from proxy_lm import read_scores
 from uprise.evaluation.ranking import (
     _per_query,
+    add_crossed,
     crossed_bootstrap,
     judge_rankers,
     ranking_section,
@@ -113,3 +114,16 @@ def test_a_gain_from_one_prompt_is_certain_only_while_that_prompt_is_never_redra
     assert crossed["lucky"]["top1"]["diff"] == pytest.approx(queries_only["diff"])
     # a third of the prompt draws miss prompt 0 (0.9 ** 10), and with it the gain
     assert crossed["lucky"]["top1"]["low"] < 0.1 < 0.7 < crossed["lucky"]["top1"]["high"]
+
+
+def test_add_crossed_puts_each_interval_beside_the_query_only_one():
+    lm, ref, tasks = _section()
+    rel = {"untrained": ref, "trained": ref + lm, "bm25": lm - ref}
+    judged = judge_rankers(rel, lm, tasks, "bm25", 2)
+    add_crossed(judged, rel, "bm25", ["trained"], lm, tasks, n_resamples=50, seed=2)
+    want = crossed_bootstrap({"bm25": rel["bm25"], "trained": rel["trained"]}, "bm25", lm,
+                             tasks, n_resamples=50, seed=2)["trained"]
+    for m, ci in want.items():
+        assert judged["trained"][m]["vs_bm25_crossed"] == ci
+        assert "vs_bm25" in judged["trained"][m]
+    assert all("vs_bm25_crossed" not in row for row in judged["untrained"].values())

@@ -241,6 +241,19 @@ def crossed_bootstrap(relevance: dict[str, np.ndarray], reference: str, lm_score
     return out
 
 
+def add_crossed(judged: dict[str, dict[str, dict[str, Any]]], relevance: dict[str, np.ndarray],
+                reference: str, names: list[str], lm_scores: np.ndarray, tasks: list[str],
+                n_resamples: int = 1000, seed: int = 0) -> None:
+    """Adds `crossed_bootstrap`'s interval of each of `names` against `reference` to a
+    `judge_rankers(..., reference, ...)` result, in place, beside its `vs_<reference>` as
+    `vs_<reference>_crossed`."""
+    wide = crossed_bootstrap({n: relevance[n] for n in [reference, *names]}, reference,
+                             lm_scores, tasks, n_resamples, seed)
+    for name, by_metric in wide.items():
+        for metric, ci in by_metric.items():
+            judged[name][metric][f"vs_{reference}_crossed"] = ci
+
+
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
