@@ -141,9 +141,11 @@ class Section:
         return {name: rank(*texts) for name, rank in rankers.items()}
 
 
-def section(cluster_dir: Path, tag: str | None = None, eval_seed: int | None = None) -> Section:
+def section(cluster_dir: Path, tag: str | None = None, eval_seed: int | None = None,
+            ranking_seed: int | None = None) -> Section:
     """Reads the ranking section of a finished `uprise eval --clusters` cluster folder whose
-    held-out rows were drawn with `eval_seed` (None: the folder's seed, as `uprise eval`)."""
+    held-out rows were drawn with `eval_seed` and whose section with `ranking_seed` (None, each:
+    the folder's seed, as `uprise eval`)."""
     folder = ranking_folder(cluster_dir, tag)
     records = read_scores(folder)
     config = json.loads((cluster_dir / RUN_CONFIG).read_text())["config"]
@@ -159,11 +161,13 @@ def section(cluster_dir: Path, tag: str | None = None, eval_seed: int | None = N
                          f"rows with the template it was scored with (evaluation seed "
                          f"{seed_eval}); pass the --eval-seed its `uprise eval` run had")
     prompt_ids = {s.prompt_id for s in records}
-    prompts = random.Random(f"{seed}:ranking-prompts").sample(
+    seed_ranking = seed if ranking_seed is None else ranking_seed
+    prompts = random.Random(f"{seed_ranking}:ranking-prompts").sample(
         stage.pool, min(len(prompt_ids), len(stage.pool)))
     if {p.id for p in prompts} != prompt_ids:
         raise SystemExit(f"{folder}: its prompts are not the ranking section's sample of "
-                         f"{cluster_dir / 'data'} with seed {seed}")
+                         f"{cluster_dir / 'data'} with seed {seed_ranking}; pass the "
+                         "--ranking-seed its `uprise eval` run had")
     scores = lm_score_matrix(records, queries, prompts)  # (n_q, n_p)
     if np.isnan(scores).any():
         raise SystemExit(f"{folder}: {int(np.isnan(scores).sum())} (query, prompt) pairs have "

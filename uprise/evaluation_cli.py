@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                         "prompts rank every retriever (ranking section; 0: skip)")
     p.add_argument("--ranking-prompts", type=int, default=20,
                    help="pool prompts in that shared sample")
+    p.add_argument("--ranking-seed", type=int,
+                   help="seed of the ranking section's query and prompt samples (default: "
+                        "--seed); another value draws a fresh section, nothing retrained")
     p.add_argument("--scoring-lm-for-ranking", dest="ranking_lm",
                    help="single run: LM whose scores the ranking section uses (default: the "
                         "embedded scoring LM, or --lm when it is a local model)")
@@ -317,8 +320,12 @@ def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path,
     return ranking_section(judge.lm, stage.eval_queries, stage.pool,
                            standard_rankers(args.retriever, untrained, args.seed, hybrid_weight),
                            out / "ranking_scores", args.ranking_per_task, args.ranking_prompts,
-                           args.seed, batch_size=args.batch_size,
+                           _ranking_seed(args), batch_size=args.batch_size,
                            progress=not args.no_progress)
+
+
+def _ranking_seed(args: argparse.Namespace) -> int:
+    return args.seed if args.ranking_seed is None else args.ranking_seed
 
 
 def _single_effect(report: dict[str, Any]) -> dict[str, Any]:
@@ -363,7 +370,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         args.calibration_per_task, eval_per_task, eval_seed=args.eval_seed, tasks=tasks,
         progress=not args.no_progress, ranking_per_task=args.ranking_per_task,
         ranking_prompts=args.ranking_prompts, abstain_by=args.abstain_by,
-        hybrid_weight=args.hybrid_weight)
+        hybrid_weight=args.hybrid_weight, ranking_seed=_ranking_seed(args))
     report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,

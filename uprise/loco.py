@@ -95,6 +95,9 @@ class EvalSettings:
     """Held-out queries per task for the ranking section (`uprise.evaluation.ranking`); 0: none."""
     ranking_prompts: int = 20
     """Shared pool prompts every ranking query is scored with."""
+    ranking_seed: int | None = None
+    """Seed of the ranking section's query and prompt samples; None: `seed`. Another value draws
+    a fresh section of the same folder with nothing retrained."""
     abstain_by: Literal["all", "kind"] = "all"
     """'all': one abstention threshold for every query; 'kind': one per answer kind (choice,
     generation), each calibrated on the training clusters' validation queries of that kind."""
@@ -232,7 +235,8 @@ def evaluate_cluster(lm: Predictor, cfg: QuickstartConfig, cluster_dir: Path, st
         report["ranking"] = ranking_section(
             scoring_lm(), queries, stage.pool, rankers,
             cluster_dir / "ranking_scores", settings.ranking_per_task, settings.ranking_prompts,
-            settings.seed, batch_size=settings.batch_size, progress=settings.progress)
+            settings.seed if settings.ranking_seed is None else settings.ranking_seed,
+            batch_size=settings.batch_size, progress=settings.progress)
     return report, predictions
 
 

@@ -167,7 +167,7 @@ def test_eval_cli_single_run_against_the_server(server, tmp_path, shared_data_di
                "--baseline-retriever", str(export), "--api-base", base, "--api-model", "tiny",
                "--api-key-env", "TINY_API_KEY", "--k", "1", "--abstain",
                "--calibration-per-task", "4", "--output-dir", str(tmp_path / "out"),
-               "--ranking-per-task", "2", "--ranking-prompts", "3",
+               "--ranking-per-task", "2", "--ranking-prompts", "3", "--ranking-seed", "11",
                "--scoring-lm-for-ranking", str(tiny_gpt_neo_path), "--no-progress"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     methods = report["methods"]
@@ -181,4 +181,5 @@ def test_eval_cli_single_run_against_the_server(server, tmp_path, shared_data_di
     assert "unparsable replies" in (tmp_path / "out" / "report.md").read_text()
     ranking = report["ranking"]  # judged by the local scoring LM, not the API-served one
     assert ranking["lm"] != report["config"]["lm_name"] and ranking["n_queries"] == 2 * 2
+    assert ranking["seed"] == 11  # --ranking-seed draws the section, not --seed (42)
     assert set(ranking["methods"]) == {"random", "bm25", "untrained", "trained"}

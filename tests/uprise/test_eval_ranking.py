@@ -1,5 +1,6 @@
 """The held-out ranking section: an oracle ranker scores 1, its reverse -1, on real LM scores;
-the crossed bootstrap against the paired one and on a gain that one prompt carries."""
+the crossed bootstrap against the paired one and on a gain that one prompt carries; pooled
+intervals of several sections."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from uprise.evaluation.ranking import (
     _per_query,
     add_crossed,
     crossed_bootstrap,
+    crossed_resamples,
+    interval,
     judge_rankers,
     ranking_section,
     sample_queries,
@@ -127,3 +130,43 @@ def test_add_crossed_puts_each_interval_beside_the_query_only_one():
         assert judged["trained"][m]["vs_bm25_crossed"] == ci
         assert "vs_bm25" in judged["trained"][m]
     assert all("vs_bm25_crossed" not in row for row in judged["untrained"].values())
+
+
+def test_every_pair_sees_the_same_draws():
+    lm, ref, tasks = _section()
+    rel = {"a": ref + lm, "b": ref, "c": lm - ref}
+    got = crossed_resamples(rel, [("a", "b"), ("b", "c"), ("a", "c")], lm, tasks,
+                            n_resamples=40, seed=1)
+    for m in ("ndcg@3", "top1", "spearman"):  # differences of one draw add up
+        (ab, ab_draws), (bc, bc_draws), (ac, ac_draws) = (got[p][m] for p in got)
+        assert ab + bc == pytest.approx(ac)
+        np.testing.assert_allclose(ab_draws + bc_draws, ac_draws)
+    alone = crossed_bootstrap({"b": ref, "a": rel["a"]}, "b", lm, tasks, n_resamples=40, seed=1)
+    assert alone["a"]["ndcg@3"] == interval([got["a", "b"]["ndcg@3"]])
+
+
+def test_pooled_interval_averages_the_draws_resample_by_resample():
+    up, down = np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.array([4.0, 3.0, 2.0, 1.0, 0.0])
+    assert interval([(2.0, up)], level=0.5) == {"diff": 2.0, "low": 1.0, "high": 3.0}
+    # opposite draws cancel: the mean of each resample is 2
+    assert interval([(1.0, up), (4.0, down)], level=0.5) == {"diff": 2.5, "low": 2.0,
+                                                              "high": 2.0}
+    with pytest.raises(ValueError, match="same number of draws"):
+        interval([(1.0, up), (1.0, up[:3])])
+    with pytest.raises(ValueError, match="at least one part"):
+        interval([])
+
+
+def test_pooling_independent_sections_narrows_the_interval():
+    parts, widths = [], []
+    for i in range(4):
+        lm, ref, tasks = _section(n_q=60, seed=10 + i)
+        got = crossed_resamples({"t": ref + lm, "u": ref}, [("t", "u")], lm, tasks,
+                                n_resamples=300, seed=i)["t", "u"]["ndcg@3"]
+        one = interval([got])
+        parts.append(got)
+        widths.append(one["high"] - one["low"])
+    pooled = interval(parts)
+    assert pooled["diff"] == pytest.approx(np.mean([p for p, _ in parts]))
+    # four independent sections: about half as wide as one (1 / sqrt(4))
+    assert pooled["high"] - pooled["low"] < 0.7 * np.mean(widths)

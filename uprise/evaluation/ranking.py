@@ -20,7 +20,8 @@ section's prompts, so it orders them exactly as the method would). `lm_score_mat
 `judge_rankers` are the section's two halves after scoring, for other callers of the same
 statistic (`bench/ranking_ceiling.py`, `bench/wise_ranking.py`). The section's intervals resample
 its queries; `crossed_bootstrap` resamples its prompts as well, for a claim about the pool rather
-than about the section's one draw of prompts (`bench/section_exports.py --crossed`).
+than about the section's one draw of prompts (`bench/section_exports.py --crossed`), and
+`interval` pools the draws of several independent sections (`bench/pooled_ranking.py`).
 """
 
 from __future__ import annotations
@@ -146,15 +147,15 @@ def ranking_section(lm: Any, eval_queries: list[Query], pool: list[Prompt],
         raise ValueError(f"reference ranker {reference!r} is not among {sorted(rankers)}.")
     queries = sample_queries(eval_queries, per_task, seed)
     prompts = random.Random(f"{seed}:ranking-prompts").sample(pool, min(n_prompts, len(pool)))
+    folder = pairs_folder(work_dir, lm.name, queries, prompts)
     scores = score_candidates(lm, {q.id: q for q in queries}, {p.id: p for p in prompts},
                               [Candidates(q.id, [p.id for p in prompts]) for q in queries],
-                              pairs_folder(work_dir, lm.name, queries, prompts),
-                              batch_size=batch_size, progress=progress)
+                              folder, batch_size=batch_size, progress=progress)
     lm_scores = lm_score_matrix(scores, queries, prompts)  # (n_q, n_p)
     texts = [q.input for q in queries], [p.text for p in prompts]
     relevance = {name: rank(*texts) for name, rank in rankers.items()}
     return {"n_queries": len(queries), "n_prompts": len(prompts), "per_task": per_task,
-            "reference": reference, "lm": lm.name,
+            "seed": seed, "score_folder": folder.name, "reference": reference, "lm": lm.name,
             "methods": judge_rankers(relevance, lm_scores, [q.task for q in queries], reference,
                                      seed)}
 
@@ -197,48 +198,78 @@ def crossed_bootstrap(relevance: dict[str, np.ndarray], reference: str, lm_score
                       level: float = 0.95, resample_prompts: bool = True,
                       ) -> dict[str, dict[str, dict[str, float]]]:
     """Every ranker's difference to `reference` per metric, {name: {metric: {"diff", "low",
-    "high"}}}, with an interval that treats the section's prompts as a sample too: each resample
+    "high"}}}, with an interval that treats the section's prompts as a sample too
+    (`crossed_resamples`; with `resample_prompts=False` it is `paired_bootstrap` of the
+    per-query values, to the digit)."""
+    pairs = [(name, reference) for name in relevance if name != reference]
+    got = crossed_resamples(relevance, pairs, lm_scores, tasks, n_resamples, seed,
+                            resample_prompts)
+    return {name: {m: interval([drawn], level) for m, drawn in got[name, ref].items()}
+            for name, ref in pairs}
+
+
+def crossed_resamples(relevance: dict[str, np.ndarray], pairs: list[tuple[str, str]],
+                      lm_scores: np.ndarray, tasks: list[str], n_resamples: int = 1000,
+                      seed: int = 0, resample_prompts: bool = True,
+                      ) -> dict[tuple[str, str], dict[str, tuple[float, np.ndarray]]]:
+    """For each (name, reference) of `pairs` and each metric: the section's difference of the
+    two rankers' task-stratified mean (tasks weighing the same as in `paired_bootstrap`) and its
+    `n_resamples` bootstrap draws, {(name, reference): {metric: (diff, draws)}}. Each resample
     draws the prompts with replacement (one draw for every query: the pigeonhole bootstrap of a
     crossed design, Owen 2007), recomputes every per-query metric on those columns, and draws
-    the queries with replacement within their task, tasks weighing the same as in
-    `paired_bootstrap` (with `resample_prompts=False` it is `paired_bootstrap` of the per-query
-    values, to the digit). A query whose metric is undefined in a resample (a constant row)
-    drops out of that resample's task mean."""
+    the queries with replacement within their task (the queries only with `resample_prompts`
+    false); every pair sees the same draws. A query whose metric is undefined in a resample (a
+    constant row) drops out of that resample's task mean."""
     import warnings
 
     from retriever.ranking import METRICS
 
     n_q, n_p = lm_scores.shape
-    names = [name for name in relevance if name != reference]
-    prompt_rng = np.random.default_rng([seed, 1])  # apart from the query draws below
-    diffs = {(n, m): np.empty((n_resamples, n_q)) for n in names for m in METRICS}
-    for r in range(n_resamples):
-        cols = prompt_rng.integers(0, n_p, n_p) if resample_prompts else np.arange(n_p)
-        ref = _per_query(relevance[reference][:, cols], lm_scores[:, cols])
-        for name in names:
-            got = _per_query(relevance[name][:, cols], lm_scores[:, cols])
-            for m in METRICS:
-                diffs[name, m][r] = got[m] - ref[m]
+    names = list(dict.fromkeys(n for pair in pairs for n in pair))
+    point = {name: _per_query(relevance[name], lm_scores) for name in names}
+    values = {(n, m): np.broadcast_to(point[n][m], (n_resamples, n_q)) for n in names
+              for m in METRICS}  # the same columns in every resample, unless drawn below
+    if resample_prompts:
+        prompt_rng = np.random.default_rng([seed, 1])  # apart from the query draws below
+        values = {key: np.empty((n_resamples, n_q)) for key in values}
+        for r in range(n_resamples):
+            cols = prompt_rng.integers(0, n_p, n_p)
+            for name in names:
+                got = _per_query(relevance[name][:, cols], lm_scores[:, cols])
+                for m in METRICS:
+                    values[name, m][r] = got[m]
     groups = list(group_index(tasks, n_q).values())  # paired_bootstrap's strata, in its order
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(g), (n_resamples, len(g))) for g in groups]
-    point = {name: _per_query(relevance[name], lm_scores)
-             for name in [reference, *names]}
-    tail = (1 - level) / 2 * 100
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    out: dict[tuple[str, str], dict[str, tuple[float, np.ndarray]]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a task with no defined value
-        for name in names:
-            out[name] = {}
+        for name, ref in pairs:
+            out[name, ref] = {}
             for m in METRICS:
-                d = point[name][m] - point[reference][m]  # (n_q,)
-                stat = np.nanmean([np.nanmean(np.take_along_axis(
-                    diffs[name, m][:, g], idx, axis=1), axis=1)
-                    for g, idx in zip(groups, draws, strict=True)], axis=0)  # (resamples,)
-                low, high = np.nanpercentile(stat, [tail, 100 - tail])
-                out[name][m] = {"diff": float(np.nanmean([np.nanmean(d[g]) for g in groups])),
-                                "low": float(low), "high": float(high)}
+                d = point[name][m] - point[ref][m]  # (n_q,)
+                diffs = values[name, m] - values[ref, m]  # (resamples, n_q)
+                stat = np.nanmean([np.nanmean(np.take_along_axis(diffs[:, g], idx, axis=1),
+                                              axis=1)
+                                   for g, idx in zip(groups, draws, strict=True)], axis=0)
+                out[name, ref][m] = (float(np.nanmean([np.nanmean(d[g]) for g in groups])),
+                                     stat)
     return out
+
+
+def interval(parts: list[tuple[float, np.ndarray]], level: float = 0.95) -> dict[str, float]:
+    """{"diff", "low", "high"} of the equal-weight mean of independent estimates, each a
+    (point, bootstrap draws) of `crossed_resamples` with the same number of draws: the mean of
+    the points, and the percentile interval of the draws averaged resample by resample (one
+    part: that part's own interval)."""
+    if not parts or len({len(draws) for _, draws in parts}) != 1:
+        raise ValueError("interval: expected at least one part, all with the same number of "
+                         f"draws; got {[len(draws) for _, draws in parts]}")
+    tail = (1 - level) / 2 * 100
+    stat = np.mean([draws for _, draws in parts], axis=0)
+    low, high = np.nanpercentile(stat, [tail, 100 - tail])
+    return {"diff": float(np.mean([point for point, _ in parts])), "low": float(low),
+            "high": float(high)}
 
 
 def add_crossed(judged: dict[str, dict[str, dict[str, Any]]], relevance: dict[str, np.ndarray],
