@@ -5,15 +5,11 @@ section read with the wrong ranking seed is refused."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
-from bench_scripts import load_script
+from bench_scripts import load_script, tiny_section_run
 
 from uprise.evaluation_cli import eval_main
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +17,7 @@ def sections(tmp_path_factory, shared_data_dir, tiny_bert_path, tiny_gpt_neo_pat
     """The cluster folder and its two sections' reports: the run's own (seed 3), then one
     drawn with --ranking-seed 9, nothing retrained."""
     root = tmp_path_factory.mktemp("pooled")
-    raw = yaml.safe_load((REPO / "configs" / "loco.yaml").read_text())
-    config = root / "tiny.yaml"  # short demonstrations: the tiny LMs have a 512-token window
-    config.write_text(yaml.safe_dump({**raw, "max_prompt_chars": 150}))
-    args = ["--config", str(config), "--data-dir", str(shared_data_dir),
-            "--encoder", str(tiny_bert_path), "--scoring-lm", str(tiny_gpt_neo_path),
-            "--clusters", "commonsense", "--train-clusters", "nli", "paraphrase",
-            "--pool-per-task", "12", "--queries-per-task", "4", "--n-candidates", "3",
-            "--epochs", "1", "--k", "2", "--batch-size", "8", "--seed", "3",
-            "--eval-seed", "5", "--eval-per-task", "5", "--methods", "zero_shot",
-            "--ranking-per-task", "2", "--ranking-prompts", "4",
-            "--work-dir", str(root / "work"), "--no-progress"]
+    args = tiny_section_run(root, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path)
     reports = []
     for out, extra in (("first", []), ("fresh", ["--ranking-seed", "9"])):
         eval_main([*args, "--output-dir", str(root / out), *extra])

@@ -5,35 +5,21 @@ and bench/section_exports.py judges any export on it (and refuses one that saw t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from bench_scripts import load_script
+from bench_scripts import load_script, tiny_section_run
 
 from flan_data import evaluation_queries
 from retriever.export import CONFIG_NAME
 from uprise.evaluation_cli import eval_main
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def cluster_dir(tmp_path_factory, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path):
     root = tmp_path_factory.mktemp("section")
-    raw = yaml.safe_load((REPO / "configs" / "loco.yaml").read_text())
-    config = root / "tiny.yaml"  # short demonstrations: the tiny LMs have a 512-token window
-    config.write_text(yaml.safe_dump({**raw, "max_prompt_chars": 150}))
-    eval_main(["--config", str(config), "--data-dir", str(shared_data_dir),
-               "--encoder", str(tiny_bert_path), "--scoring-lm", str(tiny_gpt_neo_path),
-               "--clusters", "commonsense", "--train-clusters", "nli", "paraphrase",
-               "--pool-per-task", "12", "--queries-per-task", "4", "--n-candidates", "3",
-               "--epochs", "1", "--k", "2", "--batch-size", "8", "--seed", "3",
-               "--eval-seed", "5", "--eval-per-task", "5", "--methods", "zero_shot",
-               "--ranking-per-task", "2", "--ranking-prompts", "4",
-               "--work-dir", str(root / "work"), "--output-dir", str(root / "out"),
-               "--no-progress"])
+    eval_main([*tiny_section_run(root, shared_data_dir, tiny_bert_path, tiny_gpt_neo_path),
+               "--output-dir", str(root / "out")])
     return root / "work" / "commonsense"
 
 
