@@ -91,3 +91,6 @@ def test_bad_pairs_and_seeds_are_refused_before_any_work(sections):
     own = reports[0]["score_folder"]
     with pytest.raises(SystemExit, match="'best'.* is not a ranker of"):
         m.measure([(cluster_dir, own, 5, 3)], [("best", "untrained")], n_resamples=5)
+    with pytest.raises(SystemExit, match="expected one ranking folder named nope"):
+        m.measure([(cluster_dir, own, 5, 3), (cluster_dir, "nope", 5, 3)],
+                  [("trained", "untrained")], n_resamples=5)
