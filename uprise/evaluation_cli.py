@@ -320,12 +320,9 @@ def _single_ranking(args: argparse.Namespace, stage: Any, lm: Any, out: Path,
     return ranking_section(judge.lm, stage.eval_queries, stage.pool,
                            standard_rankers(args.retriever, untrained, args.seed, hybrid_weight),
                            out / "ranking_scores", args.ranking_per_task, args.ranking_prompts,
-                           _ranking_seed(args), batch_size=args.batch_size,
+                           args.seed if args.ranking_seed is None else args.ranking_seed,
+                           batch_size=args.batch_size,
                            progress=not args.no_progress)
-
-
-def _ranking_seed(args: argparse.Namespace) -> int:
-    return args.seed if args.ranking_seed is None else args.ranking_seed
 
 
 def _single_effect(report: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +367,7 @@ def _multi_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         args.calibration_per_task, eval_per_task, eval_seed=args.eval_seed, tasks=tasks,
         progress=not args.no_progress, ranking_per_task=args.ranking_per_task,
         ranking_prompts=args.ranking_prompts, abstain_by=args.abstain_by,
-        hybrid_weight=args.hybrid_weight, ranking_seed=_ranking_seed(args))
+        hybrid_weight=args.hybrid_weight, ranking_seed=args.ranking_seed)
     report = run_loco(base, held_out, args.train_clusters, Path(args.work_dir), out, eval_lm,
                       scoring_lm, settings)
     report["config"] = {**vars(args), "eval_lm": eval_lm.name, "scoring_lm": base.lm,
